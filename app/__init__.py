@@ -1,0 +1,1 @@
+"""roamsign: roaming-certificate signing authorised by one-time passwords."""

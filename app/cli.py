@@ -1,0 +1,390 @@
+"""`python -m app ...`: the operator's commands (contract, "Running it")."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.orm import Session
+
+from app.db import unit_of_work
+from app.errors import ConfigurationError, DomainError
+from app.runtime import Runtime
+from app.settings import Settings, get_settings
+from app.validation import normalise_mykad
+
+CLI_ACTOR = "cli"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.run(args)
+    except (DomainError, ConfigurationError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="roamsign operations")
+    commands = parser.add_subparsers(title="commands")
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(title="db")
+    _command(db, "upgrade", "apply every migration", cmd_db_upgrade)
+    down = _command(db, "downgrade", "revert to a revision", cmd_db_downgrade)
+    down.add_argument("revision")
+
+    ca = commands.add_parser("ca", help="certification authority").add_subparsers(title="ca")
+    _command(ca, "init", "create the root and issuing CA (idempotent)", cmd_ca_init)
+
+    clients = commands.add_parser("clients", help="API clients").add_subparsers(title="clients")
+    create = _command(clients, "create", "create a client; prints its key last", cmd_clients_create)
+    create.add_argument("name")
+    create.add_argument(
+        "--role", required=True, choices=["signer", "portal", "agency_admin", "jdn_admin"]
+    )
+    create.add_argument("--agency")
+    revoke = _command(clients, "revoke", "revoke a client's key", cmd_clients_revoke)
+    revoke.add_argument("name")
+    rotate = _command(
+        clients, "rotate", "replace a client's key; prints it last", cmd_clients_rotate
+    )
+    rotate.add_argument("name")
+
+    users = commands.add_parser("users", help="people").add_subparsers(title="users")
+    user = _command(users, "create", "register a person", cmd_users_create)
+    user.add_argument("--mykad", required=True)
+    user.add_argument("--name", required=True)
+    user.add_argument("--email")
+    user.add_argument("--phone")
+    user.add_argument("--agency", required=True)
+
+    credentials = commands.add_parser("credentials", help="roaming credentials").add_subparsers(
+        title="credentials"
+    )
+    issue = _command(
+        credentials,
+        "issue",
+        "issue an active roaming credential (PIN on stdin)",
+        cmd_credentials_issue,
+    )
+    issue.add_argument("mykad")
+    issue.add_argument("--key-algorithm", choices=["ecdsa-p256", "rsa-2048", "rsa-3072"])
+
+    serve = commands.add_parser("serve", help="serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=cmd_serve)
+
+    audit = commands.add_parser("audit", help="audit trail").add_subparsers(title="audit")
+    _command(
+        audit,
+        "verify",
+        "check the MAC chains; exit 1 naming the first broken event",
+        cmd_audit_verify,
+    )
+
+    jobs = commands.add_parser("jobs", help="background jobs").add_subparsers(title="jobs")
+    _command(jobs, "run", "run the due jobs once (e-mail delivery, expiry)", cmd_jobs_run)
+
+    demo = commands.add_parser("demo", help="set up the demo (used by `make run`)")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def _command(
+    group: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    run: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    parser = group.add_parser(name, help=help_text)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _runtime() -> Runtime:
+    return Runtime.build(get_settings())
+
+
+def _in_transaction(runtime: Runtime, work: Callable[[Session], int]) -> int:
+    with unit_of_work(runtime.sessions) as session:
+        return work(session)
+
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from app.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_db_downgrade(args: argparse.Namespace) -> int:
+    from app.migrate import downgrade
+
+    downgrade(get_settings().database_url, args.revision)
+    return 0
+
+
+def cmd_ca_init(_args: argparse.Namespace) -> int:
+    from app.services.ca import CertificateAuthorityService
+
+    runtime = _runtime()
+
+    def work(session: Session) -> int:
+        service = CertificateAuthorityService(
+            session, runtime.key_store, runtime.ca_cache, runtime.settings.ca_name
+        )
+        created = service.init(runtime.clock.now())
+        print("CA created" if created else "CA already initialised")
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def _clients(runtime: Runtime, session: Session):  # type: ignore[no-untyped-def]
+    from app.services.audit import AuditLog
+    from app.services.clients import ClientService
+
+    return ClientService(
+        session, AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
+    )
+
+
+def cmd_clients_create(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+
+    def work(session: Session) -> int:
+        client, key = _clients(runtime, session).create(
+            args.name, args.role, args.agency, runtime.clock.now()
+        )
+        print(f"created client {client.name} ({client.role}); the key is shown once:")
+        print(key)
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_clients_revoke(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+
+    def work(session: Session) -> int:
+        _clients(runtime, session).revoke(args.name, runtime.clock.now())
+        print(f"revoked client {args.name}")
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_clients_rotate(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+
+    def work(session: Session) -> int:
+        key = _clients(runtime, session).rotate(args.name, runtime.clock.now())
+        print(f"rotated client {args.name}; the old key no longer works. New key:")
+        print(key)
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from app.schemas.users import UserCreate
+    from app.services.audit import AuditLog
+    from app.services.people import PeopleService
+
+    body = UserCreate(
+        mykad=args.mykad, name=args.name, email=args.email, phone=args.phone, agency=args.agency
+    )
+    runtime = _runtime()
+
+    def work(session: Session) -> int:
+        audit = AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
+        user = PeopleService(session, audit).create(
+            mykad=body.mykad,
+            name=body.name,
+            agency=body.agency,
+            email=body.email,
+            phone=body.phone,
+            now=runtime.clock.now(),
+            actor=CLI_ACTOR,
+        )
+        print(f"registered {user.name}")
+        print(user.id)
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_credentials_issue(args: argparse.Namespace) -> int:
+    pin = sys.stdin.readline().strip()
+    runtime = _runtime()
+    mykad = normalise_mykad(args.mykad)
+
+    def work(session: Session) -> int:
+        credential = _credential_service(runtime, session).issue_roaming(
+            mykad,
+            pin,
+            args.key_algorithm or runtime.settings.key_algorithm,
+            runtime.clock.now(),
+            runtime.settings.certificate_validity_days,
+            CLI_ACTOR,
+        )
+        print(f"issued {credential.key_algorithm} roaming credential")
+        print(f"certificate serial {credential.certificate_serial}")
+        print(credential.id)
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def _credential_service(runtime: Runtime, session: Session):  # type: ignore[no-untyped-def]
+    from app.services.audit import AuditLog
+    from app.services.ca import CertificateAuthorityService
+    from app.services.credentials import CredentialService
+
+    audit = AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
+    ca = CertificateAuthorityService(
+        session, runtime.key_store, runtime.ca_cache, runtime.settings.ca_name
+    )
+    return CredentialService(session, runtime.key_store, ca, audit, runtime.keys.pin_pepper)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    settings.check_production_safety()
+    settings.load_master_key()  # fail here, not in every worker
+    if settings.is_sqlite and args.workers > 1:
+        raise ConfigurationError("SQLite serves one process: use PostgreSQL for --workers > 1")
+    prepare_metrics_dir(settings)
+    uvicorn.run(
+        "app.main:build_app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def prepare_metrics_dir(settings: Settings) -> None:
+    directory = settings.metrics_dir or settings.var_dir / "metrics" / str(os.getpid())
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    # prometheus-client reads this variable itself, in every worker process.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def cmd_audit_verify(_args: argparse.Namespace) -> int:
+    from app.services.audit import verify_audit_trail
+
+    runtime = _runtime()
+    with runtime.sessions() as session:
+        result = verify_audit_trail(session, runtime.keys.audit_mac)
+    if result.ok:
+        print(f"audit trail intact: {result.checked} events checked")
+        return 0
+    print(f"audit trail BROKEN: {result.first_broken}", file=sys.stderr)
+    return 1
+
+
+def cmd_jobs_run(_args: argparse.Namespace) -> int:
+    from app.services.delivery import DeliveryWorker, SmtpTransport
+
+    runtime = _runtime()
+    worker = DeliveryWorker(
+        runtime.sessions,
+        runtime.keys.outbox_seal,
+        SmtpTransport(runtime.settings),
+        runtime.clock,
+        runtime.settings,
+    )
+    report = worker.deliver_due()
+    print(f"e-mail delivery: {report}")
+    return 0
+
+
+DEMO_CLIENTS = (
+    ("igfmas", "signer", None, "IGFMAS_KEY"),
+    ("eperolehan", "signer", None, "EPEROLEHAN_KEY"),
+    ("mygpki-portal", "portal", None, "PORTAL_KEY"),
+    ("jdn-admin", "jdn_admin", None, "JDN_ADMIN_KEY"),
+    ("agency-admin-jdn", "agency_admin", "JDN", "AGENCY_ADMIN_KEY"),
+)
+DEMO_PERSON = {
+    "mykad": "850101145555",
+    "name": "Nur Aisyah binti Ahmad",
+    "email": "aisyah@jdn.gov.my",
+    "phone": "+60123456789",
+    "agency": "JDN",
+}
+DEMO_PIN = "583920"
+
+
+def cmd_demo(_args: argparse.Namespace) -> int:
+    """Idempotent demo setup: schema, CA, clients (fresh keys each run), one person with PIN."""
+    from app.migrate import upgrade
+    from app.services.audit import AuditLog
+    from app.services.ca import CertificateAuthorityService
+    from app.services.people import PeopleService
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    runtime = _runtime()
+    env_lines = ["ROAMSIGN_URL=http://127.0.0.1:8000"]
+
+    def work(session: Session) -> int:
+        now = runtime.clock.now()
+        CertificateAuthorityService(
+            session, runtime.key_store, runtime.ca_cache, settings.ca_name
+        ).init(now)
+        clients = _clients(runtime, session)
+        for name, role, agency, variable in DEMO_CLIENTS:
+            try:
+                _client, key = clients.create(name, role, agency, now)
+            except DomainError:
+                key = clients.rotate(name, now)
+            env_lines.append(f"{variable}={key}")
+        audit = AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
+        people = PeopleService(session, audit)
+        if people.find(DEMO_PERSON["mykad"]) is None:
+            people.create(
+                mykad=DEMO_PERSON["mykad"],
+                name=DEMO_PERSON["name"],
+                agency=DEMO_PERSON["agency"],
+                email=DEMO_PERSON["email"],
+                phone=DEMO_PERSON["phone"],
+                now=now,
+                actor=CLI_ACTOR,
+            )
+            _credential_service(runtime, session).issue_roaming(
+                DEMO_PERSON["mykad"],
+                DEMO_PIN,
+                settings.key_algorithm,
+                now,
+                settings.certificate_validity_days,
+                CLI_ACTOR,
+            )
+        return 0
+
+    _in_transaction(runtime, work)
+    env_lines += [f"DEMO_MYKAD={DEMO_PERSON['mykad']}", f"DEMO_PIN={DEMO_PIN}"]
+    env_file = settings.var_dir / "demo.env"
+    env_file.write_text("\n".join(env_lines) + "\n")
+    env_file.chmod(0o600)
+    print(f"demo ready: keys in {env_file}, e-mail in {settings.var_dir / 'mail'}")
+    return 0

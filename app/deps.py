@@ -1,0 +1,120 @@
+"""Typed dependencies: the runtime, the request's session (its one commit point), the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.clock import Clock
+from app.db import transaction
+from app.errors import Forbidden, Unauthenticated
+from app.models import Role
+from app.runtime import Runtime
+from app.services.audit import AuditLog
+from app.services.ca import CertificateAuthorityService
+from app.services.clients import Caller, ClientService
+from app.services.people import PeopleService
+from app.services.signing import SigningService
+from app.services.verification import VerificationService
+from app.settings import Settings
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """One session per request, committed before the response is sent (see db.transaction)."""
+    yield from transaction(runtime.sessions)
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_settings_dep(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+def get_clock(runtime: RuntimeDep) -> Clock:
+    return runtime.clock
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+
+
+def get_audit(session: SessionDep, runtime: RuntimeDep) -> AuditLog:
+    return AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
+
+
+AuditDep = Annotated[AuditLog, Depends(get_audit)]
+
+
+def authenticate(request: Request, session: SessionDep, audit: AuditDep) -> Caller:
+    scheme, _, api_key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not api_key.strip():
+        raise Unauthenticated("send Authorization: Bearer <api key>")
+    caller = ClientService(session, audit).authenticate(api_key.strip())
+    request.scope.setdefault("state", {})["caller_name"] = caller.name
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+def require_role(*roles: Role) -> Callable[[Caller], Caller]:
+    allowed = frozenset(roles)
+
+    def check(caller: CallerDep) -> Caller:
+        if caller.role not in allowed:
+            raise Forbidden(f"this operation needs the role {' or '.join(sorted(allowed))}")
+        return caller
+
+    return check
+
+
+SignerDep = Annotated[Caller, Depends(require_role(Role.SIGNER))]
+JdnAdminDep = Annotated[Caller, Depends(require_role(Role.JDN_ADMIN))]
+PeopleReaderDep = Annotated[
+    Caller, Depends(require_role(Role.PORTAL, Role.JDN_ADMIN, Role.AGENCY_ADMIN))
+]
+
+
+def ca_service(session: Session, runtime: Runtime) -> CertificateAuthorityService:
+    return CertificateAuthorityService(
+        session, runtime.key_store, runtime.ca_cache, runtime.settings.ca_name
+    )
+
+
+def get_signing_service(
+    session: SessionDep, runtime: RuntimeDep, audit: AuditDep
+) -> SigningService:
+    return SigningService(
+        session,
+        settings=runtime.settings,
+        keys=runtime.keys,
+        key_store=runtime.key_store,
+        ca=ca_service(session, runtime),
+        audit=audit,
+        on_outbox=runtime.delivery_wakeup.set,
+    )
+
+
+def get_people_service(session: SessionDep, audit: AuditDep) -> PeopleService:
+    return PeopleService(session, audit)
+
+
+def get_verification_service(session: SessionDep, runtime: RuntimeDep) -> VerificationService:
+    return VerificationService(session, ca_service(session, runtime))
+
+
+SigningServiceDep = Annotated[SigningService, Depends(get_signing_service)]
+PeopleServiceDep = Annotated[PeopleService, Depends(get_people_service)]
+VerificationServiceDep = Annotated[VerificationService, Depends(get_verification_service)]

@@ -1,0 +1,194 @@
+"""Expected failures (DomainError) and the one place that renders them as RFC 9457 problems."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://roamsign.example/problems/"
+
+
+class ConfigurationError(RuntimeError):
+    """The service cannot start as configured (missing master key, placeholder secret...)."""
+
+
+class DomainError(Exception):
+    """An expected failure; rendered as application/problem+json by `problem_body`.
+
+    `keeps_changes` marks refusals whose database writes must be committed although the caller
+    gets an error (a counted attempt, a PIN failure, a lockout): the session dependency commits
+    for them instead of rolling back.
+    """
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+    keeps_changes: ClassVar[bool] = False
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra = extra
+        super().__init__(self.detail)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(DomainError):
+    status, code, title = 400, "bad_request", "Bad request"
+
+
+class Unauthenticated(DomainError):
+    status, code, title = 401, "unauthenticated", "Authentication required"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="roamsign"'}
+
+
+class Forbidden(DomainError):
+    status, code, title = 403, "forbidden", "Not allowed for this caller"
+
+
+class NotFound(DomainError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class PayloadTooLarge(DomainError):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
+class UnsupportedMediaType(DomainError):
+    status, code, title = 415, "unsupported_media_type", "Request body must be application/json"
+
+
+class ValidationFailed(DomainError):
+    """Input that parses but breaks a rule; `errors` carries JSON pointers to the fields."""
+
+    status, code, title = 422, "validation_error", "Invalid request"
+
+    def __init__(self, detail: str, pointer: str = "") -> None:
+        super().__init__(detail, errors=[{"pointer": pointer, "detail": detail}])
+
+
+class AuthorizationFailed(DomainError):
+    """Wrong OTP or wrong PIN: deliberately the same answer for both."""
+
+    status, code, title = 403, "authorization_failed", "OTP or PIN not accepted"
+    keeps_changes = True
+
+
+class OtpExpired(DomainError):
+    status, code, title = 410, "otp_expired", "The OTP has expired; request a new one"
+
+
+class OtpConsumed(DomainError):
+    status, code, title = 409, "otp_consumed", "The OTP was already used or the request cancelled"
+
+
+class OtpPending(DomainError):
+    status, code, title = 409, "otp_pending", "An OTP for this document is still pending"
+
+
+class RequestLocked(DomainError):
+    status, code, title = 423, "request_locked", "Too many failed attempts for this request"
+    keeps_changes = True
+
+
+class CredentialNotActive(DomainError):
+    status, code, title = 409, "credential_not_active", "No active roaming credential"
+
+
+class CredentialLocked(DomainError):
+    status, code, title = 423, "credential_locked", "The credential is locked"
+    keeps_changes = True
+
+
+class NoActiveDevice(DomainError):
+    status, code, title = 409, "no_active_device", "The person has no active mobile device"
+
+
+class NoEmailAddress(DomainError):
+    status, code, title = 409, "no_email_address", "The person has no registered e-mail address"
+
+
+class Conflict(DomainError):
+    status, code, title = 409, "conflict", "Conflicts with the current state"
+
+
+class DeviceNotEligible(DomainError):
+    status, code, title = 422, "device_not_eligible", "Device not eligible"
+
+
+class PhoneMismatch(DomainError):
+    status, code, title = 422, "phone_mismatch", "Phone number does not match"
+
+
+class RateLimited(DomainError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+    keeps_changes = True
+
+    def __init__(self, detail: str | None = None, *, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class ServiceUnavailable(DomainError):
+    status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
+
+
+class InternalError(DomainError):
+    status, code, title = 500, "internal_error", "Internal error"
+
+
+ALL_ERRORS: tuple[type[DomainError], ...] = (
+    BadRequest,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    AuthorizationFailed,
+    OtpExpired,
+    OtpConsumed,
+    OtpPending,
+    RequestLocked,
+    CredentialNotActive,
+    CredentialLocked,
+    NoActiveDevice,
+    NoEmailAddress,
+    Conflict,
+    DeviceNotEligible,
+    PhoneMismatch,
+    RateLimited,
+    ServiceUnavailable,
+)
+
+
+def problem_body(
+    *, status: int, code: str, title: str, detail: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+
+
+def domain_problem(error: DomainError) -> dict[str, Any]:
+    return problem_body(
+        status=error.status,
+        code=error.code,
+        title=error.title,
+        detail=error.detail,
+        **error.extra,
+    )

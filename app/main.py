@@ -1,0 +1,193 @@
+"""create_app(): the FastAPI application, its error mapping, middleware and background work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.clock import Clock
+from app.errors import PROBLEM_JSON, DomainError, domain_problem, problem_body
+from app.logs import configure_logging
+from app.metrics import FAILURES
+from app.middleware import JsonBodyMiddleware, RequestContextMiddleware
+from app.routers import ca, health, signatures, signing_requests, users
+from app.runtime import Runtime
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("roamsign.app")
+
+API_DESCRIPTION = """\
+roamsign signs documents with a person's roaming certificate, one signature per one-time
+password. A signing system asks for an OTP bound to one document hash, the person receives it
+by e-mail (or on their MyGPKI Mobile device), and the system submits the OTP and the PIN within
+the validity window to receive the signature. Errors are RFC 9457 `application/problem+json`
+with a stable `code`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    clock: Clock | None = None,
+    background_workers: bool | None = None,
+) -> FastAPI:
+    settings = settings or (runtime.settings if runtime else get_settings())
+    runtime = runtime or Runtime.build(settings, clock)
+    run_workers = settings.delivery_worker if background_workers is None else background_workers
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = (
+            [asyncio.create_task(work) for work in background_work(runtime, stop)]
+            if run_workers
+            else []
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=10)
+            runtime.close()
+
+    app = FastAPI(
+        title="roamsign",
+        version="1.0.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    app.state.runtime = runtime
+    for router in (
+        health.router,
+        ca.router,
+        users.router,
+        signing_requests.router,
+        signatures.router,
+    ):
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(JsonBodyMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def background_work(runtime: Runtime, stop: asyncio.Event) -> list[Any]:
+    from app.services.delivery import DeliveryWorker, SmtpTransport, run_delivery_loop
+
+    worker = DeliveryWorker(
+        runtime.sessions,
+        runtime.keys.outbox_seal,
+        SmtpTransport(runtime.settings),
+        runtime.clock,
+        runtime.settings,
+    )
+    wakeup = runtime.delivery_wakeup.bind(asyncio.get_running_loop())
+    return [run_delivery_loop(worker, runtime.settings.delivery_poll_seconds, wakeup, stop)]
+
+
+def problem_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def on_domain_error(_request: Request, error: DomainError) -> JSONResponse:
+        FAILURES.labels(error.code).inc()
+        return problem_response(error.status, domain_problem(error), error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        if any(problem.get("type") == "json_invalid" for problem in problems):
+            body = problem_body(
+                status=400,
+                code="bad_request",
+                title="Bad request",
+                detail="the request body is not valid JSON",
+            )
+            return problem_response(400, body)
+        errors = [
+            {"pointer": _pointer(problem.get("loc", ())), "detail": _message(problem)}
+            for problem in problems
+        ]
+        body = problem_body(
+            status=422,
+            code="validation_error",
+            title="Invalid request",
+            detail="; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in errors),
+            errors=errors,
+        )
+        return problem_response(422, body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "bad_request")
+        title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "Bad request")
+        body = problem_body(
+            status=error.status_code, code=code, title=title, detail=str(error.detail)
+        )
+        return problem_response(error.status_code, body, dict(error.headers or {}))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def on_database_down(_request: Request, error: Exception) -> JSONResponse:
+        log.error("database.unavailable", extra={"error": type(error).__name__})
+        body = problem_body(
+            status=503,
+            code="service_unavailable",
+            title="Service temporarily unavailable",
+            detail="the database is not reachable; retry shortly",
+        )
+        return problem_response(503, body, {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_request: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return await on_database_down(_request, error)
+        log.exception("request.failed", extra={"error": type(error).__name__})
+        body = problem_body(
+            status=500,
+            code="internal_error",
+            title="Internal error",
+            detail="an unexpected error occurred; it has been logged with the request id",
+        )
+        return problem_response(500, body)
+
+
+def _pointer(loc: Any) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return (
+        "/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
+        if parts
+        else ""
+    )
+
+
+def _message(problem: dict[str, Any]) -> str:
+    message = str(problem.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
+
+
+def build_app_from_environment() -> FastAPI:
+    """The uvicorn factory: settings from the environment, logs configured."""
+    settings = get_settings()
+    configure_logging(settings.log_level, as_json=settings.log_json)
+    return create_app(settings)

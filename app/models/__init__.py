@@ -1,0 +1,25 @@
+"""SQLAlchemy models; importing this package registers every table on `Base.metadata`."""
+
+from app.models.audit import AuditChainHead, AuditEvent
+from app.models.ca import CertificateAuthority
+from app.models.client import ApiClient, Role
+from app.models.outbox import OutboxMessage, OutboxStatus
+from app.models.person import Credential, CredentialStatus, Medium, User
+from app.models.signing import RequestStatus, Signature, SigningRequest
+
+__all__ = [
+    "ApiClient",
+    "AuditChainHead",
+    "AuditEvent",
+    "CertificateAuthority",
+    "Credential",
+    "CredentialStatus",
+    "Medium",
+    "OutboxMessage",
+    "OutboxStatus",
+    "RequestStatus",
+    "Role",
+    "Signature",
+    "SigningRequest",
+    "User",
+]

@@ -1,0 +1,40 @@
+"""The CA's certificates and revocation list: public, no key needed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.deps import ClockDep, RuntimeDep, SessionDep, ca_service
+from app.errors import ServiceUnavailable
+from app.schemas.problem import problem_responses
+
+router = APIRouter(prefix="/v1/ca", tags=["certification authority"])
+
+PEM_CHAIN = "application/pem-certificate-chain"
+PKIX_CRL = "application/pkix-crl"
+
+
+@router.get(
+    "/certificates",
+    response_class=Response,
+    responses={
+        200: {"content": {PEM_CHAIN: {}}, "description": "Issuing CA, then root, PEM"},
+        **problem_responses(ServiceUnavailable),
+    },
+)
+def certificates(session: SessionDep, runtime: RuntimeDep) -> Response:
+    """The chain a verifier needs: the issuing CA, then the root."""
+    return Response(ca_service(session, runtime).chain_pem(), media_type=PEM_CHAIN)
+
+
+@router.get(
+    "/crl",
+    response_class=Response,
+    responses={
+        200: {"content": {PKIX_CRL: {}}, "description": "The issuing CA's CRL, DER"},
+        **problem_responses(ServiceUnavailable),
+    },
+)
+def crl(session: SessionDep, runtime: RuntimeDep, clock: ClockDep) -> Response:
+    """The issuing CA's certificate revocation list (DER), freshly signed."""
+    return Response(ca_service(session, runtime).crl_der(clock.now()), media_type=PKIX_CRL)

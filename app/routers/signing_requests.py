@@ -1,0 +1,180 @@
+"""The signing flow: request an OTP for one document hash, then submit OTP + PIN once."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+from fastapi import APIRouter, status
+
+from app.deps import ClockDep, SignerDep, SigningServiceDep
+from app.errors import (
+    AuthorizationFailed,
+    CredentialLocked,
+    CredentialNotActive,
+    Forbidden,
+    NoActiveDevice,
+    NoEmailAddress,
+    NotFound,
+    OtpConsumed,
+    OtpExpired,
+    OtpPending,
+    RateLimited,
+    RequestLocked,
+    ServiceUnavailable,
+    Unauthenticated,
+)
+from app.models import SigningRequest
+from app.schemas.problem import BODY_PROBLEMS, problem_responses
+from app.schemas.signing import (
+    SignatureOut,
+    SignatureSubmit,
+    SigningRequestCreate,
+    SigningRequestCreated,
+    SigningRequestOut,
+)
+from app.services.signing import NewSigningRequest, SignatureResult, SigningService
+
+router = APIRouter(prefix="/v1/signing-requests", tags=["signing"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SigningRequestCreated,
+    responses=problem_responses(
+        *BODY_PROBLEMS,
+        Unauthenticated,
+        Forbidden,
+        CredentialNotActive,
+        CredentialLocked,
+        NoActiveDevice,
+        NoEmailAddress,
+        OtpPending,
+        RateLimited,
+        ServiceUnavailable,
+    ),
+)
+def create_signing_request(
+    body: SigningRequestCreate, caller: SignerDep, signing: SigningServiceDep, clock: ClockDep
+) -> SigningRequestCreated:
+    """Send the person a 6-digit OTP bound to this one document hash, credential and caller.
+
+    The OTP is valid for the configured window (120 s by default) and for three checks. While
+    an unexpired OTP for the same person and hash is pending, a new one is refused
+    (`otp_pending`).
+    """
+    request = signing.request_signature(
+        caller,
+        NewSigningRequest(
+            mykad=body.mykad,
+            document_hash=body.document_hash,
+            hash_algorithm=body.hash_algorithm,
+            document_name=body.document_name,
+            channel=body.channel,
+            signature_format=body.signature_format,
+        ),
+        clock.now(),
+    )
+    return SigningRequestCreated(
+        id=request.id,
+        status="pending",
+        channel=request.channel,
+        destination=request.destination,
+        expires_at=request.expires_at,
+        attempts_remaining=signing.attempts_remaining(request),
+    )
+
+
+@router.post(
+    "/{request_id}/signature",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SignatureOut,
+    responses=problem_responses(
+        *BODY_PROBLEMS,
+        Unauthenticated,
+        Forbidden,
+        NotFound,
+        OtpConsumed,
+        RequestLocked,
+        OtpExpired,
+        CredentialNotActive,
+        CredentialLocked,
+        RateLimited,
+        AuthorizationFailed,
+        ServiceUnavailable,
+    ),
+)
+def submit_signature(
+    request_id: str,
+    body: SignatureSubmit,
+    caller: SignerDep,
+    signing: SigningServiceDep,
+    clock: ClockDep,
+) -> SignatureOut:
+    """Submit the OTP and the PIN; on success, the signature over the stored hash.
+
+    Answers, in this order: `not_found` (not your request), `validation_error` (not counted),
+    `otp_consumed`, `request_locked`, `otp_expired` (not counted), `credential_not_active` /
+    `credential_locked`, `rate_limited`, then the check itself, which counts one attempt: a
+    wrong OTP and a wrong PIN both answer `authorization_failed` with `attempts_remaining`.
+    """
+    return signature_out(signing.sign(caller, request_id, body.otp, body.pin, clock.now()))
+
+
+@router.get(
+    "/{request_id}",
+    response_model=SigningRequestOut,
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound),
+)
+def get_signing_request(
+    request_id: str, caller: SignerDep, signing: SigningServiceDep, clock: ClockDep
+) -> SigningRequestOut:
+    """The request's status; once signed, the signature too (a lost 201 loses nothing)."""
+    request = signing.get_own(caller, request_id)
+    return request_out(signing, request, clock.now())
+
+
+@router.delete(
+    "/{request_id}",
+    response_model=SigningRequestOut,
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound, OtpConsumed),
+)
+def cancel_signing_request(
+    request_id: str, caller: SignerDep, signing: SigningServiceDep, clock: ClockDep
+) -> SigningRequestOut:
+    """Cancel a pending request (the person declined); its OTP can no longer be used."""
+    now = clock.now()
+    return request_out(signing, signing.cancel(caller, request_id, now), now)
+
+
+def request_out(
+    signing: SigningService, request: SigningRequest, now: datetime
+) -> SigningRequestOut:
+    result = signing.signature_of(request)
+    return SigningRequestOut(
+        id=request.id,
+        status=signing.effective_status(request, now),
+        channel=request.channel,
+        destination=request.destination,
+        document_name=request.document_name,
+        document_hash=request.document_hash,
+        hash_algorithm=request.hash_algorithm,
+        signature_format=request.signature_format,
+        created_at=request.created_at,
+        expires_at=request.expires_at,
+        attempts_remaining=signing.attempts_remaining(request),
+        signature=signature_out(result) if result else None,
+    )
+
+
+def signature_out(result: SignatureResult) -> SignatureOut:
+    return SignatureOut(
+        request_id=result.request.id,
+        signature=base64.b64encode(result.signature.signature).decode(),
+        signature_format=result.signature.signature_format,
+        signature_algorithm=result.signature.signature_algorithm,
+        certificate=result.certificate_pem,
+        certificate_chain=list(result.chain_pems),
+        signed_at=result.signature.signed_at,
+    )

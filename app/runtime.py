@@ -1,0 +1,63 @@
+"""The long-lived collaborators of one process, built once from the settings."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.clock import Clock, SystemClock
+from app.crypto.keys import DerivedKeys
+from app.crypto.keystore import KeyStore, SoftwareKeyStore
+from app.db import make_engine, make_sessionmaker
+from app.services.ca import CaCache
+from app.settings import Settings
+
+
+class Wakeup:
+    """A thread-safe nudge for an asyncio loop (worker threads wake the delivery loop)."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.event: asyncio.Event | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        self._loop = loop
+        self.event = asyncio.Event()
+        return self.event
+
+    def set(self) -> None:
+        loop, event = self._loop, self.event
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    keys: DerivedKeys = field(repr=False)
+    key_store: KeyStore
+    clock: Clock
+    delivery_wakeup: Wakeup = field(default_factory=Wakeup)
+    ca_cache: CaCache = field(default_factory=CaCache)
+
+    @classmethod
+    def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+        settings.check_production_safety()
+        keys = DerivedKeys.from_master(settings.load_master_key())
+        engine = make_engine(settings.database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            keys=keys,
+            key_store=SoftwareKeyStore(keys.key_store),
+            clock=clock or SystemClock(),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()

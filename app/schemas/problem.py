@@ -1,0 +1,55 @@
+"""The RFC 9457 problem document, and the `responses=` each route declares for openapi.yaml."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.errors import (
+    PROBLEM_JSON,
+    BadRequest,
+    DomainError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+
+
+class FieldProblem(BaseModel):
+    pointer: str = Field(description="JSON pointer to the offending field")
+    detail: str
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable machine-readable error code")
+    errors: list[FieldProblem] | None = Field(default=None, description="With validation_error")
+    attempts_remaining: int | None = Field(default=None, description="With authorization_failed")
+
+
+BODY_PROBLEMS: tuple[type[DomainError], ...] = (
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+
+
+def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the problems a route can answer, grouped by status."""
+    by_status: dict[int, list[type[DomainError]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, group in sorted(by_status.items()):
+        codes = ", ".join(f"`{error.code}`" for error in group)
+        responses[status] = {
+            "model": Problem,
+            "description": f"{' / '.join(error.title for error in group)} ({codes})",
+            "content": {PROBLEM_JSON: {}},
+        }
+    return responses

@@ -1,0 +1,154 @@
+"""The certification authority: `ca init`, the chain, and issuing people's certificates."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.crypto.ca import (
+    build_crl,
+    build_issuing_ca,
+    build_root_ca,
+    certificate_pem,
+    issue_signing_certificate,
+)
+from app.crypto.keystore import KeyStore, PublicKey
+from app.errors import ServiceUnavailable
+from app.models import CertificateAuthority, Credential
+
+ROOT, ISSUING = "root", "issuing"
+ROOT_VALIDITY_DAYS = 20 * 365
+ISSUING_VALIDITY_DAYS = 10 * 365
+CRL_NEXT_UPDATE_SECONDS = 24 * 3600
+
+
+def ca_key_id(name: str) -> str:
+    return f"ca:{name}"
+
+
+@dataclass(frozen=True)
+class CaMaterial:
+    """The CA as the signing path needs it: parsed once per process, never changing after."""
+
+    root: x509.Certificate
+    issuing: x509.Certificate
+    issuing_key_blob: bytes
+    chain_pems: tuple[str, str]  # issuing CA, then root: what a verifier needs after the leaf
+
+
+class CaCache:
+    def __init__(self) -> None:
+        self._material: CaMaterial | None = None
+        self._lock = threading.Lock()
+
+    def get(self, session: Session) -> CaMaterial:
+        if self._material is None:
+            with self._lock:
+                if self._material is None:
+                    self._material = _load(session)
+        return self._material
+
+
+class CertificateAuthorityService:
+    def __init__(self, session: Session, key_store: KeyStore, cache: CaCache, ca_name: str) -> None:
+        self.session = session
+        self.key_store = key_store
+        self.cache = cache
+        self.ca_name = ca_name
+
+    def init(self, now: datetime) -> bool:
+        """Create the root and issuing CA unless they exist; True when something was created."""
+        existing = {ca.name for ca in self.session.scalars(select(CertificateAuthority))}
+        if {ROOT, ISSUING} <= existing:
+            return False
+        if existing:
+            raise RuntimeError("the CA is half-initialised: the root or issuing CA row is missing")
+        root_blob = self.key_store.generate(ca_key_id(ROOT), "ecdsa-p256").blob
+        root_key = self.key_store.private_key(ca_key_id(ROOT), root_blob)
+        root = build_root_ca(root_key, self.ca_name, now=now, validity_days=ROOT_VALIDITY_DAYS)
+        issuing_blob = self.key_store.generate(ca_key_id(ISSUING), "ecdsa-p256").blob
+        issuing_key = self.key_store.private_key(ca_key_id(ISSUING), issuing_blob)
+        issuing = build_issuing_ca(
+            issuing_key, root, root_key, self.ca_name, now=now, validity_days=ISSUING_VALIDITY_DAYS
+        )
+        for name, cert, blob in ((ROOT, root, root_blob), (ISSUING, issuing, issuing_blob)):
+            self.session.add(
+                CertificateAuthority(
+                    name=name, certificate_pem=certificate_pem(cert), key_blob=blob, created_at=now
+                )
+            )
+        self.session.flush()
+        return True
+
+    def material(self) -> CaMaterial:
+        return self.cache.get(self.session)
+
+    def chain_pem(self) -> str:
+        """Issuing CA then root, as `application/pem-certificate-chain`."""
+        return "".join(self.material().chain_pems)
+
+    def crl_der(self, now: datetime) -> bytes:
+        """The issuing CA's CRL, signed now, listing every revoked roaming certificate."""
+        material = self.material()
+        revoked = [
+            (int(serial, 16), revoked_at, reason or "unspecified")
+            for serial, revoked_at, reason in self.session.execute(
+                select(
+                    Credential.certificate_serial,
+                    Credential.revoked_at,
+                    Credential.revocation_reason,
+                ).where(
+                    Credential.revoked_at.is_not(None), Credential.certificate_serial.is_not(None)
+                )
+            )
+            if serial is not None and revoked_at is not None
+        ]
+        issuing_key = self.key_store.private_key(ca_key_id(ISSUING), material.issuing_key_blob)
+        crl = build_crl(
+            material.issuing,
+            issuing_key,
+            revoked,
+            now=now,
+            next_update_seconds=CRL_NEXT_UPDATE_SECONDS,
+        )
+        return crl.public_bytes(serialization.Encoding.DER)
+
+    def issue(
+        self,
+        public_key: PublicKey,
+        subject_name: str,
+        subject_serial: str,
+        now: datetime,
+        validity_days: int,
+    ) -> x509.Certificate:
+        material = self.material()
+        issuing_key = self.key_store.private_key(ca_key_id(ISSUING), material.issuing_key_blob)
+        return issue_signing_certificate(
+            public_key,
+            subject_name,
+            subject_serial,
+            material.issuing,
+            issuing_key,
+            now=now,
+            validity_days=validity_days,
+        )
+
+
+def _load(session: Session) -> CaMaterial:
+    rows = {ca.name: ca for ca in session.scalars(select(CertificateAuthority))}
+    if ROOT not in rows or ISSUING not in rows:
+        raise ServiceUnavailable("the CA is not initialised: run `python -m app ca init`")
+    root = x509.load_pem_x509_certificate(rows[ROOT].certificate_pem.encode())
+    issuing = x509.load_pem_x509_certificate(rows[ISSUING].certificate_pem.encode())
+    return CaMaterial(
+        root=root,
+        issuing=issuing,
+        issuing_key_blob=rows[ISSUING].key_blob,
+        chain_pems=(rows[ISSUING].certificate_pem, rows[ROOT].certificate_pem),
+    )

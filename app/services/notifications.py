@@ -1,0 +1,58 @@
+"""The texts of roamsign's e-mails: bilingual (Malay, then English), secret line first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class OtpNotice:
+    otp: str
+    document_name: str
+    requesting_system: str
+    hash_algorithm: str
+    document_hash_hex: str
+    expires_at: datetime
+    request_id: str
+
+    @property
+    def fingerprint(self) -> str:
+        digest = self.document_hash_hex
+        return f"{digest[:8]}…{digest[-8:]}".upper()
+
+    def subject(self) -> str:
+        return "Kod OTP tandatangan digital / Digital signature OTP"
+
+    def body(self) -> str:
+        expiry = self.expires_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        # The OTP line comes before any text the caller supplied (the document name), so no
+        # caller-chosen text can push or imitate it.
+        return (
+            f"Kod OTP / OTP code: {self.otp}\n"
+            "\n"
+            "Anda diminta menandatangani dokumen berikut secara digital dengan sijil\n"
+            "roaming anda.\n"
+            f"Dokumen: {self.document_name}\n"
+            f"Sistem yang meminta: {self.requesting_system}\n"
+            f"Cap jari dokumen ({self.hash_algorithm.upper()}): {self.fingerprint}\n"
+            f"Sah sehingga: {expiry}\n"
+            "Kod ini untuk satu dokumen sahaja. Jangan kongsi kod ini dengan sesiapa. Jika anda\n"
+            "tidak membuat permintaan ini, abaikan e-mel ini dan maklumkan pentadbir anda.\n"
+            "\n"
+            "You are asked to sign the following document digitally with your roaming\n"
+            "certificate.\n"
+            f"Document: {self.document_name}\n"
+            f"Requesting system: {self.requesting_system}\n"
+            f"Document fingerprint ({self.hash_algorithm.upper()}): {self.fingerprint}\n"
+            f"Valid until: {expiry}\n"
+            "This code is for one document only. Never share it. If you did not ask for this\n"
+            "signature, ignore this e-mail and tell your administrator.\n"
+            "\n"
+            f"Rujukan / Reference: {self.request_id}\n"
+        )
+
+
+def mask_email(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"

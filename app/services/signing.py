@@ -1,0 +1,516 @@
+"""The signing flow: an OTP bound to one document hash, one signature per OTP."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.crypto.cms import build_detached_cms, signature_algorithm_name
+from app.crypto.keys import DerivedKeys
+from app.crypto.keystore import KeyStore
+from app.crypto.secrets import OtpBinding, generate_otp, macs_equal, otp_mac, pin_mac
+from app.db import after_commit
+from app.errors import (
+    AuthorizationFailed,
+    CredentialLocked,
+    CredentialNotActive,
+    NoActiveDevice,
+    NoEmailAddress,
+    NotFound,
+    OtpConsumed,
+    OtpExpired,
+    OtpPending,
+    RateLimited,
+    RequestLocked,
+    ValidationFailed,
+)
+from app.metrics import OTPS_ISSUED, SIGNATURES
+from app.models import (
+    Credential,
+    CredentialStatus,
+    Medium,
+    RequestStatus,
+    Signature,
+    SigningRequest,
+    User,
+)
+from app.models.base import new_id
+from app.services.audit import AuditLog
+from app.services.ca import CertificateAuthorityService
+from app.services.clients import Caller
+from app.services.notifications import OtpNotice, mask_email
+from app.services.outbox import Outbox
+from app.settings import Settings
+
+_OTP_FORMAT = re.compile(r"^\d{6}$")
+_PIN_FORMAT = re.compile(r"^\d{6,8}$")
+
+
+@dataclass(frozen=True)
+class NewSigningRequest:
+    mykad: str
+    document_hash: str  # lowercase hex, validated against hash_algorithm
+    hash_algorithm: str
+    document_name: str
+    channel: str
+    signature_format: str
+
+
+@dataclass(frozen=True)
+class SignatureResult:
+    request: SigningRequest
+    signature: Signature
+    certificate_pem: str
+    chain_pems: tuple[str, ...]
+
+
+class SigningService:
+    """Issues OTPs for one document hash and turns one right OTP + PIN into one signature."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        settings: Settings,
+        keys: DerivedKeys,
+        key_store: KeyStore,
+        ca: CertificateAuthorityService,
+        audit: AuditLog,
+        on_outbox: Callable[[], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.keys = keys
+        self.key_store = key_store
+        self.ca = ca
+        self.audit = audit
+        self.on_outbox = on_outbox
+
+    # -- issuing ------------------------------------------------------------------------------
+
+    def request_signature(
+        self, caller: Caller, new: NewSigningRequest, now: datetime
+    ) -> SigningRequest:
+        user = self.session.scalar(select(User).where(User.mykad == new.mykad))
+        credential = self._usable_credential(user)
+        assert user is not None  # _usable_credential refuses a missing person
+        channel = "email" if new.channel == "auto" else new.channel
+        if channel == "mobile":
+            raise NoActiveDevice("this person has no active MyGPKI Mobile device")
+        if not user.email:
+            raise NoEmailAddress("this person has no registered e-mail address for the OTP")
+        self._expire_stale_requests(user.id, new.document_hash, now)
+
+        request = SigningRequest(
+            signer_id=caller.id,
+            user_id=user.id,
+            credential_id=credential.id,
+            document_hash=new.document_hash,
+            hash_algorithm=new.hash_algorithm,
+            document_name=new.document_name,
+            channel=channel,
+            destination=mask_email(user.email),
+            signature_format=new.signature_format,
+            status=RequestStatus.PENDING,
+            attempts=0,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self.settings.otp_ttl_seconds),
+        )
+        request.id = new_id()
+        otp = generate_otp()
+        request.otp_mac = otp_mac(self.keys.otp_mac, otp, self._binding(request))
+        try:
+            # A savepoint: losing the race for this hash must not undo the caller's transaction.
+            with self.session.begin_nested():
+                self.session.add(request)
+        except IntegrityError:
+            raise OtpPending(
+                "an OTP for this document is already pending for this person"
+            ) from None
+
+        notice = OtpNotice(
+            otp=otp,
+            document_name=new.document_name,
+            requesting_system=caller.name,
+            hash_algorithm=new.hash_algorithm,
+            document_hash_hex=new.document_hash,
+            expires_at=request.expires_at,
+            request_id=request.id,
+        )
+        Outbox(self.session, self.keys.outbox_seal).enqueue(
+            purpose="otp",
+            recipient=user.email,
+            subject=notice.subject(),
+            body=notice.body(),
+            now=now,
+            request_id=request.id,
+            not_after=request.expires_at,
+            headers={"X-Roamsign-Request-Id": request.id},
+        )
+        if self.on_outbox is not None:
+            after_commit(self.session, self.on_outbox)
+        after_commit(self.session, OTPS_ISSUED.labels(channel).inc)
+        self.audit.record(
+            now=now,
+            action="otp.issued",
+            actor=caller.name,
+            mykad=user.mykad,
+            target_id=request.id,
+            details={
+                "channel": channel,
+                "hash_algorithm": new.hash_algorithm,
+                "signature_format": new.signature_format,
+            },
+        )
+        return request
+
+    # -- signing ------------------------------------------------------------------------------
+
+    def sign(
+        self, caller: Caller, request_id: str, otp: str, pin: str, now: datetime
+    ) -> SignatureResult:
+        """Check OTP and PIN in the contract's order and sign the stored hash once."""
+        request = self.get_own(caller, request_id)
+        if not _OTP_FORMAT.match(otp):
+            raise ValidationFailed("otp must be 6 digits", "/otp")
+        if not _PIN_FORMAT.match(pin):
+            raise ValidationFailed("pin must be 6 to 8 digits", "/pin")
+        self._refuse_unusable(request, now)
+        credential = self.session.get(Credential, request.credential_id)
+        user = self.session.get(User, request.user_id)
+        assert credential is not None and user is not None  # foreign keys
+        self._refuse_inactive(credential, now)
+        if user.signing_held_until is not None and user.signing_held_until > now:
+            raise RateLimited(
+                "too many failed checks for this person; signing is held back for a while",
+                retry_after_seconds=_seconds_until(user.signing_held_until, now),
+            )
+
+        attempts = self._count_attempt(request, now)
+        # Both factors are always computed and compared, so the time taken says nothing
+        # about which one was wrong.
+        otp_ok = macs_equal(
+            request.otp_mac, otp_mac(self.keys.otp_mac, otp, self._binding(request))
+        )
+        pin_ok = macs_equal(credential.pin_mac, pin_mac(self.keys.pin_pepper, credential.id, pin))
+        if otp_ok and pin_ok:
+            return self._consume_and_sign(caller, request, credential, user, now)
+        self._record_failure(caller, request, credential, user, attempts, otp_ok, pin_ok, now)
+        remaining = self.settings.otp_max_attempts - attempts
+        raise AuthorizationFailed("the OTP or the PIN is not correct", attempts_remaining=remaining)
+
+    def get_own(self, caller: Caller, request_id: str) -> SigningRequest:
+        request = self.session.get(SigningRequest, request_id)
+        if request is None or request.signer_id != caller.id:
+            raise NotFound("no such signing request")
+        return request
+
+    def signature_of(self, request: SigningRequest) -> SignatureResult | None:
+        if request.status != RequestStatus.SIGNED:
+            return None
+        signature = self.session.scalar(select(Signature).where(Signature.request_id == request.id))
+        credential = self.session.get(Credential, request.credential_id)
+        if signature is None or credential is None or credential.certificate_pem is None:
+            return None
+        return SignatureResult(
+            request, signature, credential.certificate_pem, self.ca.material().chain_pems
+        )
+
+    def cancel(self, caller: Caller, request_id: str, now: datetime) -> SigningRequest:
+        """The person declined: a pending request can no longer be used."""
+        request = self.get_own(caller, request_id)
+        cancelled = self.session.execute(
+            update(SigningRequest)
+            .where(SigningRequest.id == request.id, SigningRequest.status == RequestStatus.PENDING)
+            .values(status=RequestStatus.CANCELLED, finished_at=now)
+            .returning(SigningRequest.id)
+        ).first()
+        self.session.refresh(request)
+        if cancelled is None:
+            if request.status == RequestStatus.SIGNED:
+                raise OtpConsumed("the request is already signed")
+            return request
+        user = self.session.get(User, request.user_id)
+        self.audit.record(
+            now=now,
+            action="signing_request.cancelled",
+            actor=caller.name,
+            mykad=user.mykad if user else None,
+            target_id=request.id,
+        )
+        return request
+
+    def effective_status(self, request: SigningRequest, now: datetime) -> str:
+        if request.status == RequestStatus.PENDING and now >= request.expires_at:
+            return RequestStatus.EXPIRED
+        return request.status
+
+    def attempts_remaining(self, request: SigningRequest) -> int:
+        return max(0, self.settings.otp_max_attempts - request.attempts)
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    def _usable_credential(self, user: User | None) -> Credential:
+        credential = None
+        if user is not None:
+            credential = self.session.scalar(
+                select(Credential).where(
+                    Credential.user_id == user.id,
+                    Credential.medium == Medium.ROAMING,
+                    Credential.status.in_([CredentialStatus.ACTIVE, CredentialStatus.LOCKED]),
+                )
+            )
+        if credential is None:
+            # An unknown person and one without an active roaming credential look the same.
+            raise CredentialNotActive("no active roaming credential for this MyKad")
+        if credential.status == CredentialStatus.LOCKED:
+            raise CredentialLocked("the credential is locked after repeated wrong PINs")
+        return credential
+
+    def _refuse_inactive(self, credential: Credential, now: datetime) -> None:
+        if credential.status == CredentialStatus.LOCKED:
+            raise CredentialLocked("the credential is locked after repeated wrong PINs")
+        if credential.status != CredentialStatus.ACTIVE or (
+            credential.not_after is not None and credential.not_after <= now
+        ):
+            raise CredentialNotActive("the roaming credential is not active")
+
+    def _refuse_unusable(self, request: SigningRequest, now: datetime) -> None:
+        if request.status in (RequestStatus.SIGNED, RequestStatus.CANCELLED):
+            raise OtpConsumed("this OTP was already used or the request was cancelled")
+        if request.status == RequestStatus.LOCKED:
+            raise RequestLocked("too many failed attempts; request a new OTP")
+        if request.status == RequestStatus.EXPIRED or now >= request.expires_at:
+            raise OtpExpired("the OTP has expired; request a new one")
+
+    def _count_attempt(self, request: SigningRequest, now: datetime) -> int:
+        """Count one check before comparing anything, atomically: parallel guesses cannot
+        exceed the limit. The row lock this takes is held until the transaction ends."""
+        counted = self.session.execute(
+            update(SigningRequest)
+            .where(
+                SigningRequest.id == request.id,
+                SigningRequest.status == RequestStatus.PENDING,
+                SigningRequest.attempts < self.settings.otp_max_attempts,
+                SigningRequest.expires_at > now,
+            )
+            .values(attempts=SigningRequest.attempts + 1)
+            .returning(SigningRequest.attempts)
+        ).scalar_one_or_none()
+        if counted is None:
+            # Another submission changed the request between our read and this update.
+            self.session.refresh(request)
+            if request.status == RequestStatus.PENDING and request.expires_at > now:
+                raise RequestLocked("too many failed attempts; request a new OTP")
+            self._refuse_unusable(request, now)
+            raise RequestLocked("too many failed attempts; request a new OTP")
+        return counted
+
+    def _consume_and_sign(
+        self,
+        caller: Caller,
+        request: SigningRequest,
+        credential: Credential,
+        user: User,
+        now: datetime,
+    ) -> SignatureResult:
+        consumed = self.session.execute(
+            update(SigningRequest)
+            .where(SigningRequest.id == request.id, SigningRequest.status == RequestStatus.PENDING)
+            .values(status=RequestStatus.SIGNED, finished_at=now)
+            .returning(SigningRequest.id)
+        ).first()
+        if consumed is None:
+            raise OtpConsumed("this OTP was already used")
+        assert credential.key_blob is not None and credential.certificate_pem is not None
+        material = self.ca.material()
+        certificate = x509.load_pem_x509_certificate(credential.certificate_pem.encode())
+        public_key = certificate.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise TypeError("roaming certificates carry ECDSA or RSA keys")
+        digest = bytes.fromhex(request.document_hash)
+        if request.signature_format == "cms":
+            signature_bytes = build_detached_cms(
+                digest=digest,
+                hash_algorithm=request.hash_algorithm,
+                certificate=certificate,
+                chain=[material.issuing, material.root],
+                signing_time=now,
+                sign=lambda data, algorithm: self.key_store.sign_digest(
+                    credential.id, credential.key_blob or b"", data, algorithm
+                ),
+            )
+        else:
+            signature_bytes = self.key_store.sign_digest(
+                credential.id, credential.key_blob, digest, request.hash_algorithm
+            )
+        signature = Signature(
+            request_id=request.id,
+            signature=signature_bytes,
+            signature_format=request.signature_format,
+            signature_algorithm=signature_algorithm_name(public_key, request.hash_algorithm),
+            certificate_serial=credential.certificate_serial or "",
+            signed_at=now,
+        )
+        try:
+            with self.session.begin_nested():
+                self.session.add(signature)
+        except IntegrityError:
+            raise OtpConsumed("this OTP was already used") from None
+        if credential.pin_failures:
+            credential.pin_failures = 0
+        if user.consecutive_failed_checks or user.signing_held_until:
+            user.consecutive_failed_checks = 0
+            user.signing_held_until = None
+        self.session.refresh(request)
+        after_commit(self.session, SIGNATURES.labels(request.signature_format).inc)
+        self.audit.record(
+            now=now,
+            action="signature.created",
+            actor=caller.name,
+            mykad=user.mykad,
+            target_id=request.id,
+            details={
+                "certificate_serial": signature.certificate_serial,
+                "signature_format": signature.signature_format,
+            },
+        )
+        return SignatureResult(request, signature, credential.certificate_pem, material.chain_pems)
+
+    def _record_failure(
+        self,
+        caller: Caller,
+        request: SigningRequest,
+        credential: Credential,
+        user: User,
+        attempts: int,
+        otp_ok: bool,
+        pin_ok: bool,
+        now: datetime,
+    ) -> None:
+        request_locked = attempts >= self.settings.otp_max_attempts
+        if request_locked:
+            self.session.execute(
+                update(SigningRequest)
+                .where(
+                    SigningRequest.id == request.id, SigningRequest.status == RequestStatus.PENDING
+                )
+                .values(status=RequestStatus.LOCKED, finished_at=now)
+            )
+        credential_locked = False
+        if pin_ok:
+            if credential.pin_failures:
+                self.session.execute(
+                    update(Credential).where(Credential.id == credential.id).values(pin_failures=0)
+                )
+        else:
+            failures = self.session.execute(
+                update(Credential)
+                .where(Credential.id == credential.id)
+                .values(pin_failures=Credential.pin_failures + 1)
+                .returning(Credential.pin_failures)
+            ).scalar_one()
+            if failures >= self.settings.pin_max_failures:
+                credential_locked = (
+                    self.session.execute(
+                        update(Credential)
+                        .where(
+                            Credential.id == credential.id,
+                            Credential.status == CredentialStatus.ACTIVE,
+                        )
+                        .values(status=CredentialStatus.LOCKED, locked_at=now, updated_at=now)
+                        .returning(Credential.id)
+                    ).first()
+                    is not None
+                )
+        failed_checks = self.session.execute(
+            update(User)
+            .where(User.id == user.id)
+            .values(consecutive_failed_checks=User.consecutive_failed_checks + 1)
+            .returning(User.consecutive_failed_checks)
+        ).scalar_one()
+        held_until = None
+        over = failed_checks - self.settings.person_failure_threshold
+        if over >= 0:
+            hold = min(
+                self.settings.person_hold_base_seconds * 2 ** min(over, 20),
+                self.settings.person_hold_max_seconds,
+            )
+            held_until = now + timedelta(seconds=hold)
+            self.session.execute(
+                update(User).where(User.id == user.id).values(signing_held_until=held_until)
+            )
+        reason = (
+            "otp_and_pin_wrong"
+            if not (otp_ok or pin_ok)
+            else ("otp_wrong" if pin_ok else "pin_wrong")
+        )
+        self.audit.record(
+            now=now,
+            action="otp.check.rejected",
+            actor=caller.name,
+            mykad=user.mykad,
+            target_id=request.id,
+            outcome=reason,
+            details={"attempt": attempts, "request_locked": request_locked},
+        )
+        if request_locked:
+            self.audit.record(
+                now=now,
+                action="signing_request.locked",
+                actor=caller.name,
+                mykad=user.mykad,
+                target_id=request.id,
+            )
+        if credential_locked:
+            self.audit.record(
+                now=now,
+                action="credential.locked",
+                actor=caller.name,
+                mykad=user.mykad,
+                target_id=credential.id,
+                outcome="pin_failures",
+            )
+        if held_until is not None:
+            self.audit.record(
+                now=now,
+                action="person.signing_held",
+                actor=caller.name,
+                mykad=user.mykad,
+                outcome="consecutive_failures",
+                details={"failed_checks": failed_checks, "held_until": held_until.isoformat()},
+            )
+
+    def _expire_stale_requests(self, user_id: str, document_hash: str, now: datetime) -> None:
+        self.session.execute(
+            update(SigningRequest)
+            .where(
+                SigningRequest.user_id == user_id,
+                SigningRequest.document_hash == document_hash,
+                SigningRequest.status == RequestStatus.PENDING,
+                SigningRequest.expires_at <= now,
+            )
+            .values(status=RequestStatus.EXPIRED, finished_at=now)
+        )
+
+    @staticmethod
+    def _binding(request: SigningRequest) -> OtpBinding:
+        return OtpBinding(
+            request_id=request.id,
+            credential_id=request.credential_id,
+            hash_algorithm=request.hash_algorithm,
+            document_hash=request.document_hash,
+            signer_id=request.signer_id,
+        )
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, int((moment - now).total_seconds() + 0.999))

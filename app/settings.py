@@ -1,0 +1,119 @@
+"""Settings from the environment (prefix ``ROAMSIGN_``); nothing else reads ``os.environ``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigurationError
+
+KeyAlgorithmName = Literal["ecdsa-p256", "rsa-2048", "rsa-3072"]
+
+DEFAULT_VAR_DIR = Path("var")
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "password", "demo"})
+
+
+class Profile(StrEnum):
+    DEMO = "demo"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every knob of roamsign. Tests build one directly; the app reads the environment once."""
+
+    model_config = SettingsConfigDict(env_prefix="ROAMSIGN_", extra="ignore")
+
+    profile: Profile = Profile.PRODUCTION
+    var_dir: Path = DEFAULT_VAR_DIR
+    database_url: str = ""
+    master_key_file: Path | None = None
+
+    otp_ttl_seconds: int = Field(default=120, ge=10, le=3600)
+    otp_max_attempts: int = Field(default=3, ge=1, le=10)
+    pin_max_failures: int = Field(default=5, ge=1, le=20)
+    # Consecutive failed checks for one person (across requests) before signing is held back.
+    person_failure_threshold: int = Field(default=10, ge=1)
+    person_hold_base_seconds: int = Field(default=30, ge=1)
+    person_hold_max_seconds: int = Field(default=3600, ge=1)
+
+    key_algorithm: KeyAlgorithmName = "ecdsa-p256"
+    certificate_validity_days: int = Field(default=730, ge=1, le=3650)
+    ca_name: str = "roamsign Demo"
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 10.0
+    mail_from: str = "roamsign <no-reply@roamsign.local>"
+    delivery_worker: bool = True
+    delivery_poll_seconds: float = 1.0
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    delivery_backoff_base_seconds: float = 2.0
+
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "INFO"
+    log_json: bool = True
+    metrics_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'roamsign.db'}"
+        if self.master_key_file is None and self.profile is Profile.DEMO:
+            self.master_key_file = self.var_dir / "master.key"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def check_production_safety(self) -> None:
+        """Refuse to run production with a missing master key or placeholder secrets."""
+        if self.profile is not Profile.PRODUCTION:
+            return
+        if self.master_key_file is None:
+            raise ConfigurationError("ROAMSIGN_MASTER_KEY_FILE is required in production")
+        if self.smtp_password is not None and (
+            self.smtp_password.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+        ):
+            raise ConfigurationError("ROAMSIGN_SMTP_PASSWORD is a placeholder")
+
+    def load_master_key(self) -> bytes:
+        """The 32-byte master key; the demo profile creates it on first use."""
+        path = self.master_key_file
+        if path is None:
+            raise ConfigurationError("ROAMSIGN_MASTER_KEY_FILE is not set")
+        if not path.exists():
+            if self.profile is not Profile.DEMO:
+                raise ConfigurationError(f"master key file {path} does not exist")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+            path.chmod(0o600)
+        return decode_master_key(path.read_text())
+
+
+def decode_master_key(text: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigurationError("the master key file is not base64") from exc
+    if len(key) != 32:
+        raise ConfigurationError("the master key must be 32 bytes (openssl rand -base64 32)")
+    if len(set(key)) < 8:
+        raise ConfigurationError("the master key is a placeholder, not random bytes")
+    return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

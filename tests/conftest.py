@@ -1,0 +1,100 @@
+"""Shared fixtures: a real database (SQLite or PostgreSQL), a frozen clock, derived keys.
+
+`ROAMSIGN_TEST_DATABASE` picks the database: `sqlite` (default), `postgresql` (a temporary
+server this run starts itself), or a full SQLAlchemy URL. The schema is built by Alembic.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+import app.models  # noqa: F401 - registers the tables
+from app.clock import FrozenClock
+from app.crypto.keys import DerivedKeys
+from app.db import Base, make_engine, make_sessionmaker
+from app.migrate import upgrade
+
+TEST_DATABASE = os.environ.get("ROAMSIGN_TEST_DATABASE", "sqlite")
+
+
+def pytest_report_header() -> str:
+    return f"roamsign test database: {TEST_DATABASE}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if TEST_DATABASE == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'roamsign.db'}"
+        upgrade(url)
+        yield url
+    elif TEST_DATABASE == "postgresql":
+        from tests.pg_server import TemporaryPostgres
+
+        with TemporaryPostgres() as server:
+            upgrade(server.url)
+            yield server.url
+    else:
+        upgrade(TEST_DATABASE)
+        yield TEST_DATABASE
+
+
+@pytest.fixture(scope="session")
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith("postgresql")
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def wipe(engine: Engine) -> None:
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - our own names
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """A session factory on a clean database (every table emptied after the test)."""
+    yield make_sessionmaker(engine)
+    wipe(engine)
+
+
+@pytest.fixture
+def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    with sessions() as session:
+        yield session
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture(scope="session")
+def master_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+@pytest.fixture(scope="session")
+def keys(master_key: bytes) -> DerivedKeys:
+    return DerivedKeys.from_master(master_key)
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
