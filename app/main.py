@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -80,6 +81,7 @@ def create_app(
     ):
         app.include_router(router)
     install_error_handlers(app)
+    app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(JsonBodyMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
@@ -97,6 +99,29 @@ def background_work(runtime: Runtime, stop: asyncio.Event) -> list[Any]:
     )
     wakeup = runtime.delivery_wakeup.bind(asyncio.get_running_loop())
     return [run_delivery_loop(worker, runtime.settings.delivery_poll_seconds, wakeup, stop)]
+
+
+def problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document, with every error answer described as what it is: a problem."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    spec = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = {
+                        PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }
+                    if status == "422" and response.get("description") == "Validation Error":
+                        response["description"] = "Invalid request (`validation_error`)"
+    schemas = spec.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    app.openapi_schema = spec
+    return spec
 
 
 def problem_response(

@@ -7,7 +7,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.errors import (
-    PROBLEM_JSON,
     BadRequest,
     DomainError,
     PayloadTooLarge,
@@ -50,6 +49,5 @@ def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, A
         responses[status] = {
             "model": Problem,
             "description": f"{' / '.join(error.title for error in group)} ({codes})",
-            "content": {PROBLEM_JSON: {}},
         }
     return responses

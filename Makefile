@@ -1,0 +1,48 @@
+# roamsign: `make run` serves the demo, `make test` runs every check. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
+export ROAMSIGN_VAR_DIR ?= var
+
+.PHONY: install run test lint typecheck test-sqlite test-postgres openapi dockerfile bench clean
+
+$(STAMP): requirements-dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	bash scripts/run-demo.sh
+
+lint: install
+	$(BIN)/ruff check app tests bench migrations scripts
+	$(BIN)/ruff format --check app tests bench migrations scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+dockerfile:
+	bash scripts/check-dockerfile.sh
+
+test-sqlite: install
+	ROAMSIGN_TEST_DATABASE=sqlite $(BIN)/pytest
+
+test-postgres: install
+	bash scripts/ensure-postgres.sh
+	ROAMSIGN_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration tests/api tests/e2e
+
+test: lint typecheck dockerfile test-sqlite test-postgres
+
+openapi: install
+	$(BIN)/python -m scripts.generate_openapi > openapi.yaml
+
+bench: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python bench/flow.py
+
+clean:
+	rm -rf $(VENV) .venv-tools var .pytest_cache .mypy_cache .ruff_cache
