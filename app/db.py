@@ -59,17 +59,35 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size * 2,
+        max_overflow=pool_size * POOL_OVERFLOW_FACTOR,
         pool_pre_ping=True,
         pool_timeout=10,
     )
+
+
+POOL_OVERFLOW_FACTOR = 2
+
+
+def connection_capacity(engine: Engine) -> int:
+    """How many connections the engine's pool hands out at once."""
+    if engine.dialect.name == "sqlite":
+        return 1
+    return int(engine.pool.size()) * (1 + POOL_OVERFLOW_FACTOR)  # type: ignore[attr-defined]
 
 
 def _make_sqlite_engine(url: str) -> Engine:
     database = url.split("///", 1)[-1]
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+    # One connection: SQLite admits one writer at a time anyway, and threads queueing fairly on
+    # the pool beat threads racing SQLite's busy handler, which starves some of them for seconds.
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 15},
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=30,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.clock import Clock
-from app.db import transaction
+from app.db import unit_of_work
 from app.errors import Forbidden, Unauthenticated
 from app.models import Role
 from app.runtime import Runtime
@@ -30,9 +31,22 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    """One session per request, committed before the response is sent (see db.transaction)."""
-    yield from transaction(runtime.sessions)
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
+    """One session per request, committed before the response is sent (see db.transaction).
+
+    Requests wait for a database slot here, on the event loop, before any of their work takes
+    a worker thread: a request holding a connection must never wait for a thread that another
+    request, itself waiting for a connection, occupies.
+    """
+    async with runtime.database_slots():
+        unit = unit_of_work(runtime.sessions)
+        session = unit.__enter__()
+        try:
+            yield session
+        except BaseException as error:
+            await run_in_threadpool(unit.__exit__, type(error), error, error.__traceback__)
+            raise
+        await run_in_threadpool(unit.__exit__, None, None, None)
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

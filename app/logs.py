@@ -12,8 +12,9 @@ from typing import Any
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-# Any 12-digit MyKad-shaped number (with or without dashes) keeps only its last four digits.
-_MYKAD_IN_TEXT = re.compile(r"(?<!\d)\d{6}-?\d{2}-?(\d{4})(?!\d)")
+# Any 12-digit MyKad-shaped number (with or without dashes) keeps only its last four digits;
+# digits inside a longer token (a hex request id) are left alone.
+_MYKAD_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])\d{6}-?\d{2}-?(\d{4})(?![0-9A-Za-z])")
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 

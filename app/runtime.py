@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.clock import Clock, SystemClock
 from app.crypto.keys import DerivedKeys
 from app.crypto.keystore import KeyStore, SoftwareKeyStore
-from app.db import make_engine, make_sessionmaker
+from app.db import connection_capacity, make_engine, make_sessionmaker
 from app.services.ca import CaCache
 from app.settings import Settings
 
@@ -44,6 +44,7 @@ class Runtime:
     clock: Clock
     delivery_wakeup: Wakeup = field(default_factory=Wakeup)
     ca_cache: CaCache = field(default_factory=CaCache)
+    _database_slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -58,6 +59,13 @@ class Runtime:
             key_store=SoftwareKeyStore(keys.key_store),
             clock=clock or SystemClock(),
         )
+
+    def database_slots(self) -> asyncio.Semaphore:
+        """As many concurrent units of work as the pool has connections (created lazily, on the
+        serving event loop)."""
+        if self._database_slots is None:
+            self._database_slots = asyncio.Semaphore(connection_capacity(self.engine))
+        return self._database_slots
 
     def close(self) -> None:
         self.engine.dispose()

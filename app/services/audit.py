@@ -1,0 +1,442 @@
+"""The audit trail: append-only events, MAC-chained in several independent chains.
+
+Every event carries `mac = HMAC(audit key, chain, seq, previous event's mac, content)`, and each
+chain's last (seq, mac) is kept in its `AuditChainHead`. Anyone who edits, deletes, inserts or
+reorders rows without the key breaks a chain, and `verify_audit_trail` names where.
+
+Chains exist so that signatures do not queue behind one global lock: an event locks only its
+chain's head, and keeps it locked until the caller's transaction commits, which is what keeps
+the chain gap-free. Nothing secret is ever written here: the MyKad appears only as a keyed
+digest (`subject_ref`, for filtering) and masked (`mykad_masked`, for reading).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.crypto.secrets import keyed_digest
+from app.models import AuditChainHead, AuditEvent
+from app.validation import MYKAD_PATTERN, mask_mykad
+
+DEFAULT_CHAINS = 16
+# The "previous mac" of every chain's first event.
+GENESIS_MAC = "0" * 64
+MAC_CONTEXT = "roamsign/audit-event/v1"
+MAX_PAGE = 1000
+VERIFY_BATCH = 1000
+
+DetailValue = str | int | bool | None
+
+# A guard against a careless caller, not a proof: a details key is refused when one of its words
+# names a secret, or when its last word is "key" ("api_key" is refused, "key_algorithm" is not).
+_SECRET_WORDS = frozenset(
+    {
+        "otp",
+        "hotp",
+        "totp",
+        "pin",
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "apikey",
+        "mykad",
+    }
+)
+_SECRET_LAST_WORDS = frozenset({"key", "keys"})
+_WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
+_COLUMN_LENGTHS = {"action": 64, "actor": 100, "target_id": 36, "outcome": 40}
+# Set on `Session.info`: the chain the session's current transaction has already locked.
+_PINNED_CHAIN = "roamsign.audit.pinned_chain"
+
+
+class AuditBreak(NamedTuple):
+    """Where the trail stops verifying. `event_id` is None when the break is at the head."""
+
+    event_id: int | None
+    chain: int
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    ok: bool
+    checked: int
+    first_broken: AuditBreak | None = None
+    breaks: int = 0
+
+
+def subject_ref(subject_key: bytes, mykad: str) -> str:
+    """The keyed digest that stands for a MyKad in the trail (use it to filter events)."""
+    return keyed_digest(subject_key, _digits(mykad))
+
+
+def chain_for(partition_key: str, chains: int) -> int:
+    """A stable chain number: the same key lands on the same chain in every process."""
+    digest = hashlib.sha256(partition_key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % chains
+
+
+class AuditLog:
+    """Appends events to the audit trail inside the caller's transaction; never commits.
+
+    Record an event in the same transaction as the change it describes, as late as possible:
+    the chain's head stays locked (`SELECT ... FOR UPDATE`) until that transaction ends, so
+    recording last keeps the lock short and never holds it while waiting for business rows.
+
+    The chain is picked from the subject (else the target, else the actor). All the events of
+    one transaction go to the chain its first event picked, so a transaction holds at most one
+    head lock and two transactions can never deadlock on heads taken in opposite orders.
+    """
+
+    def __init__(
+        self, session: Session, mac_key: bytes, subject_key: bytes, chains: int = DEFAULT_CHAINS
+    ) -> None:
+        if chains < 1:
+            raise ValueError("chains must be at least 1")
+        if not mac_key or not subject_key:
+            raise ValueError("the audit keys must not be empty")
+        self._session = session
+        self._mac_key = mac_key
+        self._subject_key = subject_key
+        self._chains = chains
+
+    def record(
+        self,
+        *,
+        now: datetime,
+        action: str,
+        actor: str,
+        outcome: str = "ok",
+        mykad: str | None = None,
+        target_id: str | None = None,
+        details: Mapping[str, DetailValue] | None = None,
+    ) -> AuditEvent:
+        """Append one event and flush it; the caller's commit makes it permanent."""
+        if now.tzinfo is None:
+            raise ValueError("audit events need a timezone-aware time")
+        occurred_at = now.astimezone(UTC)
+        _check_lengths(action=action, actor=actor, target_id=target_id, outcome=outcome)
+        clean_details = _checked_details(details or {})
+        ref = subject_ref(self._subject_key, mykad) if mykad is not None else None
+        masked = mask_mykad(_digits(mykad)) if mykad is not None else None
+
+        chain = self._chain(ref or target_id or actor)
+        previous_seq, previous_mac = self._lock_head(chain)
+        seq = previous_seq + 1
+        mac = event_mac(
+            self._mac_key,
+            chain=chain,
+            seq=seq,
+            previous_mac=previous_mac,
+            occurred_at=occurred_at,
+            action=action,
+            actor=actor,
+            subject_ref=ref,
+            mykad_masked=masked,
+            target_id=target_id,
+            outcome=outcome,
+            details=clean_details,
+        )
+        event = AuditEvent(
+            chain=chain,
+            seq=seq,
+            occurred_at=occurred_at,
+            action=action,
+            actor=actor,
+            subject_ref=ref,
+            mykad_masked=masked,
+            target_id=target_id,
+            outcome=outcome,
+            details=clean_details,
+            mac=mac,
+        )
+        self._session.add(event)
+        self._session.execute(
+            update(AuditChainHead).where(AuditChainHead.chain == chain).values(seq=seq, mac=mac)
+        )
+        self._session.flush()
+        return event
+
+    def _chain(self, partition_key: str) -> int:
+        transaction = self._session.get_transaction()
+        pinned = self._session.info.get(_PINNED_CHAIN)
+        if transaction is not None and pinned is not None and pinned[0] is transaction:
+            chain: int = pinned[1]
+            return chain
+        return chain_for(partition_key, self._chains)
+
+    def _lock_head(self, chain: int) -> tuple[int, str]:
+        # Core statements, not ORM objects: the sessions keep objects across commits
+        # (expire_on_commit=False), and a head read from the identity map could be stale.
+        locked = (
+            select(AuditChainHead.seq, AuditChainHead.mac)
+            .where(AuditChainHead.chain == chain)
+            .with_for_update()
+        )
+        row = self._session.execute(locked).one_or_none()
+        if row is None:
+            self._create_head(chain)
+            row = self._session.execute(locked).one()
+        self._session.info[_PINNED_CHAIN] = (self._session.get_transaction(), chain)
+        return row.seq, row.mac
+
+    def _create_head(self, chain: int) -> None:
+        # Two transactions may write the first event of a chain at once: the loser's insert
+        # waits for the winner's commit, then does nothing, and its SELECT FOR UPDATE
+        # (a new snapshot under READ COMMITTED) finds the winner's head.
+        values = {"chain": chain, "seq": 0, "mac": GENESIS_MAC}
+        dialect = self._session.get_bind().dialect.name
+        if dialect == "postgresql":
+            self._session.execute(
+                postgresql.insert(AuditChainHead).values(values).on_conflict_do_nothing()
+            )
+        elif dialect == "sqlite":
+            self._session.execute(
+                sqlite.insert(AuditChainHead).values(values).on_conflict_do_nothing()
+            )
+        else:
+            raise NotImplementedError(f"audit chain heads on {dialect}")
+
+
+def event_mac(
+    mac_key: bytes,
+    *,
+    chain: int,
+    seq: int,
+    previous_mac: str,
+    occurred_at: datetime,
+    action: str,
+    actor: str,
+    subject_ref: str | None,
+    mykad_masked: str | None,
+    target_id: str | None,
+    outcome: str,
+    details: Mapping[str, DetailValue],
+) -> str:
+    message = _encode(
+        MAC_CONTEXT,
+        str(chain),
+        str(seq),
+        previous_mac,
+        occurred_at.astimezone(UTC).isoformat(),
+        action,
+        actor,
+        subject_ref,
+        mykad_masked,
+        target_id,
+        outcome,
+        json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+    )
+    return hmac.new(mac_key, message, hashlib.sha256).hexdigest()
+
+
+def verify_audit_trail(
+    session: Session, mac_key: bytes, *, batch_size: int = VERIFY_BATCH
+) -> AuditVerification:
+    """Recompute every chain and report the first event that does not verify.
+
+    Each event is checked against the event stored before it in its chain: its seq must follow
+    on (a gap means deleted events), its id must be larger (ids grow in insertion order within a
+    chain, so a smaller one means rows were renumbered), and its MAC must match its content and
+    the previous MAC (edited content, forged or moved events). A head must match the event at
+    its seq, and no chain may end before its head (events deleted from the end). The chains are
+    the ones found in the data, so the check needs no chain count.
+
+    Because each event is checked against its stored predecessor, one edit breaks one or two
+    events rather than everything after it. Of all the breaks, `first_broken` is the one with
+    the smallest event id (the oldest damage); breaks at a head have no event and come after
+    every event break, ordered by chain. `breaks` counts them all.
+
+    The heads are read before the events are streamed (`batch_size` rows at a time), so events
+    appended meanwhile only extend a chain past its head, which is accepted if their MACs
+    verify, and a head created meanwhile is looked up again: the check runs against a live
+    database without locking it. (On SQLite the session's transaction still takes the write
+    lock, see app/db.py, so writers wait for the check.)
+    """
+    heads = {
+        row.chain: (row.seq, row.mac)
+        for row in session.execute(
+            select(AuditChainHead.chain, AuditChainHead.seq, AuditChainHead.mac)
+        )
+    }
+    columns = (
+        AuditEvent.id,
+        AuditEvent.chain,
+        AuditEvent.seq,
+        AuditEvent.occurred_at,
+        AuditEvent.action,
+        AuditEvent.actor,
+        AuditEvent.subject_ref,
+        AuditEvent.mykad_masked,
+        AuditEvent.target_id,
+        AuditEvent.outcome,
+        AuditEvent.details,
+        AuditEvent.mac,
+    )
+    rows = session.execute(
+        select(*columns)
+        .order_by(AuditEvent.chain, AuditEvent.seq)
+        .execution_options(yield_per=batch_size)
+    )
+    tally = _Tally()
+    checked = 0
+    chain: int | None = None
+    previous_seq, previous_mac, previous_id = 0, GENESIS_MAC, 0
+    for row in rows:
+        if row.chain != chain:
+            if chain is not None:
+                tally.add(_check_head(session, chain, previous_seq, heads.pop(chain, None)))
+            chain, previous_seq, previous_mac, previous_id = row.chain, 0, GENESIS_MAC, 0
+        checked += 1
+        expected = event_mac(
+            mac_key,
+            chain=row.chain,
+            seq=row.seq,
+            previous_mac=previous_mac,
+            occurred_at=row.occurred_at,
+            action=row.action,
+            actor=row.actor,
+            subject_ref=row.subject_ref,
+            mykad_masked=row.mykad_masked,
+            target_id=row.target_id,
+            outcome=row.outcome,
+            details=row.details,
+        )
+        reason: str | None = None
+        if row.seq != previous_seq + 1:
+            reason = f"seq {previous_seq + 1}..{row.seq - 1} missing before this event: deleted"
+        elif row.id <= previous_id:
+            reason = f"id {row.id} after id {previous_id} in the chain: events reordered"
+        elif not hmac.compare_digest(expected, row.mac):
+            reason = "MAC mismatch: the event was changed, moved or forged"
+        else:
+            head = heads.get(row.chain)
+            if (
+                head is not None
+                and head[0] == row.seq
+                and not hmac.compare_digest(head[1], row.mac)
+            ):
+                reason = "the chain head's MAC differs from this event's"
+        if reason is not None:
+            tally.add(AuditBreak(row.id, row.chain, row.seq, reason))
+        previous_seq, previous_mac, previous_id = row.seq, row.mac, row.id
+    if chain is not None:
+        tally.add(_check_head(session, chain, previous_seq, heads.pop(chain, None)))
+    for head_chain, (head_seq, _mac) in heads.items():
+        if head_seq > 0:
+            tally.add(_check_head(session, head_chain, 0, (head_seq, _mac)))
+    return AuditVerification(
+        ok=tally.count == 0, checked=checked, first_broken=tally.first, breaks=tally.count
+    )
+
+
+def query_events(
+    session: Session,
+    *,
+    subject_ref: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+    after_id: int | None = None,
+) -> list[AuditEvent]:
+    """A page of events in id order; pass the last id seen as `after_id` for the next page."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be 1 to {MAX_PAGE}")
+    query = select(AuditEvent).order_by(AuditEvent.id).limit(limit)
+    if subject_ref is not None:
+        query = query.where(AuditEvent.subject_ref == subject_ref)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    if since is not None:
+        query = query.where(AuditEvent.occurred_at >= since)
+    if after_id is not None:
+        query = query.where(AuditEvent.id > after_id)
+    return list(session.scalars(query))
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.first: AuditBreak | None = None
+        self.count = 0
+
+    def add(self, found: AuditBreak | None) -> None:
+        if found is None:
+            return
+        self.count += 1
+        if self.first is None or _order(found) < _order(self.first):
+            self.first = found
+
+
+def _order(found: AuditBreak) -> tuple[float, int, int]:
+    return (math.inf if found.event_id is None else found.event_id, found.chain, found.seq)
+
+
+def _check_head(
+    session: Session, chain: int, last_seq: int, head: tuple[int, str] | None
+) -> AuditBreak | None:
+    if head is None:
+        # Created after the heads were read (the chain's first event is new)? Then it is fine.
+        created = session.scalar(select(AuditChainHead.chain).where(AuditChainHead.chain == chain))
+        if created is None:
+            return AuditBreak(None, chain, last_seq, "the chain has events but no head")
+        return None
+    head_seq, _mac = head
+    if last_seq < head_seq:
+        return AuditBreak(
+            None, chain, head_seq, f"seq {last_seq + 1}..{head_seq} missing at the end: deleted"
+        )
+    return None
+
+
+def _digits(mykad: str) -> str:
+    match = MYKAD_PATTERN.match(mykad.strip())
+    if not match:
+        raise ValueError("mykad must be 12 digits")
+    return "".join(match.groups())
+
+
+def _check_lengths(**fields: str | None) -> None:
+    for name, value in fields.items():
+        if value is not None and len(value) > _COLUMN_LENGTHS[name]:
+            raise ValueError(f"{name} is longer than {_COLUMN_LENGTHS[name]} characters")
+
+
+def _checked_details(details: Mapping[str, DetailValue]) -> dict[str, DetailValue]:
+    clean: dict[str, DetailValue] = {}
+    for key, value in details.items():
+        words = [word.lower() for word in _WORD_BREAK.split(key) if word]
+        if not words or _SECRET_WORDS.intersection(words) or words[-1] in _SECRET_LAST_WORDS:
+            raise ValueError(f"audit details must not hold secrets: key {key!r} refused")
+        if value is not None and not isinstance(value, str | int | bool):
+            raise ValueError(f"audit detail {key!r} must be a string, integer, boolean or None")
+        if isinstance(value, str) and MYKAD_PATTERN.match(value.strip()):
+            raise ValueError(f"audit detail {key!r} looks like a MyKad; pass it as `mykad`")
+        clean[key] = value
+    return clean
+
+
+def _encode(*fields: str | None) -> bytes:
+    # Length-prefixed, and None distinct from "": no two different events encode the same.
+    out = bytearray()
+    for field in fields:
+        if field is None:
+            out += b"\x00"
+        else:
+            data = field.encode()
+            out += b"\x01" + len(data).to_bytes(4, "big") + data
+    return bytes(out)

@@ -1,0 +1,130 @@
+"""End-to-end: a real `python -m app serve` process, a real SMTP sink, the test database."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.clock import SystemClock
+from app.mailsink import MailSink
+from app.runtime import Runtime
+from app.settings import Settings
+from tests.factories import Factory
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[MailSink]:
+    with MailSink(tmp_path / "mail") as sink:
+        yield sink
+
+
+@pytest.fixture
+def e2e_settings(tmp_path: Path, database_url: str, master_key: bytes, sink: MailSink) -> Settings:
+    key_file = tmp_path / "master.key"
+    key_file.write_text(base64.b64encode(master_key).decode())
+    return Settings(
+        profile="production",
+        database_url=database_url,
+        master_key_file=key_file,
+        var_dir=tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        delivery_poll_seconds=0.2,
+        delivery_backoff_base_seconds=0.5,
+    )
+
+
+@pytest.fixture
+def e2e_factory(e2e_settings: Settings, engine: Engine, sessions: sessionmaker[Session]) -> Factory:
+    runtime = Runtime.build(e2e_settings, SystemClock())
+    runtime.engine.dispose()
+    runtime.engine, runtime.sessions = engine, sessions
+    factory = Factory(runtime)
+    factory.init_ca()
+    return factory
+
+
+ServerStarter = Callable[..., Server]
+
+
+@pytest.fixture
+def start_server(e2e_settings: Settings, tmp_path: Path) -> Iterator[ServerStarter]:
+    started: list[Server] = []
+
+    def start(workers: int = 1, **overrides: str) -> Server:
+        port = free_port()
+        env = {
+            **os.environ,
+            "ROAMSIGN_PROFILE": "production",
+            "ROAMSIGN_DATABASE_URL": e2e_settings.database_url,
+            "ROAMSIGN_MASTER_KEY_FILE": str(e2e_settings.master_key_file),
+            "ROAMSIGN_VAR_DIR": str(tmp_path),
+            "ROAMSIGN_SMTP_HOST": "127.0.0.1",
+            "ROAMSIGN_SMTP_PORT": str(e2e_settings.smtp_port),
+            "ROAMSIGN_DELIVERY_POLL_SECONDS": "0.2",
+            "ROAMSIGN_DELIVERY_BACKOFF_BASE_SECONDS": "0.5",
+            **overrides,
+        }
+        log_path = tmp_path / f"server-{port}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        server = Server(f"http://127.0.0.1:{port}", process, log_path)
+        started.append(server)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {server.log()}")
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not become ready: {server.log()}")
+
+    yield start
+    for server in started:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
