@@ -19,7 +19,7 @@ class OtpNotice:
     @property
     def fingerprint(self) -> str:
         digest = self.document_hash_hex
-        return f"{digest[:8]}…{digest[-8:]}".upper()
+        return f"{digest[:8]}...{digest[-8:]}".upper()
 
     def subject(self) -> str:
         return "Kod OTP tandatangan digital / Digital signature OTP"
@@ -37,8 +37,9 @@ class OtpNotice:
             f"Sistem yang meminta: {self.requesting_system}\n"
             f"Cap jari dokumen ({self.hash_algorithm.upper()}): {self.fingerprint}\n"
             f"Sah sehingga: {expiry}\n"
-            "Kod ini untuk satu dokumen sahaja. Jangan kongsi kod ini dengan sesiapa. Jika anda\n"
-            "tidak membuat permintaan ini, abaikan e-mel ini dan maklumkan pentadbir anda.\n"
+            "Kod ini untuk satu dokumen sahaja. Jangan kongsi kod ini dengan sesiapa.\n"
+            "Jika anda tidak membuat permintaan ini, abaikan e-mel ini dan maklumkan\n"
+            "pentadbir anda.\n"
             "\n"
             "You are asked to sign the following document digitally with your roaming\n"
             "certificate.\n"
@@ -46,8 +47,8 @@ class OtpNotice:
             f"Requesting system: {self.requesting_system}\n"
             f"Document fingerprint ({self.hash_algorithm.upper()}): {self.fingerprint}\n"
             f"Valid until: {expiry}\n"
-            "This code is for one document only. Never share it. If you did not ask for this\n"
-            "signature, ignore this e-mail and tell your administrator.\n"
+            "This code is for one document only. Never share it. If you did not ask\n"
+            "for this signature, ignore this e-mail and tell your administrator.\n"
             "\n"
             f"Rujukan / Reference: {self.request_id}\n"
         )
