@@ -1,0 +1,565 @@
+"""The delivery worker: sends what the outbox holds, once, and never after its deadline.
+
+Blocking by design: `SmtpTransport` is smtplib and `DeliveryWorker` uses the synchronous
+SQLAlchemy session, so one batch is plain sequential code; the application's event loop runs it
+with `asyncio.to_thread` (`run_delivery_loop`), and `python -m app jobs run` can call
+`deliver_due` directly.
+
+Guarantees, in order of importance:
+
+- Nothing goes out after a message's `not_after` (checked by SQL and again against the clock just
+  before each send); an expired message is wiped.
+- A message the SMTP server accepted is not sent again: the `sent` status is committed right
+  after the server's 250, one message at a time.
+- Several worker processes share one PostgreSQL safely: a claim is `SELECT ... FOR UPDATE SKIP
+  LOCKED` in a short committed transaction, then a time-limited lease. SQLite has one process
+  (its `BEGIN IMMEDIATE` serialises claims anyway).
+- Sent, failed and expired messages are wiped (`sealed_message = NULL`).
+
+The remaining window: if the process dies (or the database is lost) between the server's 250 and
+our commit, the message stays `sending`; when its lease runs out another pass claims and sends it
+again. (Likewise if the connection breaks after the message's final dot but before the server's
+reply: we cannot know whether it was taken, so it is retried.) Delivery is therefore
+at-least-once in that window, and the copy carries the same `Message-ID` so the recipient's MTA
+or mail client can drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import smtplib
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.policy import SMTP
+from email.utils import parseaddr
+from typing import Any, Protocol
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.clock import Clock
+from app.crypto.sealing import SealBroken, open_sealed
+from app.errors import ConfigurationError
+from app.models.outbox import OutboxMessage, OutboxStatus
+from app.services.outbox import associated_data
+from app.settings import Settings
+
+logger = logging.getLogger("roamsign.delivery")
+
+MAX_BACKOFF_SECONDS = 300.0
+BACKOFF_JITTER = 0.2  # up to +20 %, so retries of one outage do not arrive in lockstep
+DEFAULT_LEASE_SECONDS = 60.0
+_ERROR_TEXT_LIMIT = 300
+
+
+class DeliveryError(Exception):
+    """The SMTP server did not take the message; the text is safe to store and log."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Try again later: no connection, a timeout, a 4xx reply, a refused login."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A 5xx reply to this message: sending it again would get the same answer."""
+
+
+class Transport(Protocol):
+    def send(self, message: bytes, from_addr: str, to_addrs: Sequence[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _StaleConnection(Exception):
+    """A reused connection turned out closed before this message's first command."""
+
+
+class SmtpTransport:
+    """Sends over one SMTP connection, kept open across messages and reopened when it drops.
+
+    Blocking (smtplib) and not thread-safe: one per worker thread. Configured by the `smtp_*`
+    settings: host, port, STARTTLS, login, timeout. A refused login or a failed STARTTLS is a
+    configuration problem, not the message's, so it is transient (the message waits for a fix).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._host = settings.smtp_host
+        self._port = settings.smtp_port
+        self._timeout = settings.smtp_timeout_seconds
+        self._starttls = settings.smtp_starttls
+        self._username = settings.smtp_username
+        self._password = settings.smtp_password
+        self._smtp: smtplib.SMTP | None = None
+
+    def send(self, message: bytes, from_addr: str, to_addrs: Sequence[str]) -> None:
+        """Send `message` (RFC 5322 bytes with CRLF line ends) or raise a `DeliveryError`.
+
+        All recipients or none: one refused recipient resets the transaction before DATA.
+        """
+        if not to_addrs:
+            raise PermanentDeliveryError("no recipients")
+        try:
+            self._send_once(message, from_addr, to_addrs)
+        except _StaleConnection:
+            # The server had closed the idle connection; nothing of this message was sent.
+            self._send_once(message, from_addr, to_addrs)
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+    def _send_once(self, message: bytes, from_addr: str, to_addrs: Sequence[str]) -> None:
+        reused = self._smtp is not None
+        smtp = self._connection()
+        try:
+            code, reply = smtp.mail(from_addr)
+        except (smtplib.SMTPException, OSError, UnicodeError) as exc:
+            self._drop()
+            if reused and isinstance(exc, OSError):
+                raise _StaleConnection from exc
+            raise _classify(exc) from exc
+        if code == 421 and reused:
+            self._drop()
+            raise _StaleConnection
+        try:
+            if code != 250:
+                self._reject(smtp, code, reply)
+            for address in to_addrs:
+                code, reply = smtp.rcpt(address)
+                if code not in (250, 251):
+                    self._reject(smtp, code, reply)
+            code, reply = smtp.data(message)
+            if code != 250:
+                self._reject(smtp, code, reply)
+        except DeliveryError:
+            raise
+        except smtplib.SMTPResponseException as exc:
+            # DATA itself refused (no 354).
+            self._reject(smtp, exc.smtp_code, exc.smtp_error)
+        except (smtplib.SMTPException, OSError, UnicodeError) as exc:
+            self._drop()
+            raise _classify(exc) from exc
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is not None:
+            return self._smtp
+        smtp = smtplib.SMTP(timeout=self._timeout)
+        try:
+            smtp.connect(self._host, self._port)
+            smtp.ehlo()
+            if self._starttls:
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if self._username is not None:
+                password = self._password.get_secret_value() if self._password else ""
+                smtp.login(self._username, password)
+        except (smtplib.SMTPException, OSError) as exc:
+            smtp.close()
+            raise TransientDeliveryError(
+                _truncate(
+                    f"cannot open SMTP session to {self._host}:{self._port}: {_describe(exc)}"
+                )
+            ) from exc
+        self._smtp = smtp
+        return smtp
+
+    def _reject(self, smtp: smtplib.SMTP, code: int, reply: bytes | str) -> None:
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+        if code == 421:
+            self._drop()
+        else:
+            try:
+                smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+        detail = _truncate(f"SMTP {code} {text}")
+        if 500 <= code < 600:
+            raise PermanentDeliveryError(detail)
+        raise TransientDeliveryError(detail)
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+
+def _classify(exc: BaseException) -> DeliveryError:
+    if isinstance(exc, UnicodeError):
+        return PermanentDeliveryError("an address is not ASCII and SMTPUTF8 is not used")
+    return TransientDeliveryError(_truncate(_describe(exc)))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= _ERROR_TEXT_LIMIT else text[: _ERROR_TEXT_LIMIT - 1] + "…"
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one `deliver_due` pass did. `released`: claimed but handed back unsent (lease low)."""
+
+    sent: int = 0
+    retried: int = 0
+    expired: int = 0
+    failed: int = 0
+    released: int = 0
+    claimed: int = 0
+
+
+@dataclass(frozen=True)
+class _Claim:
+    id: str
+    purpose: str
+    request_id: str | None
+    recipient: str
+    sealed_message: bytes | None
+    attempts: int
+    not_after: datetime | None
+    lease_until: datetime
+
+
+class DeliveryWorker:
+    """Sends due outbox messages; run it from `run_delivery_loop` or `python -m app jobs run`.
+
+    Not thread-safe (it owns one SMTP connection): give each thread its own worker and transport.
+    `lease_seconds` bounds how long a claim is ours; a message is sent only while at least
+    twice the SMTP timeout of the lease is left, otherwise it is handed back unsent.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        seal_key: bytes,
+        transport: Transport,
+        clock: Clock,
+        settings: Settings,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        self._sessions = sessions
+        self._seal_key = seal_key
+        self._transport = transport
+        self._clock = clock
+        self._max_attempts = settings.delivery_max_attempts
+        self._backoff_base = settings.delivery_backoff_base_seconds
+        self._lease = timedelta(seconds=lease_seconds)
+        self._send_budget = timedelta(seconds=2 * settings.smtp_timeout_seconds)
+        if self._send_budget >= self._lease:
+            raise ConfigurationError("the delivery lease must exceed twice the SMTP timeout")
+        self._envelope_from = parseaddr(settings.mail_from)[1]
+        if "@" not in self._envelope_from:
+            raise ConfigurationError("ROAMSIGN_MAIL_FROM has no e-mail address")
+        # The sealed messages have no From: it is the deployment's, added at send time.
+        self._from_header = SMTP.fold_binary(
+            "From", SMTP.header_factory("From", settings.mail_from)
+        )
+
+    def deliver_due(self, limit: int = 100) -> DeliveryReport:
+        """One pass: expire what is overdue, claim up to `limit` due messages, send them."""
+        now = self._clock.now()
+        expired = self._expire_overdue(now)
+        claims, failed = self._claim(now, limit)
+        counts = {"sent": 0, "retried": 0, "expired": expired, "failed": failed, "released": 0}
+        for claim in claims:
+            counts[self._deliver(claim)] += 1
+        if not claims:
+            # Idle: do not hold a connection to the relay open between quiet polls.
+            self._transport.close()
+        return DeliveryReport(claimed=len(claims), **counts)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def _expire_overdue(self, now: datetime) -> int:
+        with self._sessions.begin() as session:
+            expired = session.scalars(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.not_after <= now,
+                    or_(
+                        OutboxMessage.status == OutboxStatus.PENDING,
+                        and_(
+                            OutboxMessage.status == OutboxStatus.SENDING,
+                            OutboxMessage.lease_until <= now,
+                        ),
+                    ),
+                )
+                .values(status=OutboxStatus.EXPIRED, sealed_message=None, lease_until=None)
+                .returning(OutboxMessage.id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        for message_id in expired:
+            logger.info("outbox.message.expired", extra={"outbox_id": message_id})
+        return len(expired)
+
+    def _claim(self, now: datetime, limit: int) -> tuple[list[_Claim], int]:
+        """Take due messages in a short committed transaction; returns (claims, failed)."""
+        claims: list[_Claim] = []
+        failed = 0
+        lease_until = now + self._lease
+        with self._sessions.begin() as session:
+            rows = session.scalars(
+                select(OutboxMessage)
+                .where(
+                    or_(
+                        and_(
+                            OutboxMessage.status == OutboxStatus.PENDING,
+                            OutboxMessage.next_attempt_at <= now,
+                        ),
+                        # A worker died holding it.
+                        and_(
+                            OutboxMessage.status == OutboxStatus.SENDING,
+                            OutboxMessage.lease_until <= now,
+                        ),
+                    ),
+                    or_(OutboxMessage.not_after.is_(None), OutboxMessage.not_after > now),
+                )
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.created_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                if row.attempts >= self._max_attempts:
+                    # Its last attempt ended with a dead worker: stop, or a message that
+                    # crashes workers would be retried for ever.
+                    _wipe(row, OutboxStatus.FAILED, "lease expired after the last attempt")
+                    failed += 1
+                    logger.error("outbox.delivery.failed", extra=_row_fields(row))
+                    continue
+                row.status = OutboxStatus.SENDING
+                row.lease_until = lease_until
+                row.attempts += 1
+                claims.append(
+                    _Claim(
+                        id=row.id,
+                        purpose=row.purpose,
+                        request_id=row.request_id,
+                        recipient=row.recipient,
+                        sealed_message=row.sealed_message,
+                        attempts=row.attempts,
+                        not_after=row.not_after,
+                        lease_until=lease_until,
+                    )
+                )
+        return claims, failed
+
+    def _deliver(self, claim: _Claim) -> str:
+        message = self._ready_message(claim)
+        if isinstance(message, str):
+            return message
+        fields = _claim_fields(claim)
+        try:
+            self._transport.send(
+                self._from_header + message, self._envelope_from, [claim.recipient]
+            )
+        except PermanentDeliveryError as exc:
+            self._fail(claim, str(exc))
+            return "failed"
+        except TransientDeliveryError as exc:
+            return self._retry(claim, str(exc))
+        except Exception as exc:
+            logger.exception("outbox.delivery.error", extra=fields)
+            return self._retry(claim, _truncate(_describe(exc)))
+
+        # Committed at once, before the next message: the server has it, so this row must
+        # never be claimed again. Unconditional on the lease: a message sent is sent.
+        sent_at = self._clock.now()
+        with self._sessions.begin() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == claim.id)
+                .values(
+                    status=OutboxStatus.SENT,
+                    sent_at=sent_at,
+                    sealed_message=None,
+                    lease_until=None,
+                    last_error=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        logger.info("outbox.delivery.sent", extra=fields)
+        return "sent"
+
+    def _ready_message(self, claim: _Claim) -> bytes | str:
+        """The message to send now, or the outcome ("expired", ...) that replaces sending it."""
+        now = self._clock.now()
+        if claim.not_after is not None and now >= claim.not_after:
+            self._settle(claim, status=OutboxStatus.EXPIRED, sealed_message=None, lease_until=None)
+            logger.info("outbox.message.expired", extra=_claim_fields(claim))
+            return "expired"
+        if now + self._send_budget > claim.lease_until:
+            # Too little of the lease is left to finish an SMTP exchange before another worker
+            # may claim the message: hand it back untried rather than risk a second copy.
+            self._settle(
+                claim,
+                status=OutboxStatus.PENDING,
+                lease_until=None,
+                next_attempt_at=now,
+                attempts=claim.attempts - 1,
+            )
+            return "released"
+        if claim.sealed_message is None:
+            self._fail(claim, "nothing to send (the message was wiped)")
+            return "failed"
+        try:
+            return open_sealed(
+                self._seal_key,
+                claim.sealed_message,
+                associated_data(claim.id, claim.request_id, claim.recipient),
+            )
+        except SealBroken:
+            self._fail(claim, "the sealed message does not open (other key, or altered)")
+            return "failed"
+
+    def _retry(self, claim: _Claim, error: str) -> str:
+        fields = {**_claim_fields(claim), "error": error}
+        if claim.attempts >= self._max_attempts:
+            self._fail(claim, error)
+            return "failed"
+        next_attempt_at = self._clock.now() + timedelta(
+            seconds=self.backoff_seconds(claim.attempts)
+        )
+        self._settle(
+            claim,
+            status=OutboxStatus.PENDING,
+            next_attempt_at=next_attempt_at,
+            lease_until=None,
+            last_error=error,
+        )
+        logger.warning(
+            "outbox.delivery.retry", extra={**fields, "next_attempt_at": next_attempt_at}
+        )
+        return "retried"
+
+    def _fail(self, claim: _Claim, error: str) -> None:
+        self._settle(
+            claim,
+            status=OutboxStatus.FAILED,
+            sealed_message=None,
+            lease_until=None,
+            last_error=error,
+        )
+        logger.error("outbox.delivery.failed", extra={**_claim_fields(claim), "error": error})
+
+    def _settle(self, claim: _Claim, **values: Any) -> None:
+        """Record an outcome, only while the claim is still ours (the attempt count fences it)."""
+        with self._sessions.begin() as session:
+            matched = session.scalars(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == claim.id,
+                    OutboxMessage.status == OutboxStatus.SENDING,
+                    OutboxMessage.attempts == claim.attempts,
+                )
+                .values(**values)
+                .returning(OutboxMessage.id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        if not matched:
+            logger.warning("outbox.delivery.lease_lost", extra=_claim_fields(claim))
+
+    def backoff_seconds(self, attempts: int) -> float:
+        """The wait after `attempts` failed tries: exponential, capped, with a little jitter."""
+        delay = self._backoff_base * 2.0 ** max(attempts - 1, 0)
+        jitter = 1 + BACKOFF_JITTER * random.random()  # noqa: S311 - spreading retries, not a secret
+        return min(delay * jitter, MAX_BACKOFF_SECONDS)
+
+
+def _wipe(row: OutboxMessage, status: OutboxStatus, error: str) -> None:
+    row.status = status
+    row.sealed_message = None
+    row.lease_until = None
+    row.last_error = error
+
+
+def _row_fields(row: OutboxMessage) -> dict[str, Any]:
+    return {
+        "outbox_id": row.id,
+        "purpose": row.purpose,
+        "signing_request_id": row.request_id,
+        "attempts": row.attempts,
+    }
+
+
+def _claim_fields(claim: _Claim) -> dict[str, Any]:
+    return {
+        "outbox_id": claim.id,
+        "purpose": claim.purpose,
+        "signing_request_id": claim.request_id,
+        "attempts": claim.attempts,
+    }
+
+
+async def run_delivery_loop(
+    worker: DeliveryWorker,
+    poll_seconds: float,
+    wakeup: asyncio.Event | None,
+    stop: asyncio.Event,
+    *,
+    limit: int = 100,
+) -> None:
+    """Deliver until `stop` is set: after each pass, wait for `wakeup`, `stop` or the poll.
+
+    A full batch is followed at once by the next. A failing pass (the database is down) is
+    logged and retried with a growing pause, up to 30 s; the loop itself never dies of it.
+    """
+    failures = 0
+    while not stop.is_set():
+        if wakeup is not None:
+            # Cleared before the pass: an enqueue committed during it triggers another.
+            wakeup.clear()
+        try:
+            report = await asyncio.to_thread(worker.deliver_due, limit)
+        except Exception:
+            failures += 1
+            logger.exception("outbox.delivery.error", extra={"consecutive_failures": failures})
+            await _wait(min(poll_seconds * 2.0**failures, 30.0), None, stop)
+            continue
+        failures = 0
+        if report.claimed + report.failed < limit:
+            await _wait(poll_seconds, wakeup, stop)
+    # Not in a `finally`: if this task is cancelled mid-pass, the pass's thread still uses the
+    # connection, and closing it under that thread would break a send half-way.
+    await asyncio.to_thread(worker.close)
+
+
+async def _wait(seconds: float, wakeup: asyncio.Event | None, stop: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wakeup is not None:
+        waiters.append(asyncio.ensure_future(wakeup.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def outbox_stats(session: Session, now: datetime) -> tuple[int, float]:
+    """For metrics: (messages pending or being sent, age in seconds of the oldest pending)."""
+    depth = session.scalar(
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING]))
+    )
+    oldest: datetime | None = session.scalar(
+        select(func.min(OutboxMessage.created_at)).where(
+            OutboxMessage.status == OutboxStatus.PENDING
+        )
+    )
+    age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+    return int(depth or 0), age

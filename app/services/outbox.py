@@ -1,0 +1,140 @@
+"""The transactional outbox: e-mail written in the caller's transaction, sealed at rest.
+
+A use case that must tell someone something (an OTP, a token) calls `Outbox.enqueue` in the same
+session as its business change; the caller's commit stores both or neither. The delivery worker
+(`app.services.delivery`) sends it later. The message is kept whole (headers and body) and sealed
+with AES-GCM under the outbox key, bound to its row: a database reader sees recipients and
+purposes, never a code or a token.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import parseaddr
+
+from sqlalchemy.orm import Session
+
+from app.crypto.sealing import open_sealed, seal
+from app.models.base import new_id
+from app.models.outbox import OutboxMessage, OutboxStatus
+
+logger = logging.getLogger("roamsign.outbox")
+
+MESSAGE_ID_DOMAIN = "roamsign.local"
+REQUEST_ID_HEADER = "X-Roamsign-Request-Id"
+# Set here or by the worker (From); a caller-supplied copy would be ambiguous.
+_RESERVED_HEADERS = frozenset(
+    {"from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version", "sender"}
+)
+
+
+def associated_data(message_id: str, request_id: str | None, recipient: str) -> bytes:
+    """What a sealed message is bound to: its row, its signing request and its recipient.
+
+    A blob copied to another row, or a row whose recipient was rewritten, no longer opens.
+    """
+    return f"outbox:{message_id}:{request_id or ''}:{recipient}".encode()
+
+
+def open_message(seal_key: bytes, message: OutboxMessage) -> bytes:
+    """The RFC 5322 bytes (CRLF line ends, no From header) of a message not yet wiped."""
+    if message.sealed_message is None:
+        raise ValueError(f"outbox message {message.id} holds no message (sent or wiped)")
+    return open_sealed(
+        seal_key,
+        message.sealed_message,
+        associated_data(message.id, message.request_id, message.recipient),
+    )
+
+
+class Outbox:
+    """Queues e-mail in the caller's session; never commits (the caller's commit does)."""
+
+    def __init__(self, session: Session, seal_key: bytes) -> None:
+        self.session = session
+        self._seal_key = seal_key
+
+    def enqueue(
+        self,
+        *,
+        purpose: str,
+        recipient: str,
+        subject: str,
+        body: str,
+        now: datetime,
+        request_id: str | None = None,
+        not_after: datetime | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> OutboxMessage:
+        """Seal one text/plain UTF-8 message to `recipient` and add it to the session.
+
+        `not_after` is the instant after which the message must never go out (an OTP past its
+        window). To wake a delivery loop, do it after the commit, not here: before the commit the
+        worker cannot see the row.
+        """
+        if not purpose or len(purpose) > 32:
+            raise ValueError("purpose must be 1 to 32 characters")
+        if len(recipient) > 254 or "@" not in recipient or parseaddr(recipient)[1] != recipient:
+            raise ValueError("recipient must be a bare e-mail address")
+        if not_after is not None and not_after <= now:
+            raise ValueError("not_after is already past")
+
+        message_id = new_id()
+        message = EmailMessage(policy=SMTP)
+        message["To"] = recipient
+        message["Subject"] = subject
+        message["Date"] = now
+        # Stable across retries, so a receiving MTA can drop the duplicate of an at-least-once
+        # redelivery (see app.services.delivery).
+        message["Message-ID"] = f"<{message_id}@{MESSAGE_ID_DOMAIN}>"
+        message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to us
+        for name, value in _extra_headers(request_id, headers).items():
+            message[name] = value
+        # Quoted-printable keeps the message 7-bit clean for relays without 8BITMIME, while the
+        # ASCII lines (such as the OTP line) stay readable in the raw message.
+        message.set_content(body, charset="utf-8", cte="quoted-printable")
+
+        row = OutboxMessage(
+            id=message_id,
+            purpose=purpose,
+            request_id=request_id,
+            recipient=recipient,
+            sealed_message=seal(
+                self._seal_key,
+                message.as_bytes(),
+                associated_data(message_id, request_id, recipient),
+            ),
+            status=OutboxStatus.PENDING,
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+            not_after=not_after,
+        )
+        self.session.add(row)
+        self.session.flush()
+        logger.info(
+            "outbox.message.queued",
+            extra={"outbox_id": message_id, "purpose": purpose, "signing_request_id": request_id},
+        )
+        return row
+
+
+def _extra_headers(request_id: str | None, headers: dict[str, str] | None) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in (headers or {}).items():
+        lowered = name.lower()
+        if lowered in _RESERVED_HEADERS or lowered.startswith("content-"):
+            raise ValueError(f"header {name} is set by the outbox itself")
+        if lowered == REQUEST_ID_HEADER.lower() and request_id not in (None, value):
+            raise ValueError(f"{REQUEST_ID_HEADER} differs from request_id")
+        if lowered in seen:
+            raise ValueError(f"header {name} given twice")
+        seen.add(lowered)
+        extra[REQUEST_ID_HEADER if lowered == REQUEST_ID_HEADER.lower() else name] = value
+    if request_id is not None:
+        extra.setdefault(REQUEST_ID_HEADER, request_id)
+    return extra

@@ -1,0 +1,678 @@
+"""The outbox and its delivery worker against a real database and a real SMTP sink.
+
+Time is a FrozenClock moved by hand; the only waits are bounded ones on the sink's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.clock import FrozenClock
+from app.crypto.keys import DerivedKeys
+from app.crypto.sealing import SealBroken, open_sealed
+from app.mailsink import MailSink
+from app.models.outbox import OutboxMessage, OutboxStatus
+from app.services.delivery import (
+    DeliveryReport,
+    DeliveryWorker,
+    SmtpTransport,
+    Transport,
+    outbox_stats,
+    run_delivery_loop,
+)
+from app.services.outbox import Outbox, associated_data, open_message
+from app.settings import Settings
+
+RECIPIENT = "aminah.yusof@jdn.gov.my"
+SUBJECT = "Kod OTP tandatangan digital / Digital signature OTP"
+CODE = "493817"
+BODY = (
+    f"Kod OTP / OTP code: {CODE}\n"
+    "\n"
+    "Dokumen: Baucar Bayaran PV-2026-000123 — Pejabat Perakaunan Negeri\n"
+    "Sila sahkan sebelum 10:02 (waktu Malaysia). Jangan kongsi kod ini.\n"
+    "\n"
+    "Document: Baucar Bayaran PV-2026-000123 — State Accountant's Office\n"
+    "Please approve before 10:02 “Café Rakyat” ✓. Never share this code.\n"
+)
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[MailSink]:
+    with MailSink(tmp_path / "mail") as sink:
+        yield sink
+
+
+def smtp_settings(port: int, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_timeout_seconds": 5.0,
+        "delivery_backoff_base_seconds": 2.0,
+        "delivery_max_attempts": 3,
+        "mail_from": "roamsign <no-reply@roamsign.local>",
+    }
+    return Settings(**(values | overrides))
+
+
+@pytest.fixture
+def settings(sink: MailSink) -> Settings:
+    return smtp_settings(sink.port)
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A port bound but not listening: every connection to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+class Workers:
+    """Builds delivery workers and closes their SMTP connections after the test."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    ) -> None:
+        self.sessions, self.keys, self.clock = sessions, keys, clock
+        self.built: list[DeliveryWorker] = []
+
+    def __call__(
+        self, settings: Settings, transport: Transport | None = None, **kwargs: Any
+    ) -> DeliveryWorker:
+        worker = DeliveryWorker(
+            self.sessions,
+            self.keys.outbox_seal,
+            transport or SmtpTransport(settings),
+            self.clock,
+            settings,
+            **kwargs,
+        )
+        self.built.append(worker)
+        return worker
+
+
+@pytest.fixture
+def workers(
+    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+) -> Iterator[Workers]:
+    factory = Workers(sessions, keys, clock)
+    yield factory
+    for worker in factory.built:
+        worker.close()
+
+
+@pytest.fixture
+def worker(workers: Workers, settings: Settings) -> DeliveryWorker:
+    return workers(settings)
+
+
+def enqueue(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    *,
+    request_id: str | None = None,
+    not_after_seconds: float | None = None,
+    body: str = BODY,
+) -> str:
+    """Queue one message in its own committed transaction, as a use case would."""
+    now = clock.now()
+    with sessions.begin() as session:
+        message = Outbox(session, keys.outbox_seal).enqueue(
+            purpose="otp",
+            recipient=RECIPIENT,
+            subject=SUBJECT,
+            body=body,
+            now=now,
+            request_id=request_id or str(uuid.uuid4()),
+            not_after=None
+            if not_after_seconds is None
+            else now + timedelta(seconds=not_after_seconds),
+        )
+        return message.id
+
+
+def load(sessions: sessionmaker[Session], message_id: str) -> OutboxMessage:
+    with sessions() as session:
+        row = session.get(OutboxMessage, message_id)
+        assert row is not None
+        return row
+
+
+class ClockAdvancingTransport:
+    """Sends for real, then moves the clock: time passing during an SMTP exchange."""
+
+    def __init__(self, inner: Transport, clock: FrozenClock, seconds: float) -> None:
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+
+    def send(self, message: bytes, from_addr: str, to_addrs: Sequence[str]) -> None:
+        self.inner.send(message, from_addr, to_addrs)
+        self.clock.advance(self.seconds)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+# -- enqueue -------------------------------------------------------------------------------------
+
+
+def test_enqueue_stores_only_ciphertext_bound_to_the_row(
+    session: Session, keys: DerivedKeys, clock: FrozenClock
+) -> None:
+    request_id = str(uuid.uuid4())
+    message = Outbox(session, keys.outbox_seal).enqueue(
+        purpose="otp",
+        recipient=RECIPIENT,
+        subject=SUBJECT,
+        body=BODY,
+        now=clock.now(),
+        request_id=request_id,
+        not_after=clock.now() + timedelta(seconds=120),
+        headers={"X-Roamsign-Request-Id": request_id},
+    )
+    session.commit()
+    session.expire_all()
+
+    stored = session.get(OutboxMessage, message.id)
+    assert stored is not None
+    assert stored.status == OutboxStatus.PENDING
+    assert stored.next_attempt_at == clock.now()
+    sealed = stored.sealed_message
+    assert sealed is not None
+    assert CODE.encode() not in sealed
+    assert b"Kod OTP" not in sealed
+    assert b"Baucar" not in sealed
+
+    plain = open_message(keys.outbox_seal, stored)
+    assert f"Kod OTP / OTP code: {CODE}".encode() in plain
+    assert plain.count(b"X-Roamsign-Request-Id:") == 1
+    assert b"\nFrom:" not in plain  # added by the worker from the settings
+    for wrong in (
+        associated_data(str(uuid.uuid4()), request_id, RECIPIENT),
+        associated_data(message.id, str(uuid.uuid4()), RECIPIENT),
+        associated_data(message.id, None, RECIPIENT),
+        associated_data(message.id, request_id, "mallory@example.com"),
+    ):
+        with pytest.raises(SealBroken):
+            open_sealed(keys.outbox_seal, sealed, wrong)
+    with pytest.raises(SealBroken):
+        open_sealed(DerivedKeys.from_master(b"\x01" * 32).outbox_seal, sealed,
+                    associated_data(message.id, request_id, RECIPIENT))  # fmt: skip
+
+
+def test_enqueue_is_part_of_the_callers_transaction(
+    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+) -> None:
+    with sessions() as session:
+        Outbox(session, keys.outbox_seal).enqueue(
+            purpose="otp", recipient=RECIPIENT, subject=SUBJECT, body=BODY, now=clock.now()
+        )
+        session.rollback()
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Subject": "other"}, {"from": "x@example.com"}, {"X-Roamsign-Request-Id": "another"}],
+)
+def test_enqueue_refuses_headers_it_owns(
+    session: Session, keys: DerivedKeys, clock: FrozenClock, headers: dict[str, str]
+) -> None:
+    with pytest.raises(ValueError):
+        Outbox(session, keys.outbox_seal).enqueue(
+            purpose="otp",
+            recipient=RECIPIENT,
+            subject=SUBJECT,
+            body=BODY,
+            now=clock.now(),
+            request_id=str(uuid.uuid4()),
+            headers=headers,
+        )
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+
+def test_delivers_once_with_headers_and_wipes(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    worker: DeliveryWorker,
+) -> None:
+    request_id = str(uuid.uuid4())
+    message_id = enqueue(sessions, keys, clock, request_id=request_id, not_after_seconds=120)
+
+    report = worker.deliver_due()
+
+    assert report == DeliveryReport(sent=1, claimed=1)
+    [received] = sink.messages
+    assert received["Subject"] == SUBJECT
+    assert received["To"] == RECIPIENT
+    assert received["From"] == "roamsign <no-reply@roamsign.local>"
+    assert received["X-Roamsign-Request-Id"] == request_id
+    assert received["Message-ID"] == f"<{message_id}@roamsign.local>"
+    assert received["Date"].datetime == clock.now()
+    assert received.get_content_type() == "text/plain"
+    assert received.get_content_charset() == "utf-8"
+    assert received.get_content() == BODY
+    [eml] = sorted(sink.directory.glob("*.eml")) if sink.directory else []
+    assert f"Kod OTP / OTP code: {CODE}".encode() in eml.read_bytes()
+
+    row = load(sessions, message_id)
+    assert row.status == OutboxStatus.SENT
+    assert row.sent_at == clock.now()
+    assert row.sealed_message is None
+    assert row.attempts == 1
+    assert row.lease_until is None
+
+    clock.advance(3600)
+    assert worker.deliver_due() == DeliveryReport()
+    assert len(sink.messages) == 1
+
+
+def test_transient_failure_backs_off_then_delivers_exactly_once(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    worker: DeliveryWorker,
+) -> None:
+    message_id = enqueue(sessions, keys, clock, not_after_seconds=120)
+    sink.fail_next(1, code=451)
+
+    assert worker.deliver_due() == DeliveryReport(retried=1, claimed=1)
+    row = load(sessions, message_id)
+    assert row.status == OutboxStatus.PENDING
+    assert row.attempts == 1
+    assert row.last_error is not None and "451" in row.last_error
+    assert row.sealed_message is not None
+    wait = (row.next_attempt_at - clock.now()).total_seconds()
+    assert 2.0 <= wait <= 2.0 * 1.2
+    assert sink.messages == []
+
+    assert worker.deliver_due() == DeliveryReport()  # not due yet
+
+    clock.advance(wait)
+    assert worker.deliver_due() == DeliveryReport(sent=1, claimed=1)
+    clock.advance(600)
+    assert worker.deliver_due() == DeliveryReport()
+    assert len(sink.messages) == 1
+    row = load(sessions, message_id)
+    assert (row.status, row.attempts, row.last_error) == (OutboxStatus.SENT, 2, None)
+
+
+def test_permanent_failure_fails_and_wipes(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    worker: DeliveryWorker,
+) -> None:
+    message_id = enqueue(sessions, keys, clock)
+    sink.fail_next(1, code=554)
+
+    assert worker.deliver_due() == DeliveryReport(failed=1, claimed=1)
+    row = load(sessions, message_id)
+    assert row.status == OutboxStatus.FAILED
+    assert row.sealed_message is None
+    assert row.last_error is not None and "554" in row.last_error
+
+    clock.advance(3600)
+    assert worker.deliver_due() == DeliveryReport()
+    assert sink.messages == []
+
+
+def test_smtp_down_retries_and_the_request_side_is_unaffected(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    workers: Workers,
+    dead_port: int,
+) -> None:
+    down = workers(smtp_settings(dead_port, delivery_max_attempts=2))
+    # Queueing needs no SMTP server: the use case's transaction commits regardless.
+    message_id = enqueue(sessions, keys, clock)
+
+    assert down.deliver_due() == DeliveryReport(retried=1, claimed=1)
+    row = load(sessions, message_id)
+    assert row.status == OutboxStatus.PENDING
+    assert row.last_error is not None and "cannot open SMTP session" in row.last_error
+    assert CODE not in row.last_error
+
+    clock.advance(10)
+    assert down.deliver_due() == DeliveryReport(failed=1, claimed=1)
+    row = load(sessions, message_id)
+    assert (row.status, row.attempts, row.sealed_message) == (OutboxStatus.FAILED, 2, None)
+
+
+def test_message_past_not_after_while_smtp_is_down_is_never_sent(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    workers: Workers,
+    worker: DeliveryWorker,
+    dead_port: int,
+) -> None:
+    down = workers(smtp_settings(dead_port))
+    message_id = enqueue(sessions, keys, clock, not_after_seconds=120)
+    assert down.deliver_due().retried == 1
+
+    clock.advance(121)
+    assert worker.deliver_due() == DeliveryReport(expired=1)  # SMTP is back; too late
+    row = load(sessions, message_id)
+    assert (row.status, row.sealed_message) == (OutboxStatus.EXPIRED, None)
+    clock.advance(3600)
+    assert worker.deliver_due() == DeliveryReport()
+    assert sink.messages == []
+
+
+def test_not_after_is_checked_again_right_before_sending(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    workers: Workers,
+    settings: Settings,
+) -> None:
+    first = enqueue(sessions, keys, clock)
+    clock.advance(1)
+    second = enqueue(sessions, keys, clock, not_after_seconds=5)
+    slow = workers(settings, ClockAdvancingTransport(SmtpTransport(settings), clock, 10))
+
+    assert slow.deliver_due() == DeliveryReport(sent=1, expired=1, claimed=2)
+    assert [m["Message-ID"] for m in sink.messages] == [f"<{first}@roamsign.local>"]
+    row = load(sessions, second)
+    assert (row.status, row.sealed_message) == (OutboxStatus.EXPIRED, None)
+
+
+def test_message_is_handed_back_when_the_lease_runs_low(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    workers: Workers,
+    settings: Settings,
+) -> None:
+    enqueue(sessions, keys, clock)
+    clock.advance(1)
+    second = enqueue(sessions, keys, clock)
+    # Lease 30 s, SMTP timeout 5 s: after a 25 s exchange, 5 s is too little to start another.
+    slow = workers(
+        settings, ClockAdvancingTransport(SmtpTransport(settings), clock, 25), lease_seconds=30
+    )
+
+    assert slow.deliver_due() == DeliveryReport(sent=1, released=1, claimed=2)
+    row = load(sessions, second)
+    assert (row.status, row.attempts, row.lease_until) == (OutboxStatus.PENDING, 0, None)
+    assert slow.deliver_due() == DeliveryReport(sent=1, claimed=1)
+    assert len(sink.messages) == 2
+
+
+def test_stale_sending_message_is_reclaimed_after_its_lease(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    worker: DeliveryWorker,
+) -> None:
+    message_id = enqueue(sessions, keys, clock)
+    with sessions.begin() as session:  # a worker claimed it, then died
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id)
+            .values(
+                status=OutboxStatus.SENDING,
+                attempts=1,
+                lease_until=clock.now() + timedelta(seconds=60),
+            )
+        )
+
+    assert worker.deliver_due() == DeliveryReport()
+    clock.advance(60)
+    assert worker.deliver_due() == DeliveryReport(sent=1, claimed=1)
+    assert load(sessions, message_id).attempts == 2
+    assert len(sink.messages) == 1
+
+
+def test_stale_message_after_its_last_attempt_fails(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    worker: DeliveryWorker,
+) -> None:
+    message_id = enqueue(sessions, keys, clock)
+    with sessions.begin() as session:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id)
+            .values(status=OutboxStatus.SENDING, attempts=3, lease_until=clock.now())
+        )
+
+    assert worker.deliver_due() == DeliveryReport(failed=1)
+    row = load(sessions, message_id)
+    assert (row.status, row.sealed_message) == (OutboxStatus.FAILED, None)
+    assert sink.messages == []
+
+
+def test_tampered_row_is_not_sent(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    worker: DeliveryWorker,
+) -> None:
+    message_id = enqueue(sessions, keys, clock)
+    with sessions.begin() as session:  # someone with database access redirects the OTP
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id)
+            .values(recipient="mallory@example.com")
+        )
+
+    assert worker.deliver_due() == DeliveryReport(failed=1, claimed=1)
+    assert load(sessions, message_id).sealed_message is None
+    assert sink.messages == []
+
+
+def test_reconnects_when_the_server_dropped_the_connection(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    tmp_path: Path,
+    workers: Workers,
+) -> None:
+    with MailSink(tmp_path / "first") as first:
+        worker = workers(smtp_settings(first.port, smtp_timeout_seconds=2.0))
+        enqueue(sessions, keys, clock)
+        enqueue(sessions, keys, clock)
+        assert worker.deliver_due(limit=1).sent == 1  # the connection stays open
+        port = first.port
+    with MailSink(tmp_path / "second", port=port) as second:
+        assert worker.deliver_due(limit=1) == DeliveryReport(sent=1, claimed=1)
+        assert len(second.messages) == 1
+
+
+def test_two_workers_deliver_each_message_exactly_once(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    workers: Workers,
+    settings: Settings,
+) -> None:
+    ids = {enqueue(sessions, keys, clock) for _ in range(30)}
+    pair = [workers(settings), workers(settings)]
+    start = threading.Barrier(len(pair))
+    reports: list[DeliveryReport] = []
+    errors: list[BaseException] = []
+
+    def run(worker: DeliveryWorker) -> None:
+        try:
+            start.wait(timeout=10)
+            for _ in range(100):
+                report = worker.deliver_due(limit=4)
+                reports.append(report)
+                with sessions() as session:
+                    if outbox_stats(session, clock.now())[0] == 0:
+                        return
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(worker,)) for worker in pair]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert sum(report.sent for report in reports) == 30
+    received = [message["Message-ID"] for message in sink.messages]
+    assert sorted(received) == sorted(f"<{message_id}@roamsign.local>" for message_id in ids)
+    with sessions() as session:
+        statuses = session.scalars(select(OutboxMessage.status)).all()
+        attempts = session.scalars(select(OutboxMessage.attempts)).all()
+    assert set(statuses) == {OutboxStatus.SENT}
+    assert set(attempts) == {1}
+
+
+def test_claim_skips_rows_another_worker_holds(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    worker: DeliveryWorker,
+    is_postgres: bool,
+) -> None:
+    if not is_postgres:
+        pytest.skip("SQLite has one writer: a held transaction blocks every other")
+    held = enqueue(sessions, keys, clock)
+    free = enqueue(sessions, keys, clock)
+    with sessions.begin() as other:  # another worker, mid-claim
+        other.execute(
+            select(OutboxMessage.id).where(OutboxMessage.id == held).with_for_update()
+        ).all()
+        assert worker.deliver_due() == DeliveryReport(sent=1, claimed=1)
+    assert [m["Message-ID"] for m in sink.messages] == [f"<{free}@roamsign.local>"]
+    assert load(sessions, held).status == OutboxStatus.PENDING
+
+
+def test_outbox_stats(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    worker: DeliveryWorker,
+) -> None:
+    with sessions() as session:
+        assert outbox_stats(session, clock.now()) == (0, 0.0)
+    enqueue(sessions, keys, clock)
+    clock.advance(10)
+    enqueue(sessions, keys, clock)
+    clock.advance(20)
+    with sessions() as session:
+        assert outbox_stats(session, clock.now()) == (2, 30.0)
+    worker.deliver_due()
+    with sessions() as session:
+        assert outbox_stats(session, clock.now()) == (0, 0.0)
+
+
+def test_backoff_grows_and_is_capped(worker: DeliveryWorker) -> None:
+    waits = [worker.backoff_seconds(attempts) for attempts in range(1, 12)]
+    for attempts, wait in enumerate(waits, start=1):
+        base = min(2.0 * 2 ** (attempts - 1), 300.0)
+        assert base <= wait <= min(base * 1.2, 300.0)
+    assert waits[-1] == 300.0
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+class ObservedWorker(DeliveryWorker):
+    """Signals each finished pass; optionally fails its first one."""
+
+    def __init__(self, *args: Any, fail_first: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.passed = threading.Event()
+        self._fail_first_pass = fail_first
+
+    def deliver_due(self, limit: int = 100) -> DeliveryReport:
+        if self._fail_first_pass:
+            self._fail_first_pass = False
+            raise RuntimeError("database unavailable")
+        try:
+            return super().deliver_due(limit)
+        finally:
+            self.passed.set()
+
+
+def observed_worker(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    settings: Settings,
+    **kwargs: Any,
+) -> ObservedWorker:
+    return ObservedWorker(
+        sessions, keys.outbox_seal, SmtpTransport(settings), clock, settings, **kwargs
+    )
+
+
+async def test_loop_delivers_at_once_when_woken(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    settings: Settings,
+) -> None:
+    worker = observed_worker(sessions, keys, clock, settings)
+    stop, wakeup = asyncio.Event(), asyncio.Event()
+    # An hour's poll: only the wakeup can explain a prompt delivery.
+    task = asyncio.create_task(run_delivery_loop(worker, 3600, wakeup, stop))
+    try:
+        assert await asyncio.to_thread(worker.passed.wait, 5)
+        message_id = enqueue(sessions, keys, clock)
+        wakeup.set()
+        received = await asyncio.to_thread(sink.wait_for, None, 5)
+        assert received["Message-ID"] == f"<{message_id}@roamsign.local>"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+
+
+async def test_loop_survives_a_failing_pass(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    enqueue(sessions, keys, clock)
+    worker = observed_worker(sessions, keys, clock, settings, fail_first=True)
+    stop = asyncio.Event()
+    with caplog.at_level(logging.ERROR, logger="roamsign.delivery"):
+        task = asyncio.create_task(run_delivery_loop(worker, 0.01, None, stop))
+        try:
+            message: EmailMessage = await asyncio.to_thread(sink.wait_for, None, 5)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+    assert message.get_content() == BODY
+    assert [r.getMessage() for r in caplog.records] == ["outbox.delivery.error"]
+    assert all(BODY not in r.getMessage() and CODE not in str(r.__dict__) for r in caplog.records)
