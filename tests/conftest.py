@@ -28,6 +28,18 @@ def pytest_report_header() -> str:
     return f"roamsign test database: {TEST_DATABASE}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`postgres_only` tests (row locks across transactions, several processes) run in the
+    PostgreSQL pass of `make test`; the SQLite pass deselects them rather than skipping."""
+    if TEST_DATABASE != "sqlite":
+        return
+    kept = [item for item in items if item.get_closest_marker("postgres_only") is None]
+    deselected = [item for item in items if item.get_closest_marker("postgres_only") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if TEST_DATABASE == "sqlite":

@@ -552,16 +552,14 @@ def test_two_workers_deliver_each_message_exactly_once(
     assert set(attempts) == {1}
 
 
+@pytest.mark.postgres_only
 def test_claim_skips_rows_another_worker_holds(
     sessions: sessionmaker[Session],
     keys: DerivedKeys,
     clock: FrozenClock,
     sink: MailSink,
     worker: DeliveryWorker,
-    is_postgres: bool,
 ) -> None:
-    if not is_postgres:
-        pytest.skip("SQLite has one writer: a held transaction blocks every other")
     held = enqueue(sessions, keys, clock)
     free = enqueue(sessions, keys, clock)
     with sessions.begin() as other:  # another worker, mid-claim
