@@ -1,0 +1,54 @@
+# roamsign: the remote signing service.
+#
+#   docker build -t roamsign .
+#   docker run IMAGE db upgrade          # migrations run as a separate step, before serving
+#   docker run -p 8000:8000 \
+#       -e ROAMSIGN_DATABASE_URL=postgresql+psycopg://USER@HOST/DB \
+#       -e ROAMSIGN_MASTER_KEY_FILE=/run/secrets/roamsign-master-key \
+#       IMAGE                            # = python -m app serve --host 0.0.0.0 --port 8000
+#
+# The production profile refuses to start without a master key file (mount it as a secret).
+# No apt packages are needed: every dependency in requirements.lock ships a manylinux wheel
+# (psycopg[binary] bundles libpq).
+
+FROM python:3.11-slim AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+COPY requirements.lock /tmp/requirements.lock
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/requirements.lock \
+    && /opt/venv/bin/pip check
+
+
+FROM python:3.11-slim
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    ROAMSIGN_PROFILE=production
+
+RUN groupadd --system --gid 10001 roamsign \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin roamsign
+
+COPY --from=build /opt/venv /opt/venv
+
+WORKDIR /app
+COPY pyproject.toml alembic.ini ./
+COPY migrations/ migrations/
+COPY app/ app/
+# var/ holds the SQLite database of a single-process deployment; mount a volume there to keep it.
+RUN mkdir -p /app/var && chown roamsign:roamsign /app/var
+
+USER 10001:10001
+
+EXPOSE 8000
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"]
+
+ENTRYPOINT ["python", "-m", "app"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
