@@ -76,7 +76,7 @@ def wipe(engine: Engine) -> None:
             connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
             for table in tables:
-                connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - our own names
+                connection.execute(text(f"DELETE FROM {table}"))
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def cli(
     }
 
     def run(*args: str, stdin: str = "", expect: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        done = subprocess.run(
             [sys.executable, "-m", "app", *args],
             input=stdin,
             env=env,
@@ -121,7 +121,7 @@ def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path, master_key: byt
         "ROAMSIGN_DATABASE_URL": f"sqlite:///{tmp_path / 'one.db'}",
         "ROAMSIGN_MASTER_KEY_FILE": str(key_file),
     }
-    done = subprocess.run(  # noqa: S603
+    done = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--workers", "2"],
         env=env,
         capture_output=True,
@@ -142,7 +142,7 @@ def test_production_refuses_a_missing_master_key(
         "ROAMSIGN_VAR_DIR": str(tmp_path),
     }
     env.pop("ROAMSIGN_MASTER_KEY_FILE", None)
-    done = subprocess.run(  # noqa: S603
+    done = subprocess.run(
         [sys.executable, "-m", "app", "ca", "init"],
         env=env,
         capture_output=True,
