@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.deps import RuntimeDep
 from app.errors import ServiceUnavailable
 from app.metrics import render_metrics
+from app.runtime import Runtime
 from app.schemas.problem import problem_responses
 
 router = APIRouter(tags=["operations"])
@@ -31,11 +33,11 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses=problem_responses(ServiceUnavailable))
-def readyz(runtime: RuntimeDep) -> Readiness:
+async def readyz(runtime: RuntimeDep) -> Readiness:
     """Ready to serve: the database answers and the key store can seal and open keys."""
     try:
-        with runtime.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        async with runtime.database_slots():
+            await run_in_threadpool(_ping_database, runtime)
     except Exception as exc:
         raise ServiceUnavailable("the database is not reachable") from exc
     try:
@@ -50,7 +52,13 @@ def readyz(runtime: RuntimeDep) -> Readiness:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-def metrics(runtime: RuntimeDep) -> Response:
+async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics, summed over every worker process."""
-    body, content_type = render_metrics(runtime)
+    async with runtime.database_slots():  # the outbox gauges read the database
+        body, content_type = await run_in_threadpool(render_metrics, runtime)
     return Response(body, media_type=content_type)
+
+
+def _ping_database(runtime: Runtime) -> None:
+    with runtime.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
