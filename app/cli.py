@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.db import unit_of_work
 from app.errors import ConfigurationError, DomainError
 from app.runtime import Runtime
+from app.services.clients import ClientService
 from app.settings import Settings, get_settings
 from app.validation import normalise_mykad
 
@@ -152,13 +153,8 @@ def cmd_ca_init(_args: argparse.Namespace) -> int:
     return _in_transaction(runtime, work)
 
 
-def _clients(runtime: Runtime, session: Session):  # type: ignore[no-untyped-def]
-    from app.services.audit import AuditLog
-    from app.services.clients import ClientService
-
-    return ClientService(
-        session, AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
-    )
+def _clients(runtime: Runtime, session: Session) -> ClientService:
+    return ClientService(session, runtime.audit_log(session))
 
 
 def cmd_clients_create(args: argparse.Namespace) -> int:
@@ -200,7 +196,6 @@ def cmd_clients_rotate(args: argparse.Namespace) -> int:
 
 def cmd_users_create(args: argparse.Namespace) -> int:
     from app.schemas.users import UserCreate
-    from app.services.audit import AuditLog
     from app.services.people import PeopleService
 
     body = UserCreate(
@@ -209,7 +204,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     runtime = _runtime()
 
     def work(session: Session) -> int:
-        audit = AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
+        audit = runtime.audit_log(session)
         user = PeopleService(session, audit).create(
             mykad=body.mykad,
             name=body.name,
@@ -249,11 +244,10 @@ def cmd_credentials_issue(args: argparse.Namespace) -> int:
 
 
 def _credential_service(runtime: Runtime, session: Session):  # type: ignore[no-untyped-def]
-    from app.services.audit import AuditLog
     from app.services.ca import CertificateAuthorityService
     from app.services.credentials import CredentialService
 
-    audit = AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
+    audit = runtime.audit_log(session)
     ca = CertificateAuthorityService(
         session, runtime.key_store, runtime.ca_cache, runtime.settings.ca_name
     )
@@ -303,17 +297,11 @@ def cmd_audit_verify(_args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_run(_args: argparse.Namespace) -> int:
-    from app.services.delivery import DeliveryWorker, SmtpTransport
-
-    runtime = _runtime()
-    worker = DeliveryWorker(
-        runtime.sessions,
-        runtime.keys.outbox_seal,
-        SmtpTransport(runtime.settings),
-        runtime.clock,
-        runtime.settings,
-    )
-    report = worker.deliver_due()
+    worker = _runtime().delivery_worker()
+    try:
+        report = worker.deliver_due()
+    finally:
+        worker.close()
     print(f"e-mail delivery: {report}")
     return 0
 
@@ -338,7 +326,6 @@ DEMO_PIN = "583920"
 def cmd_demo(_args: argparse.Namespace) -> int:
     """Idempotent demo setup: schema, CA, clients (fresh keys each run), one person with PIN."""
     from app.migrate import upgrade
-    from app.services.audit import AuditLog
     from app.services.ca import CertificateAuthorityService
     from app.services.people import PeopleService
 
@@ -359,7 +346,7 @@ def cmd_demo(_args: argparse.Namespace) -> int:
             except DomainError:
                 key = clients.rotate(name, now)
             env_lines.append(f"{variable}={key}")
-        audit = AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
+        audit = runtime.audit_log(session)
         people = PeopleService(session, audit)
         if people.find(DEMO_PERSON["mykad"]) is None:
             people.create(

@@ -65,7 +65,7 @@ ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
 def get_audit(session: SessionDep, runtime: RuntimeDep) -> AuditLog:
-    return AuditLog(session, runtime.keys.audit_mac, runtime.keys.subject_ref)
+    return runtime.audit_log(session)
 
 
 AuditDep = Annotated[AuditLog, Depends(get_audit)]

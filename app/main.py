@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,9 +20,14 @@ from app.clock import Clock
 from app.errors import PROBLEM_JSON, DomainError, domain_problem, problem_body
 from app.logs import configure_logging
 from app.metrics import FAILURES
-from app.middleware import JsonBodyMiddleware, RequestContextMiddleware
+from app.middleware import (
+    JsonBodyMiddleware,
+    RequestContextMiddleware,
+    UnexpectedErrorMiddleware,
+)
 from app.routers import ca, health, signatures, signing_requests, users
 from app.runtime import Runtime
+from app.services.delivery import run_delivery_loop
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("roamsign.app")
@@ -82,23 +87,17 @@ def create_app(
         app.include_router(router)
     install_error_handlers(app)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
+    # Innermost first: the request context wraps everything, the last-resort 500 included.
     app.add_middleware(JsonBodyMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UnexpectedErrorMiddleware, handler=on_unexpected)
     app.add_middleware(RequestContextMiddleware)
     return app
 
 
 def background_work(runtime: Runtime, stop: asyncio.Event) -> list[Any]:
-    from app.services.delivery import DeliveryWorker, SmtpTransport, run_delivery_loop
-
-    worker = DeliveryWorker(
-        runtime.sessions,
-        runtime.keys.outbox_seal,
-        SmtpTransport(runtime.settings),
-        runtime.clock,
-        runtime.settings,
-    )
     wakeup = runtime.delivery_wakeup.bind(asyncio.get_running_loop())
-    return [run_delivery_loop(worker, runtime.settings.delivery_poll_seconds, wakeup, stop)]
+    poll = runtime.settings.delivery_poll_seconds
+    return [run_delivery_loop(runtime.delivery_worker(), poll, wakeup, stop)]
 
 
 def problem_openapi(app: FastAPI) -> dict[str, Any]:
@@ -169,30 +168,34 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return problem_response(error.status_code, body, dict(error.headers or {}))
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(PoolTimeout)
-    async def on_database_down(_request: Request, error: Exception) -> JSONResponse:
-        log.error("database.unavailable", extra={"error": type(error).__name__})
-        body = problem_body(
-            status=503,
-            code="service_unavailable",
-            title="Service temporarily unavailable",
-            detail="the database is not reachable; retry shortly",
-        )
-        return problem_response(503, body, {"Retry-After": "5"})
+    app.add_exception_handler(OperationalError, on_database_down)
+    app.add_exception_handler(PoolTimeout, on_database_down)
+    # Normally UnexpectedErrorMiddleware answers first; this covers failures outside it.
+    app.add_exception_handler(Exception, on_unexpected)
 
-    @app.exception_handler(Exception)
-    async def on_unexpected(_request: Request, error: Exception) -> JSONResponse:
-        if isinstance(error, DBAPIError) and error.connection_invalidated:
-            return await on_database_down(_request, error)
-        log.exception("request.failed", extra={"error": type(error).__name__})
-        body = problem_body(
-            status=500,
-            code="internal_error",
-            title="Internal error",
-            detail="an unexpected error occurred; it has been logged with the request id",
-        )
-        return problem_response(500, body)
+
+async def on_database_down(_request: Request, error: Exception) -> Response:
+    log.error("database.unavailable", extra={"error": type(error).__name__})
+    body = problem_body(
+        status=503,
+        code="service_unavailable",
+        title="Service temporarily unavailable",
+        detail="the database is not reachable; retry shortly",
+    )
+    return problem_response(503, body, {"Retry-After": "5"})
+
+
+async def on_unexpected(request: Request, error: Exception) -> Response:
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return await on_database_down(request, error)
+    log.exception("request.failed", extra={"error": type(error).__name__}, exc_info=error)
+    body = problem_body(
+        status=500,
+        code="internal_error",
+        title="Internal error",
+        detail="an unexpected error occurred; it has been logged with the request id",
+    )
+    return problem_response(500, body)
 
 
 def _pointer(loc: Any) -> str:

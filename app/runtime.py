@@ -12,7 +12,9 @@ from app.clock import Clock, SystemClock
 from app.crypto.keys import DerivedKeys
 from app.crypto.keystore import KeyStore, SoftwareKeyStore
 from app.db import connection_capacity, make_engine, make_sessionmaker
+from app.services.audit import AuditLog
 from app.services.ca import CaCache
+from app.services.delivery import DeliveryWorker, SmtpTransport
 from app.settings import Settings
 
 
@@ -58,6 +60,19 @@ class Runtime:
             keys=keys,
             key_store=SoftwareKeyStore(keys.key_store),
             clock=clock or SystemClock(),
+        )
+
+    def audit_log(self, session: Session) -> AuditLog:
+        return AuditLog(session, self.keys.audit_mac, self.keys.subject_ref)
+
+    def delivery_worker(self) -> DeliveryWorker:
+        return DeliveryWorker(
+            self.sessions,
+            self.keys.outbox_seal,
+            SmtpTransport(self.settings),
+            self.clock,
+            self.settings,
+            audit=self.audit_log,
         )
 
     def database_slots(self) -> asyncio.Semaphore:

@@ -43,7 +43,7 @@ class Factory:
         return self.runtime.clock.now()
 
     def audit(self, session: Session) -> AuditLog:
-        return AuditLog(session, self.runtime.keys.audit_mac, self.runtime.keys.subject_ref)
+        return self.runtime.audit_log(session)
 
     def ca(self, session: Session) -> CertificateAuthorityService:
         return CertificateAuthorityService(

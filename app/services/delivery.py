@@ -32,7 +32,7 @@ import logging
 import random
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.policy import SMTP
@@ -45,7 +45,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.clock import Clock
 from app.crypto.sealing import SealBroken, open_sealed
 from app.errors import ConfigurationError
+from app.metrics import MAILS_DELIVERED
 from app.models.outbox import OutboxMessage, OutboxStatus
+from app.services.audit import AuditLog
 from app.services.outbox import associated_data
 from app.settings import Settings
 
@@ -248,8 +250,10 @@ class DeliveryWorker:
         settings: Settings,
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        audit: Callable[[Session], AuditLog] | None = None,
     ) -> None:
         self._sessions = sessions
+        self._audit = audit
         self._seal_key = seal_key
         self._transport = transport
         self._clock = clock
@@ -390,6 +394,8 @@ class DeliveryWorker:
                 )
                 .execution_options(synchronize_session=False)
             )
+            self._record(session, claim, "mail.delivered", "ok", sent_at)
+        MAILS_DELIVERED.labels(claim.purpose).inc()
         logger.info("outbox.delivery.sent", extra=fields)
         return "sent"
 
@@ -468,8 +474,24 @@ class DeliveryWorker:
                 .returning(OutboxMessage.id)
                 .execution_options(synchronize_session=False)
             ).all()
+            status = values.get("status")
+            if matched and status in (OutboxStatus.EXPIRED, OutboxStatus.FAILED):
+                self._record(session, claim, f"mail.{status}", "not_delivered", self._clock.now())
         if not matched:
             logger.warning("outbox.delivery.lease_lost", extra=_claim_fields(claim))
+
+    def _record(
+        self, session: Session, claim: _Claim, action: str, outcome: str, now: datetime
+    ) -> None:
+        if self._audit is not None:
+            self._audit(session).record(
+                now=now,
+                action=action,
+                actor="delivery",
+                outcome=outcome,
+                target_id=claim.request_id or claim.id,
+                details={"purpose": claim.purpose, "attempt": claim.attempts},
+            )
 
     def backoff_seconds(self, attempts: int) -> float:
         """The wait after `attempts` failed tries: exponential, capped, with a little jitter."""
