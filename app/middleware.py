@@ -7,8 +7,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
@@ -22,7 +25,7 @@ from app.logs import request_id_var
 from app.metrics import REQUEST_LATENCY
 
 access_log = logging.getLogger("roamsign.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -37,7 +40,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"x-request-id")
-        request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
@@ -70,6 +73,41 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+class UnexpectedErrorMiddleware:
+    """Renders an exception no handler took, inside the request context.
+
+    Starlette runs an `Exception` handler in its outermost middleware, after
+    RequestContextMiddleware has finished: that 500 would carry no X-Request-Id, and its log line
+    no request id. Installed inside RequestContextMiddleware, this one answers with both.
+    """
+
+    def __init__(
+        self, app: ASGIApp, handler: Callable[[Request, Exception], Awaitable[Response]]
+    ) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if started:
+                raise  # too late for another answer; the server closes the connection
+            response = await self.handler(Request(scope, receive), error)
+            await response(scope, receive, send)
 
 
 class JsonBodyMiddleware:

@@ -8,10 +8,10 @@ import itertools
 import re
 from datetime import date
 
-MYKAD_PATTERN = re.compile(r"^(\d{6})-?(\d{2})-?(\d{4})$")
+MYKAD_PATTERN = re.compile(r"^([0-9]{6})-?([0-9]{2})-?([0-9]{4})$")
 HASH_LENGTHS = {"sha256": 32, "sha384": 48, "sha512": 64}
 # Malaysian mobile numbers: 01X followed by 7 digits (011 and 015 take 8).
-MOBILE_PATTERN = re.compile(r"^01(?:1\d{8}|5\d{8}|[02-46-9]\d{7})$")
+MOBILE_PATTERN = re.compile(r"^01(?:1[0-9]{8}|5[0-9]{8}|[02-46-9][0-9]{7})$")
 # Besides repeats and runs, the PINs people pick first (published PIN-frequency studies).
 COMMON_PINS = frozenset(
     {
@@ -81,7 +81,7 @@ def normalise_phone(value: str) -> str:
 
 def check_pin(pin: str) -> str:
     """6 to 8 digits, not trivial (repeats, runs, a list of common PINs)."""
-    if not re.fullmatch(r"\d{6,8}", pin):
+    if not re.fullmatch(r"[0-9]{6,8}", pin):
         raise ValueError("PIN must be 6 to 8 digits")
     steps = {int(b) - int(a) for a, b in itertools.pairwise(pin)}
     if steps in ({0}, {1}, {-1}):

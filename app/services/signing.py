@@ -50,8 +50,8 @@ from app.services.notifications import OtpNotice, mask_email
 from app.services.outbox import Outbox
 from app.settings import Settings
 
-_OTP_FORMAT = re.compile(r"^\d{6}$")
-_PIN_FORMAT = re.compile(r"^\d{6,8}$")
+_OTP_FORMAT = re.compile(r"^[0-9]{6}$")
+_PIN_FORMAT = re.compile(r"^[0-9]{6,8}$")
 
 
 @dataclass(frozen=True)
