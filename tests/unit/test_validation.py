@@ -166,6 +166,8 @@ def test_common_pins_are_refused(pin: str) -> None:
 # Python's \d matches every Unicode decimal digit; the contract's digits are ASCII only.
 FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + n) for n in range(10)))
 ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + n) for n in range(10)))
+
+
 @pytest.mark.parametrize("digits", [FULLWIDTH, ARABIC_INDIC], ids=["fullwidth", "arabic-indic"])
 def test_mykad_refuses_non_ascii_digits(digits: dict[int, str]) -> None:
     with pytest.raises(ValueError, match="12 digits"):
