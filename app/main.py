@@ -25,7 +25,18 @@ from app.middleware import (
     RequestContextMiddleware,
     UnexpectedErrorMiddleware,
 )
-from app.routers import ca, health, signatures, signing_requests, users
+from app.routers import (
+    applications,
+    audit_events,
+    ca,
+    credentials,
+    csc,
+    enrolments,
+    health,
+    signatures,
+    signing_requests,
+    users,
+)
 from app.runtime import Runtime
 from app.services.delivery import run_delivery_loop
 from app.settings import Settings, get_settings
@@ -81,8 +92,13 @@ def create_app(
         health.router,
         ca.router,
         users.router,
+        applications.router,
+        enrolments.router,
+        credentials.router,
         signing_requests.router,
         signatures.router,
+        audit_events.router,
+        csc.router,
     ):
         app.include_router(router)
     install_error_handlers(app)

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_backoff_base_seconds: float = 2.0
 
+    # --- lifecycle (applications, tokens, PINs, revocation, renewal) ---
+
+    # --- Cloud Signature Consortium API ---
+
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
     log_json: bool = True
