@@ -73,6 +73,11 @@ async def test_fifty_right_submissions_give_exactly_one_signature(
     statuses = Counter(answer.status_code for answer in answers)
     assert statuses == {201: 1, 409: 49}, statuses
     assert {a.json()["code"] for a in answers if a.status_code == 409} == {"otp_consumed"}
+    # /metrics sums every worker process: one signature, 49 refusals, whichever worker answers.
+    with server.client() as client:
+        metrics = client.get("/metrics").text
+    assert 'roamsign_signatures_total{signature_format="cms"} 1.0' in metrics
+    assert 'roamsign_failures_total{code="otp_consumed"} 49.0' in metrics
     with sessions() as session:
         count = session.scalar(
             select(func.count()).select_from(Signature).where(Signature.request_id == request_id)
