@@ -9,6 +9,7 @@ does. Hashing and signature checks are cryptography's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,13 +94,16 @@ def build_detached_cms(
     algorithm = _hash(hash_algorithm)
     if len(digest) != algorithm.digest_size:
         raise ValueError("digest length does not match the hash algorithm")
-    signer = asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
+    material = _signer_material(
+        certificate.public_bytes(serialization.Encoding.DER),
+        tuple(c.public_bytes(serialization.Encoding.DER) for c in chain),
+    )
     signed_attrs = cms.CMSAttributes(
         [
             {"type": "content_type", "values": ["data"]},
             {"type": "signing_time", "values": [_cms_time(signing_time)]},
             {"type": "message_digest", "values": [digest]},
-            {"type": "signing_certificate_v2", "values": [_signing_certificate_v2(signer)]},
+            {"type": "signing_certificate_v2", "values": [material.signing_certificate_v2]},
         ]
     )
     to_sign = signed_attrs.dump()
@@ -109,14 +113,7 @@ def build_detached_cms(
     signer_info = cms.SignerInfo(
         {
             "version": "v1",
-            "sid": cms.SignerIdentifier(
-                {
-                    "issuer_and_serial_number": {
-                        "issuer": signer.issuer,
-                        "serial_number": signer.serial_number,
-                    }
-                }
-            ),
+            "sid": material.sid,
             "digest_algorithm": _digest_algorithm(hash_algorithm),
             "signed_attrs": signed_attrs,
             "signature_algorithm": _signature_algorithm(certificate, hash_algorithm),
@@ -128,7 +125,7 @@ def build_detached_cms(
             "version": "v1",
             "digest_algorithms": [_digest_algorithm(hash_algorithm)],
             "encap_content_info": {"content_type": "data"},
-            "certificates": [_certificate_choice(c) for c in _unique([certificate, *chain])],
+            "certificates": material.certificates,
             "signer_infos": [signer_info],
         }
     )
@@ -242,17 +239,42 @@ def _signature_algorithm(
     return algos.SignedDigestAlgorithm({"algorithm": _ECDSA_OIDS[hash_algorithm]})
 
 
-def _certificate_choice(certificate: x509.Certificate) -> cms.CertificateChoices:
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    return cms.CertificateChoices({"certificate": asn1_x509.Certificate.load(der)})
+@dataclass(frozen=True)
+class _SignerMaterial:
+    """The parts of a SignedData that depend only on the signer's certificate and chain."""
+
+    sid: cms.SignerIdentifier
+    signing_certificate_v2: tsp.SigningCertificateV2
+    certificates: cms.CertificateSet
 
 
-def _unique(certificates: Sequence[x509.Certificate]) -> list[x509.Certificate]:
-    unique: list[x509.Certificate] = []
-    for certificate in certificates:
-        if certificate not in unique:
-            unique.append(certificate)
-    return unique
+@functools.lru_cache(maxsize=1024)
+def _signer_material(certificate_der: bytes, chain_ders: tuple[bytes, ...]) -> _SignerMaterial:
+    # asn1crypto re-encodes a structure built from parts (about 20 ms for three certificates),
+    # so these are built once per signer.
+    signer = asn1_x509.Certificate.load(certificate_der)
+    sid = cms.SignerIdentifier(
+        {
+            "issuer_and_serial_number": {
+                "issuer": signer.issuer,
+                "serial_number": signer.serial_number,
+            }
+        }
+    )
+    unique = list(dict.fromkeys((certificate_der, *chain_ders)))
+    certificates = cms.CertificateSet(
+        [cms.CertificateChoices({"certificate": asn1_x509.Certificate.load(der)}) for der in unique]
+    )
+    # Re-loaded from their own encoding: a parsed, untouched value dumps its bytes as they are,
+    # where one built from parts is encoded again, child by child, on every dump.
+    material = _SignerMaterial(
+        sid=cms.SignerIdentifier.load(sid.dump()),
+        signing_certificate_v2=tsp.SigningCertificateV2.load(
+            _signing_certificate_v2(signer).dump()
+        ),
+        certificates=cms.CertificateSet.load(certificates.dump()),
+    )
+    return material
 
 
 def _is_rsa(certificate: x509.Certificate) -> bool:
