@@ -19,8 +19,8 @@ run: install
 	bash scripts/run-demo.sh
 
 lint: install
-	$(BIN)/ruff check app tests bench migrations scripts
-	$(BIN)/ruff format --check app tests bench migrations scripts
+	$(BIN)/ruff check app tests bench migrations scripts examples
+	$(BIN)/ruff format --check app tests bench migrations scripts examples
 
 typecheck: install
 	$(BIN)/mypy

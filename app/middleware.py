@@ -23,6 +23,7 @@ from app.errors import (
 )
 from app.logs import request_id_var
 from app.metrics import REQUEST_LATENCY
+from app.schemas.csc import csc_error, is_csc_path
 
 access_log = logging.getLogger("roamsign.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -127,7 +128,7 @@ class JsonBodyMiddleware:
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await _send_problem(
-                send, PayloadTooLarge(f"bodies are limited to {self.max_bytes} bytes")
+                scope, send, PayloadTooLarge(f"bodies are limited to {self.max_bytes} bytes")
             )
             return
         body = bytearray()
@@ -140,11 +141,11 @@ class JsonBodyMiddleware:
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 await _send_problem(
-                    send, PayloadTooLarge(f"bodies are limited to {self.max_bytes} bytes")
+                    scope, send, PayloadTooLarge(f"bodies are limited to {self.max_bytes} bytes")
                 )
                 return
         if body and not _is_json(_header(scope, b"content-type")):
-            await _send_problem(send, UnsupportedMediaType())
+            await _send_problem(scope, send, UnsupportedMediaType())
             return
         replayed = False
 
@@ -174,12 +175,22 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _send_problem(send: Send, error: DomainError) -> None:
-    body: Any = json.dumps(domain_problem(error)).encode()
+async def _send_problem(scope: Scope, send: Send, error: DomainError) -> None:
+    # The CSC API answers in its own error shape; everything else is problem+json.
+    if is_csc_path(scope["path"]):
+        status, csc = csc_error(error)
+        body: Any = csc.model_dump_json().encode()
+        content_type = "application/json"
+    else:
+        status, body, content_type = (
+            error.status,
+            json.dumps(domain_problem(error)).encode(),
+            PROBLEM_JSON,
+        )
     headers = [
-        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-type", content_type.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

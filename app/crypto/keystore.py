@@ -36,9 +36,14 @@ def new_private_key(algorithm: KeyAlgorithm) -> PrivateKey:
 
 
 def sign_digest_with(
-    key: PrivateKey, digest: bytes, hash_algorithm: str, rsa_padding: RsaPadding = "pkcs1v15"
+    key: PrivateKey,
+    digest: bytes,
+    hash_algorithm: str,
+    rsa_padding: RsaPadding = "pkcs1v15",
+    pss_salt_length: int | None = None,
 ) -> bytes:
-    """Sign a precomputed digest: DER ECDSA, or RSA PKCS#1 v1.5 / PSS (salt = digest length)."""
+    """Sign a precomputed digest: DER ECDSA, or RSA PKCS#1 v1.5 / PSS (MGF1 with the same hash;
+    the salt is the digest's length unless `pss_salt_length` says otherwise)."""
     algorithm = HASHES[hash_algorithm]()
     if len(digest) != algorithm.digest_size:
         raise ValueError("digest length does not match the hash algorithm")
@@ -46,7 +51,10 @@ def sign_digest_with(
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.sign(digest, ec.ECDSA(prehashed))
     chosen: padding.AsymmetricPadding = (
-        padding.PSS(mgf=padding.MGF1(algorithm), salt_length=algorithm.digest_size)
+        padding.PSS(
+            mgf=padding.MGF1(algorithm),
+            salt_length=algorithm.digest_size if pss_salt_length is None else pss_salt_length,
+        )
         if rsa_padding == "pss"
         else padding.PKCS1v15()
     )
@@ -75,6 +83,7 @@ class KeyStore(Protocol):
         digest: bytes,
         hash_algorithm: str,
         rsa_padding: RsaPadding = "pkcs1v15",
+        pss_salt_length: int | None = None,
     ) -> bytes: ...
 
     def self_test(self) -> None:
@@ -118,8 +127,11 @@ class SoftwareKeyStore:
         digest: bytes,
         hash_algorithm: str,
         rsa_padding: RsaPadding = "pkcs1v15",
+        pss_salt_length: int | None = None,
     ) -> bytes:
-        return sign_digest_with(self.private_key(key_id, blob), digest, hash_algorithm, rsa_padding)
+        return sign_digest_with(
+            self.private_key(key_id, blob), digest, hash_algorithm, rsa_padding, pss_salt_length
+        )
 
     def self_test(self) -> None:
         probe = seal(self._wrapping_key, b"probe", b"self-test")

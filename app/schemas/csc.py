@@ -1,0 +1,291 @@
+"""Cloud Signature Consortium API bodies (v1.0.4.0 and v2 spellings) and its error shape."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.errors import AuthorizationFailed, DomainError, Forbidden, RateLimited, Unauthenticated
+
+CSC_PATH_PREFIX = "/csc/"
+CscVersion = Literal["v1", "v2"]
+CertificateChoice = Literal["none", "single", "chain"]
+
+_HASH_ITEM_MAX = 200
+
+
+def _credential_id() -> Any:
+    return Field(alias="credentialID", min_length=1, max_length=64)
+
+
+class CscRequest(BaseModel):
+    """A CSC request body. Unknown members are ignored, as the CSC API asks of servers (the
+    native API refuses them); v1 and v2 spellings are both accepted on both paths."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class InfoIn(CscRequest):
+    lang: str | None = Field(default=None, max_length=35)
+
+
+class CredentialsListIn(CscRequest):
+    user_id: str = Field(alias="userID", min_length=1, max_length=20, description="MyKad")
+    max_results: int | None = Field(default=None, alias="maxResults", ge=1, le=1000)
+    credential_info: bool = Field(default=False, alias="credentialInfo")
+    certificates: CertificateChoice = "single"
+    cert_info: bool = Field(default=False, alias="certInfo")
+    auth_info: bool = Field(default=True, alias="authInfo")
+
+
+class CredentialsInfoIn(CscRequest):
+    credential_id: str = _credential_id()
+    certificates: CertificateChoice = "single"
+    cert_info: bool = Field(default=False, alias="certInfo")
+    auth_info: bool = Field(default=True, alias="authInfo")
+
+
+class _OneHash(CscRequest):
+    """`hash` (v1) or `hashes` (v2): exactly one base64 digest, as one OTP signs once."""
+
+    hash_v1: list[str] | None = Field(default=None, alias="hash", max_length=16)
+    hashes: list[str] | None = Field(default=None, max_length=16)
+    hash_algo: str | None = Field(default=None, alias="hashAlgo", max_length=64)
+    hash_algorithm_oid: str | None = Field(default=None, alias="hashAlgorithmOID", max_length=64)
+
+    @model_validator(mode="after")
+    def _exactly_one_hash(self) -> _OneHash:
+        given = self.hashes if self.hashes is not None else self.hash_v1
+        if not given or len(given) != 1:
+            raise ValueError(
+                "hash (v2: hashes) must be a list of exactly one base64 hash: "
+                "one OTP authorizes one signature"
+            )
+        if len(given[0]) > _HASH_ITEM_MAX:
+            raise ValueError("hash is too long for a SHA-2 digest")
+        return self
+
+    @property
+    def the_hash(self) -> str:
+        given = self.hashes if self.hashes is not None else self.hash_v1
+        assert given is not None  # checked by the validator
+        return given[0]
+
+    @property
+    def hash_algorithm(self) -> str | None:
+        return self.hash_algorithm_oid or self.hash_algo
+
+
+class SendOtpIn(_OneHash):
+    """Our extension of `credentials/sendOTP`: the OTP is bound to the one hash to be signed."""
+
+    credential_id: str = _credential_id()
+    description: str | None = Field(
+        default=None, max_length=400, description="The document's name, shown to the person"
+    )
+
+    @model_validator(mode="after")
+    def _algorithm_required(self) -> SendOtpIn:
+        if self.hash_algorithm is None:
+            raise ValueError("hashAlgo (v2: hashAlgorithmOID) is required with the hash")
+        return self
+
+
+class AuthData(CscRequest):
+    id: str = Field(max_length=32)
+    value: str = Field(max_length=64)
+
+
+class AuthorizeIn(_OneHash):
+    credential_id: str = _credential_id()
+    num_signatures: int | None = Field(default=None, alias="numSignatures")
+    pin: str | None = Field(default=None, alias="PIN", max_length=64)
+    otp: str | None = Field(default=None, alias="OTP", max_length=64)
+    auth_data: list[AuthData] | None = Field(default=None, alias="authData", max_length=8)
+
+    @model_validator(mode="after")
+    def _both_factors(self) -> AuthorizeIn:
+        if self.auth_value("PIN") is None or self.auth_value("OTP") is None:
+            raise ValueError("both the OTP and the PIN are required (v2: authData)")
+        return self
+
+    def auth_value(self, name: Literal["PIN", "OTP"]) -> str | None:
+        direct = self.pin if name == "PIN" else self.otp
+        if direct is not None:
+            return direct
+        for item in self.auth_data or []:
+            if item.id.upper() == name:
+                return item.value
+        return None
+
+
+class SignHashIn(_OneHash):
+    credential_id: str = _credential_id()
+    sad: str = Field(alias="SAD", min_length=1, max_length=200)
+    sign_algo: str = Field(alias="signAlgo", min_length=1, max_length=64)
+    sign_algo_params: str | None = Field(default=None, alias="signAlgoParams", max_length=2000)
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    """Answered with the CSC API's member names (serialisation aliases)."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+
+class SignAlgorithms(_Out):
+    algos: list[str]
+
+
+class InfoOut(_Out):
+    specs: str
+    name: str
+    logo: str
+    region: str
+    lang: str
+    description: str
+    auth_type: list[str] = Field(serialization_alias="authType")
+    methods: list[str]
+    sign_algorithms: SignAlgorithms | None = Field(
+        default=None, serialization_alias="signAlgorithms"
+    )
+
+
+class KeyOut(_Out):
+    status: Literal["enabled", "disabled"]
+    algo: list[str] = Field(description="OIDs: the key's and every signature algorithm's")
+    len: int
+    curve: str | None = None
+
+
+class CertOut(_Out):
+    status: Literal["valid", "expired", "revoked"]
+    certificates: list[str] | None = Field(
+        default=None, description="Base64 DER, the signer's certificate first"
+    )
+    issuer_dn: str | None = Field(default=None, serialization_alias="issuerDN")
+    serial_number: str | None = Field(default=None, serialization_alias="serialNumber")
+    subject_dn: str | None = Field(default=None, serialization_alias="subjectDN")
+    valid_from: str | None = Field(default=None, serialization_alias="validFrom")
+    valid_to: str | None = Field(default=None, serialization_alias="validTo")
+
+
+class PinOut(_Out):
+    presence: Literal["true"] = "true"
+    format: Literal["N"] = "N"
+    label: str = "PIN"
+    description: str = "The 6 to 8 digit PIN of the roaming credential"
+
+
+class OtpOut(_Out):
+    presence: Literal["true"] = "true"
+    type: Literal["online"] = "online"
+    format: Literal["N"] = "N"
+    label: str = "OTP"
+    description: str = "The 6-digit code e-mailed after credentials/sendOTP with the hash"
+    id: str = Field(default="roamsign-email-otp", serialization_alias="ID")
+    provider: str = "roamsign"
+
+
+class AuthObject(_Out):
+    type: Literal["Password"] = "Password"
+    id: Literal["PIN", "OTP"]
+    format: Literal["N"] = "N"
+    label: str
+    description: str
+
+
+class AuthOut(_Out):
+    mode: Literal["explicit"] = "explicit"
+    expression: str = "PIN AND OTP"
+    objects: list[AuthObject]
+
+
+class CredentialInfoOut(_Out):
+    credential_id: str | None = Field(default=None, serialization_alias="credentialID")
+    description: str
+    key: KeyOut
+    cert: CertOut
+    auth_mode: Literal["explicit"] | None = Field(default=None, serialization_alias="authMode")
+    pin: PinOut | None = Field(default=None, serialization_alias="PIN")
+    otp: OtpOut | None = Field(default=None, serialization_alias="OTP")
+    auth: AuthOut | None = None
+    scal: Literal["2"] = Field(
+        default="2",
+        serialization_alias="SCAL",
+        description="2: the SAD is bound to the hash it authorizes",
+    )
+    multisign: int = 1
+    lang: str = "en-US"
+
+
+class CredentialsListOut(_Out):
+    credential_ids: list[str] = Field(serialization_alias="credentialIDs")
+    credential_infos: list[CredentialInfoOut] | None = Field(
+        default=None, serialization_alias="credentialInfos"
+    )
+
+
+class AuthorizeOut(_Out):
+    sad: str = Field(serialization_alias="SAD", description="Single use, for this hash only")
+    expires_in: int = Field(serialization_alias="expiresIn", description="Seconds, at most 60")
+
+
+class SignHashOut(_Out):
+    signatures: list[str] = Field(
+        description="Base64 (standard, padded): DER ECDSA, or RSA PKCS#1 v1.5 or PSS"
+    )
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class CscError(BaseModel):
+    """The CSC API's error body (OAuth 2.0 style)."""
+
+    error: str
+    error_description: str
+
+
+def is_csc_path(path: str) -> bool:
+    return path.startswith(CSC_PATH_PREFIX)
+
+
+def csc_error(error: DomainError) -> tuple[int, CscError]:
+    """The CSC answer to a domain error: 400 `invalid_request` unless the contract says
+    otherwise. A wrong OTP and a wrong PIN stay indistinguishable (`invalid_otp`)."""
+    description = error.detail
+    if isinstance(error, AuthorizationFailed):
+        remaining = error.extra.get("attempts_remaining")
+        if remaining is not None:
+            description = f"{description} ({remaining} attempts remaining)"
+        return 400, CscError(error="invalid_otp", error_description=description)
+    if isinstance(error, Unauthenticated):
+        return 401, CscError(error="invalid_token", error_description=description)
+    if isinstance(error, Forbidden):
+        return 403, CscError(error="access_denied", error_description=description)
+    if isinstance(error, RateLimited):
+        return 429, CscError(error="rate_limited", error_description=description)
+    if error.status >= 500:
+        return error.status, CscError(error="server_error", error_description=description)
+    return 400, CscError(error="invalid_request", error_description=description)
+
+
+def csc_invalid_request(description: str) -> tuple[int, CscError]:
+    return 400, CscError(error="invalid_request", error_description=description)
+
+
+def csc_error_responses(*extra: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a CSC route."""
+    descriptions = {
+        400: "`invalid_request` (each cause with its own description) or `invalid_otp` "
+        "(a wrong OTP or a wrong PIN, never said which)",
+        401: "`invalid_token`: no, an unknown or a revoked API key",
+        403: "`access_denied`: the API key's role is not `signer`",
+        429: "`rate_limited`, with `Retry-After`",
+    }
+    wanted = (400, 401, 403, *extra)
+    return {status: {"model": CscError, "description": descriptions[status]} for status in wanted}
