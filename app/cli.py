@@ -7,15 +7,24 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy.orm import Session
 
 from app.db import unit_of_work
 from app.errors import ConfigurationError, DomainError
+from app.models import Role
 from app.runtime import Runtime
-from app.services.clients import ClientService
+from app.services.clients import Caller, ClientService
+from app.services.credentials import REVOCATION_REASONS
 from app.settings import Settings, get_settings
 from app.validation import normalise_mykad
+
+if TYPE_CHECKING:
+    from app.models import Credential
+    from app.services.lifecycle_context import LifecycleContext
 
 CLI_ACTOR = "cli"
 
@@ -68,17 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--phone")
     user.add_argument("--agency", required=True)
 
-    credentials = commands.add_parser("credentials", help="roaming credentials").add_subparsers(
-        title="credentials"
-    )
-    issue = _command(
-        credentials,
-        "issue",
-        "issue an active roaming credential (PIN on stdin)",
-        cmd_credentials_issue,
-    )
-    issue.add_argument("mykad")
-    issue.add_argument("--key-algorithm", choices=["ecdsa-p256", "rsa-2048", "rsa-3072"])
+    _add_credential_commands(commands)
+    _add_enrol_command(commands)
 
     serve = commands.add_parser("serve", help="serve the API")
     serve.add_argument("--host", default="127.0.0.1")
@@ -95,11 +95,83 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     jobs = commands.add_parser("jobs", help="background jobs").add_subparsers(title="jobs")
-    _command(jobs, "run", "run the due jobs once (e-mail delivery, expiry)", cmd_jobs_run)
+    _command(
+        jobs, "run", "run the due jobs once (expiry notices), then e-mail delivery", cmd_jobs_run
+    )
 
     demo = commands.add_parser("demo", help="set up the demo (used by `make run`)")
     demo.set_defaults(run=cmd_demo)
     return parser
+
+
+def _add_credential_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    credentials = commands.add_parser("credentials", help="roaming credentials").add_subparsers(
+        title="credentials"
+    )
+    issue = _command(
+        credentials,
+        "issue",
+        "issue an active roaming credential (PIN on stdin)",
+        cmd_credentials_issue,
+    )
+    issue.add_argument("mykad")
+    issue.add_argument("--key-algorithm", choices=["ecdsa-p256", "rsa-2048", "rsa-3072"])
+    listing = _command(
+        credentials, "list", "a person's media (token, softcert, roaming)", cmd_credentials_list
+    )
+    listing.add_argument("mykad")
+    record = _command(
+        credentials, "record-token", "record a token a person holds", cmd_credentials_record
+    )
+    record.add_argument("mykad")
+    record.add_argument("--serial", required=True)
+    record.add_argument("--expires-at", required=True, help="RFC 3339, e.g. 2027-06-30T23:59:59Z")
+    record.add_argument("--medium", choices=["token", "softcert"], default="token")
+    unlock = _command(
+        credentials, "unlock", "unlock a credential locked by wrong PINs", cmd_credentials_unlock
+    )
+    unlock.add_argument("credential_id")
+    revoke_credential = _command(
+        credentials, "revoke", "revoke a roaming certificate", cmd_credentials_revoke
+    )
+    revoke_credential.add_argument("credential_id")
+    revoke_credential.add_argument("--reason", required=True, choices=REVOCATION_REASONS)
+    renew = _command(
+        credentials,
+        "renew",
+        "new key and certificate; the person sets the PIN by e-mail; prints the new id last",
+        cmd_credentials_renew,
+    )
+    renew.add_argument("credential_id")
+    renew.add_argument("--key-algorithm", choices=["ecdsa-p256", "rsa-2048", "rsa-3072"])
+
+
+def _add_enrol_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    enrol = commands.add_parser(
+        "enrol",
+        help="move token users to roaming: open an application per MyKad of a CSV file",
+        description=(
+            "Open a roaming application (and queue its verification e-mail) for every MyKad "
+            "of the CSV file (a `mykad` column, or the first column), in batches; a progress "
+            "bar on stderr, the per-person report as CSV on stdout (or --report). Safe to run "
+            "again: nobody gets a second application or e-mail."
+        ),
+    )
+    enrol.add_argument("--csv", required=True, type=Path, dest="csv_file")
+    enrol.add_argument(
+        "--batch-size", type=_batch_size, default=500, metavar="N", help="people per transaction"
+    )
+    enrol.add_argument("--report", type=Path, help="write the report here instead of stdout")
+    enrol.set_defaults(run=cmd_enrol)
+
+
+def _batch_size(text: str) -> int:
+    size = int(text)
+    if not 1 <= size <= 1000:
+        raise argparse.ArgumentTypeError("the batch size is 1 to 1000")
+    return size
 
 
 def _command(
@@ -249,7 +321,11 @@ def _credential_service(runtime: Runtime, session: Session):  # type: ignore[no-
 
     audit = runtime.audit_log(session)
     ca = CertificateAuthorityService(
-        session, runtime.key_store, runtime.ca_cache, runtime.settings.ca_name
+        session,
+        runtime.key_store,
+        runtime.ca_cache,
+        runtime.settings.ca_name,
+        runtime.settings.public_base_url,
     )
     return CredentialService(session, runtime.key_store, ca, audit, runtime.keys.pin_pepper)
 
@@ -262,7 +338,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.load_master_key()  # fail here, not in every worker
     if settings.is_sqlite and args.workers > 1:
         raise ConfigurationError("SQLite serves one process: use PostgreSQL for --workers > 1")
-    prepare_metrics_dir(settings)
+    if args.workers > 1:
+        # Worker processes start fresh and import prometheus-client after this is set; a single
+        # worker runs in this process, whose metrics may already exist, and needs no sharing.
+        prepare_metrics_dir(settings)
     uvicorn.run(
         "app.main:build_app_from_environment",
         factory=True,
@@ -297,13 +376,196 @@ def cmd_audit_verify(_args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_run(_args: argparse.Namespace) -> int:
-    worker = _runtime().delivery_worker()
+    from app.services.jobs import job_runner
+
+    runtime = _runtime()
+    for job in job_runner(runtime).run_due():
+        print(f"{job.name}: {job.outcome}")
+    worker = runtime.delivery_worker()
     try:
         report = worker.deliver_due()
     finally:
         worker.close()
     print(f"e-mail delivery: {report}")
     return 0
+
+
+# The operator at the command line acts as the system administrator (JDN).
+CLI_CALLER = Caller(id=CLI_ACTOR, name=CLI_ACTOR, role=Role.JDN_ADMIN, agency=None)
+
+
+def _lifecycle(runtime: Runtime, session: Session) -> LifecycleContext:
+    from app.services.lifecycle_context import LifecycleContext
+
+    return LifecycleContext.for_runtime(runtime, session)
+
+
+def _print_credential(credential: Credential, now: datetime) -> None:
+    from app.services.credentials import effective_status
+
+    serial = credential.certificate_serial or credential.token_serial or "-"
+    until = credential.not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if credential.not_after else "-"
+    status = effective_status(credential, now)
+    print(f"{credential.id}  {credential.medium:<8} {status:<11} serial {serial}  until {until}")
+
+
+def cmd_credentials_list(args: argparse.Namespace) -> int:
+    from app.services.credentials import CredentialLifecycle
+
+    runtime = _runtime()
+    mykad = normalise_mykad(args.mykad)
+
+    def work(session: Session) -> int:
+        now = runtime.clock.now()
+        credentials = CredentialLifecycle(_lifecycle(runtime, session))
+        for credential in credentials.of_person(CLI_CALLER, mykad):
+            _print_credential(credential, now)
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_credentials_record(args: argparse.Namespace) -> int:
+    from app.models import Medium
+    from app.schemas.lifecycle import MediumRecord
+    from app.services.credentials import CredentialLifecycle
+
+    body = MediumRecord(medium=args.medium, serial=args.serial, expires_at=args.expires_at)
+    runtime = _runtime()
+    mykad = normalise_mykad(args.mykad)
+
+    def work(session: Session) -> int:
+        now = runtime.clock.now()
+        credential = CredentialLifecycle(_lifecycle(runtime, session)).record_medium(
+            CLI_CALLER,
+            mykad,
+            medium=Medium(body.medium),
+            serial=body.serial,
+            not_before=None,
+            not_after=body.expires_at,
+            now=now,
+        )
+        _print_credential(credential, now)
+        print(credential.id)
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_credentials_unlock(args: argparse.Namespace) -> int:
+    from app.services.credentials import CredentialLifecycle
+
+    runtime = _runtime()
+
+    def work(session: Session) -> int:
+        now = runtime.clock.now()
+        credentials = CredentialLifecycle(_lifecycle(runtime, session))
+        _print_credential(credentials.unlock(CLI_CALLER, args.credential_id, now), now)
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_credentials_revoke(args: argparse.Namespace) -> int:
+    from app.services.credentials import CredentialLifecycle
+
+    runtime = _runtime()
+
+    def work(session: Session) -> int:
+        now = runtime.clock.now()
+        credentials = CredentialLifecycle(_lifecycle(runtime, session))
+        _print_credential(credentials.revoke(CLI_CALLER, args.credential_id, args.reason, now), now)
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_credentials_renew(args: argparse.Namespace) -> int:
+    from app.services.credentials import CredentialLifecycle
+
+    runtime = _runtime()
+
+    def work(session: Session) -> int:
+        now = runtime.clock.now()
+        credentials = CredentialLifecycle(_lifecycle(runtime, session))
+        renewed = credentials.renew(CLI_CALLER, args.credential_id, args.key_algorithm, now)
+        _print_credential(renewed, now)
+        print("the PIN-setup token was e-mailed to the person")
+        print(renewed.id)
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    import csv
+    import time
+    from collections import Counter
+
+    from app.services.enrolment import count_mykads, enrol_in_batches, read_mykads
+
+    if not args.csv_file.is_file():
+        print(f"error: no such file: {args.csv_file}", file=sys.stderr)
+        return 1
+    runtime = _runtime()
+    total = count_mykads(args.csv_file)
+    progress = ProgressBar(total, sys.stderr)
+    counts: Counter[str] = Counter()
+    started = time.monotonic()
+    report_file = args.report.open("w", newline="") if args.report else None
+    try:
+        report = csv.writer(report_file or sys.stdout)
+        report.writerow(["mykad", "outcome", "application_id"])
+        for batch in enrol_in_batches(
+            runtime, read_mykads(args.csv_file), actor=CLI_ACTOR, batch_size=args.batch_size
+        ):
+            for result in batch:
+                report.writerow([result.mykad, result.outcome.value, result.application_id or ""])
+                counts[result.outcome.value] += 1
+            progress.show(counts.total())
+    finally:
+        progress.finish()
+        if report_file is not None:
+            report_file.close()
+    elapsed = time.monotonic() - started
+    summary = ", ".join(f"{outcome} {count}" for outcome, count in sorted(counts.items()))
+    print(f"enrolment done in {elapsed:.1f} s: {summary or 'nobody in the file'}", file=sys.stderr)
+    return 0
+
+
+class ProgressBar:
+    """`[#####.....] 5000/10000  50%  812/s` on one line of a terminal; a line per update
+    when the stream is not a terminal (a log file)."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        import time
+
+        self._total = total
+        self._stream = stream
+        self._started = time.monotonic()
+        self._interactive = stream.isatty()
+        self._shown = False
+
+    def show(self, done: int) -> None:
+        import time
+
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        fraction = done / self._total if self._total else 1.0
+        filled = int(self.WIDTH * min(fraction, 1.0))
+        line = (
+            f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self._total} "
+            f"{fraction:4.0%} {done / elapsed:,.0f}/s"
+        )
+        self._stream.write(("\r" + line) if self._interactive else line + "\n")
+        self._stream.flush()
+        self._shown = True
+
+    def finish(self) -> None:
+        if self._interactive and self._shown:
+            self._stream.write("\n")
+            self._stream.flush()
 
 
 DEMO_CLIENTS = (

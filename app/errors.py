@@ -146,6 +146,33 @@ class InternalError(DomainError):
     status, code, title = 500, "internal_error", "Internal error"
 
 
+# One-time tokens sent by e-mail (address verification, PIN setup and reset) are one-time
+# secrets like the OTP, so they answer with the contract's codes: a token that matches nothing
+# is invalid input, one past its validity has expired, one used or replaced is consumed. The
+# refusal is recorded in the audit trail, hence `keeps_changes` (the refusal changes nothing
+# else: it is raised before any change).
+
+
+class TokenNotValid(ValidationFailed):
+    """The token matches nothing issued for this purpose and subject."""
+
+    title = "The token is not valid"
+    keeps_changes = True
+
+    def __init__(self, detail: str = "the token is not valid for this request") -> None:
+        super().__init__(detail, "/token")
+
+
+class TokenExpired(DomainError):
+    status, code, title = 410, "otp_expired", "The token has expired; ask for a new one"
+    keeps_changes = True
+
+
+class TokenConsumed(DomainError):
+    status, code, title = 409, "otp_consumed", "The token was already used or replaced"
+    keeps_changes = True
+
+
 ALL_ERRORS: tuple[type[DomainError], ...] = (
     BadRequest,
     Unauthenticated,
@@ -168,6 +195,9 @@ ALL_ERRORS: tuple[type[DomainError], ...] = (
     PhoneMismatch,
     RateLimited,
     ServiceUnavailable,
+    TokenNotValid,
+    TokenExpired,
+    TokenConsumed,
 )
 
 
@@ -192,3 +222,54 @@ def domain_problem(error: DomainError) -> dict[str, Any]:
         detail=error.detail,
         **error.extra,
     )
+
+
+# --- MyGPKI Mobile: the device calls answer with the contract's codes. An activation code is a
+# one-time secret like the OTP (a wrong one is counted, three are the limit); registration
+# refusals are counted against its rate limits, and every refusal is audited, hence
+# `keeps_changes` (nothing else has changed when they are raised).
+
+
+class ActivationCodeRejected(AuthorizationFailed):
+    title = "Activation code not accepted"
+
+
+class ActivationLocked(RequestLocked):
+    title = "Too many wrong activation codes; register the device again"
+
+
+class ActivationCodeExpired(OtpExpired):
+    title = "The activation code has expired; register the device again"
+    keeps_changes = True
+
+
+class ActivationCodeConsumed(OtpConsumed):
+    title = "The activation code was already used or replaced"
+    keeps_changes = True
+
+
+class UnregisteredPhone(PhoneMismatch):
+    """Not the person's registered number, or no such person: deliberately one answer."""
+
+    keeps_changes = True
+
+
+class SignatureRejected(Unauthenticated):
+    """A device request without a valid RFC 9421 signature (devices hold no bearer secret)."""
+
+    title = "Device signature not accepted"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Signature realm="roamsign", alg="ecdsa-p256-sha256"'}
+
+
+ALL_ERRORS = (
+    *ALL_ERRORS,
+    ActivationCodeRejected,
+    ActivationLocked,
+    ActivationCodeExpired,
+    ActivationCodeConsumed,
+    UnregisteredPhone,
+    SignatureRejected,
+)

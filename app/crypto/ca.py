@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from app.crypto.keystore import PrivateKey, PublicKey
 
@@ -94,6 +94,8 @@ def issue_signing_certificate(
     now: datetime,
     validity_days: int,
     serial: int | None = None,
+    crl_url: str | None = None,
+    ca_issuers_url: str | None = None,
 ) -> x509.Certificate:
     """Issue a person's roaming signing certificate (ECDSA P-256 or RSA key).
 
@@ -101,7 +103,9 @@ def issue_signing_certificate(
     X.520 allows a common name are cut to 64. `subject_serial` is the opaque per-person
     identifier put in the subject's serialNumber attribute (PrintableString, at most 64
     characters): never the national id itself. `serial` defaults to a random 159-bit number.
-    The validity never runs past the issuing CA's.
+    The validity never runs past the issuing CA's. `crl_url` becomes the CRL distribution
+    point (RFC 5280 s.4.2.1.13) and `ca_issuers_url` the authority information access entry
+    for the issuer's certificate (s.4.2.2.1), so a relying party can find both on its own.
     """
     _check_subject_key(public_key)
     common_name = subject_name.strip()[:MAX_COMMON_NAME]
@@ -142,6 +146,20 @@ def issue_signing_certificate(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(_authority_key_identifier(issuer_cert), critical=False)
     )
+    if crl_url is not None:
+        point = x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(crl_url)],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+    if ca_issuers_url is not None:
+        issuers = x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS,
+            x509.UniformResourceIdentifier(ca_issuers_url),
+        )
+        builder = builder.add_extension(x509.AuthorityInformationAccess([issuers]), critical=False)
     return builder.sign(issuer_key, _signature_hash(issuer_key))
 
 

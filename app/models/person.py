@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UtcDateTime
@@ -26,6 +26,8 @@ class User(Base):
     # Failed OTP/PIN checks in a row, across requests; past a threshold signing is held back.
     consecutive_failed_checks: Mapped[int] = mapped_column(Integer, default=0)
     signing_held_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # When the current address took effect: no PIN reset goes to a freshly changed address.
+    email_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     credentials: Mapped[list[Credential]] = relationship(back_populates="user")
 
@@ -41,10 +43,17 @@ class CredentialStatus(StrEnum):
     ACTIVE = "active"
     LOCKED = "locked"
     REVOKED = "revoked"
+    # Renewed: the new credential's PIN is set, so this one never signs again (its key is
+    # destroyed); its certificate stays valid for the signatures it made.
+    SUPERSEDED = "superseded"
 
 
 class Credential(Base):
     __tablename__ = "credentials"
+    __table_args__ = (
+        # A token (or softcert) is recorded once; roaming credentials have no such serial.
+        Index("uq_credentials_medium_token_serial", "medium", "token_serial", unique=True),
+    )
 
     id: Mapped[str] = id_column()
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
@@ -63,6 +72,10 @@ class Credential(Base):
     locked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revocation_reason: Mapped[str | None] = mapped_column(String(40))
+    # Renewal: the credential this one replaces once its PIN is set.
+    replaces_credential_id: Mapped[str | None] = mapped_column(ForeignKey("credentials.id"))
+    # The "expires in 30 days" e-mail went out (sent once per credential).
+    expiry_notice_sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = timestamp()
     updated_at: Mapped[datetime] = timestamp()
 

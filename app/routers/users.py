@@ -1,14 +1,38 @@
-"""People."""
+"""People: registration, contact details, their media and their roaming applications."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from fastapi import APIRouter, status
 
 from app.deps import ClockDep, JdnAdminDep, PeopleReaderDep, PeopleServiceDep
-from app.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from app.errors import (
+    Conflict,
+    Forbidden,
+    NoEmailAddress,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    TokenConsumed,
+    TokenExpired,
+    Unauthenticated,
+)
+from app.models import Medium, User
+from app.routers.applications import application_out
+from app.routers.credentials import credential_out
+from app.routers.lifecycle_deps import (
+    ApplicationsDep,
+    ContactsDep,
+    CredentialsDep,
+    MyKadPath,
+    PortalDep,
+    PortalOrJdnDep,
+)
+from app.schemas.lifecycle import ApplicationOut, CredentialOut, MediumRecord
 from app.schemas.problem import BODY_PROBLEMS, problem_responses
-from app.schemas.users import UserCreate, UserOut
-from app.validation import normalise_mykad
+from app.schemas.users import TokenConfirmation, UserCreate, UserOut, UserUpdate
+from app.services.people import UNCHANGED, ContactChanges, ContactService
 
 router = APIRouter(prefix="/v1/users", tags=["people"])
 
@@ -40,10 +64,128 @@ def create_user(
     response_model=UserOut,
     responses=problem_responses(Unauthenticated, Forbidden, NotFound),
 )
-def get_user(mykad: str, caller: PeopleReaderDep, people: PeopleServiceDep) -> UserOut:
+def get_user(
+    caller: PeopleReaderDep, mykad: MyKadPath, contacts: ContactsDep, clock: ClockDep
+) -> UserOut:
     """A person's record: for the portal, JDN, and the agency administrator of their agency."""
-    try:
-        normalised = normalise_mykad(mykad)
-    except ValueError:
-        raise NotFound("no such person") from None
-    return UserOut.model_validate(people.get_for(caller, normalised), from_attributes=True)
+    user = contacts.people.get_for(caller, mykad)
+    return user_out(contacts, user, clock.now())
+
+
+@router.patch(
+    "/{mykad}",
+    response_model=UserOut,
+    responses=problem_responses(
+        *BODY_PROBLEMS, Unauthenticated, Forbidden, NotFound, RateLimited, ServiceUnavailable
+    ),
+)
+def update_user(
+    caller: PortalOrJdnDep,
+    mykad: MyKadPath,
+    body: UserUpdate,
+    contacts: ContactsDep,
+    clock: ClockDep,
+) -> UserOut:
+    """Change the e-mail address, phone number or agency (only the fields given).
+
+    A new e-mail address does not take effect yet: a token goes to it (`pending_email`), and
+    the change applies once it is confirmed (`POST /v1/users/{mykad}/email-verification`).
+    A new phone number deactivates the person's active mobile device. An agency transfer
+    leaves the credentials as they are: signing goes on as before.
+    """
+    now = clock.now()
+    given = body.model_fields_set
+    changes = ContactChanges(
+        email=body.email,
+        phone=body.phone if "phone" in given else UNCHANGED,
+        agency=body.agency,
+    )
+    return user_out(contacts, contacts.update(caller, mykad, changes, now), now)
+
+
+@router.post(
+    "/{mykad}/email-verification",
+    response_model=UserOut,
+    responses=problem_responses(
+        *BODY_PROBLEMS, Unauthenticated, Forbidden, NotFound, TokenConsumed, TokenExpired
+    ),
+)
+def confirm_email(
+    caller: PortalDep,
+    mykad: MyKadPath,
+    body: TokenConfirmation,
+    contacts: ContactsDep,
+    clock: ClockDep,
+) -> UserOut:
+    """Confirm a new e-mail address with the token sent to it: it becomes the registered
+    address, the old address is told, and tokens sent to the old address stop working.
+    A wrong token is `validation_error`, an expired one `otp_expired`, a used or replaced one
+    `otp_consumed`; none changes anything."""
+    now = clock.now()
+    return user_out(contacts, contacts.confirm_email(caller, mykad, body.token, now), now)
+
+
+@router.get(
+    "/{mykad}/credentials",
+    response_model=list[CredentialOut],
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound),
+)
+def list_credentials(
+    caller: PeopleReaderDep, mykad: MyKadPath, credentials: CredentialsDep, clock: ClockDep
+) -> list[CredentialOut]:
+    """Every medium the person holds (token, softcert, roaming), with its status as it stands
+    now: a token or certificate past its date reads `expired`."""
+    now = clock.now()
+    return [credential_out(c, now) for c in credentials.of_person(caller, mykad)]
+
+
+@router.post(
+    "/{mykad}/credentials",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CredentialOut,
+    responses=problem_responses(*BODY_PROBLEMS, Unauthenticated, Forbidden, NotFound, Conflict),
+)
+def record_medium(
+    caller: JdnAdminDep,
+    mykad: MyKadPath,
+    body: MediumRecord,
+    credentials: CredentialsDep,
+    clock: ClockDep,
+) -> CredentialOut:
+    """Record a token (or softcert) the person holds, with its serial and expiry (JDN). It
+    needs no cancellation: it reads `expired` after its date."""
+    now = clock.now()
+    credential = credentials.record_medium(
+        caller,
+        mykad,
+        medium=Medium(body.medium),
+        serial=body.serial,
+        not_before=body.not_before,
+        not_after=body.expires_at,
+        now=now,
+    )
+    return credential_out(credential, now)
+
+
+@router.post(
+    "/{mykad}/roaming-applications",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApplicationOut,
+    responses=problem_responses(
+        Unauthenticated, Forbidden, NotFound, Conflict, NoEmailAddress, ServiceUnavailable
+    ),
+)
+def open_application(
+    caller: PortalOrJdnDep, mykad: MyKadPath, applications: ApplicationsDep, clock: ClockDep
+) -> ApplicationOut:
+    """Apply for the roaming medium: the application awaits the verification of the person's
+    registered e-mail address, to which a single-use token is sent. One open application per
+    person (`conflict`); none for someone already holding a roaming credential."""
+    application = applications.open(caller, mykad, clock.now())
+    return application_out(applications, application)
+
+
+def user_out(contacts: ContactService, user: User, now: datetime) -> UserOut:
+    out = UserOut.model_validate(user, from_attributes=True)
+    out.pending_email = contacts.pending_email(user, now)
+    return out

@@ -26,6 +26,9 @@ ROOT, ISSUING = "root", "issuing"
 ROOT_VALIDITY_DAYS = 20 * 365
 ISSUING_VALIDITY_DAYS = 10 * 365
 CRL_NEXT_UPDATE_SECONDS = 24 * 3600
+# Where the published CA material lives under the public base URL (app/routers/ca.py).
+CRL_PATH = "/v1/ca/crl"
+CA_ISSUERS_PATH = "/v1/ca/certificates"
 
 
 def ca_key_id(name: str) -> str:
@@ -56,11 +59,22 @@ class CaCache:
 
 
 class CertificateAuthorityService:
-    def __init__(self, session: Session, key_store: KeyStore, cache: CaCache, ca_name: str) -> None:
+    """The CA's use cases. Give `public_base_url` (settings.public_base_url) wherever
+    certificates are issued: their CRL distribution point and CA issuers URL are built on it."""
+
+    def __init__(
+        self,
+        session: Session,
+        key_store: KeyStore,
+        cache: CaCache,
+        ca_name: str,
+        public_base_url: str | None = None,
+    ) -> None:
         self.session = session
         self.key_store = key_store
         self.cache = cache
         self.ca_name = ca_name
+        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
 
     def init(self, now: datetime) -> bool:
         """Create the root and issuing CA unless they exist; True when something was created."""
@@ -129,6 +143,7 @@ class CertificateAuthorityService:
     ) -> x509.Certificate:
         material = self.material()
         issuing_key = self.key_store.private_key(ca_key_id(ISSUING), material.issuing_key_blob)
+        base = self.public_base_url
         return issue_signing_certificate(
             public_key,
             subject_name,
@@ -137,6 +152,8 @@ class CertificateAuthorityService:
             issuing_key,
             now=now,
             validity_days=validity_days,
+            crl_url=f"{base}{CRL_PATH}" if base else None,
+            ca_issuers_url=f"{base}{CA_ISSUERS_PATH}" if base else None,
         )
 
 

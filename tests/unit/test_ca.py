@@ -366,3 +366,35 @@ def test_chain_check_enforces_path_length(pki: Pki):
     deep_leaf = issue(sub_pki, ec.generate_private_key(ec.SECP256R1()))
     problem = verify_certificate_chain(deep_leaf, [pki.root], [pki.issuing, sub])
     assert problem == "CA path length exceeded"
+
+
+def test_crl_distribution_point_and_ca_issuers_are_named_when_given(pki: Pki) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = issue_signing_certificate(
+        key.public_key(),
+        "Nur Aisyah binti Ahmad",
+        "RS-7f3a9c0e",
+        pki.issuing,
+        pki.issuing_key,
+        now=NOW,
+        validity_days=730,
+        crl_url="https://roamsign.jdn.gov.my/v1/ca/crl",
+        ca_issuers_url="https://roamsign.jdn.gov.my/v1/ca/certificates",
+    )
+    points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    assert not points.critical
+    assert [n.value for p in points.value for n in p.full_name or []] == [
+        "https://roamsign.jdn.gov.my/v1/ca/crl"
+    ]
+    access = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+    assert not access.critical
+    assert [(d.access_method, d.access_location.value) for d in access.value] == [
+        (
+            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+            "https://roamsign.jdn.gov.my/v1/ca/certificates",
+        )
+    ]
+    assert verify_certificate_chain(certificate, [pki.root], [pki.issuing], at=NOW) is None
+    without = issue(pki, key)
+    with pytest.raises(x509.ExtensionNotFound):
+        without.extensions.get_extension_for_class(x509.CRLDistributionPoints)

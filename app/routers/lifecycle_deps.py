@@ -1,0 +1,68 @@
+"""Dependencies of the lifecycle routes: the callers they admit and the services they call."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from app.deps import RuntimeDep, SessionDep, require_role
+from app.errors import NotFound
+from app.models import Role
+from app.services.audit_trail import AuditTrailService
+from app.services.clients import Caller
+from app.services.credentials import CredentialLifecycle
+from app.services.lifecycle import ApplicationService
+from app.services.lifecycle_context import LifecycleContext
+from app.services.people import ContactService
+from app.services.pins import PinService
+from app.validation import normalise_mykad
+
+PortalDep = Annotated[Caller, Depends(require_role(Role.PORTAL))]
+PortalOrJdnDep = Annotated[Caller, Depends(require_role(Role.PORTAL, Role.JDN_ADMIN))]
+AdministratorDep = Annotated[Caller, Depends(require_role(Role.AGENCY_ADMIN, Role.JDN_ADMIN))]
+
+
+def get_lifecycle_context(session: SessionDep, runtime: RuntimeDep) -> LifecycleContext:
+    return LifecycleContext.for_runtime(runtime, session)
+
+
+LifecycleDep = Annotated[LifecycleContext, Depends(get_lifecycle_context)]
+
+
+def get_applications(context: LifecycleDep) -> ApplicationService:
+    return ApplicationService(context)
+
+
+def get_credentials(context: LifecycleDep) -> CredentialLifecycle:
+    return CredentialLifecycle(context)
+
+
+def get_pins(context: LifecycleDep) -> PinService:
+    return PinService(context)
+
+
+def get_contacts(context: LifecycleDep) -> ContactService:
+    return ContactService(context)
+
+
+def get_audit_trail(session: SessionDep, runtime: RuntimeDep) -> AuditTrailService:
+    return AuditTrailService(session, runtime.keys.subject_ref)
+
+
+ApplicationsDep = Annotated[ApplicationService, Depends(get_applications)]
+CredentialsDep = Annotated[CredentialLifecycle, Depends(get_credentials)]
+PinsDep = Annotated[PinService, Depends(get_pins)]
+ContactsDep = Annotated[ContactService, Depends(get_contacts)]
+AuditTrailDep = Annotated[AuditTrailService, Depends(get_audit_trail)]
+
+
+def path_mykad(mykad: str) -> str:
+    """The MyKad of the path, normalised; one that cannot exist is simply not found."""
+    try:
+        return normalise_mykad(mykad)
+    except ValueError:
+        raise NotFound("no such person") from None
+
+
+MyKadPath = Annotated[str, Depends(path_mykad)]

@@ -1,0 +1,61 @@
+"""Bulk enrolment from a CSV file of any size: read as a stream, enrolled in batches.
+
+Each batch is its own transaction, so a long run commits as it goes and a failed one is simply
+run again (enrolment is idempotent: the people done already are reported as such).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.db import unit_of_work
+from app.services.lifecycle import (
+    MAX_ENROLMENT_BATCH,
+    ApplicationService,
+    EnrolmentResult,
+)
+from app.services.lifecycle_context import LifecycleContext
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+MYKAD_COLUMN = "mykad"
+
+
+def read_mykads(path: Path) -> Iterator[str]:
+    """The MyKad of each non-empty row: the `mykad` column when the first row is a header
+    naming one, otherwise the first column."""
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        rows = csv.reader(file)
+        column = 0
+        for number, row in enumerate(rows):
+            cells = [cell.strip() for cell in row]
+            if number == 0:
+                names = [cell.lower() for cell in cells]
+                if MYKAD_COLUMN in names:
+                    column = names.index(MYKAD_COLUMN)
+                    continue
+            if len(cells) > column and cells[column]:
+                yield cells[column]
+
+
+def count_mykads(path: Path) -> int:
+    return sum(1 for _ in read_mykads(path))
+
+
+def enrol_in_batches(
+    runtime: Runtime, mykads: Iterable[str], *, actor: str, batch_size: int = 500
+) -> Iterator[list[EnrolmentResult]]:
+    """Enrol `batch_size` people per transaction; yields each batch's report once committed."""
+    if not 1 <= batch_size <= MAX_ENROLMENT_BATCH:
+        raise ValueError(f"batch size must be 1 to {MAX_ENROLMENT_BATCH}")
+    pending = iter(mykads)
+    while batch := list(islice(pending, batch_size)):
+        with unit_of_work(runtime.sessions) as session:
+            context = LifecycleContext.for_runtime(runtime, session)
+            results = ApplicationService(context).enrol(actor, batch, runtime.clock.now())
+        yield results

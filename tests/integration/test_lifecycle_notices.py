@@ -1,0 +1,86 @@
+"""The notices the signing service will queue: after a signature, and when a PIN locks."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.clock import FrozenClock
+from app.db import unit_of_work
+from app.models import Credential, SigningRequest, User
+from app.runtime import Runtime
+from app.services.notices import queue_credential_locked_notice, queue_signing_notice
+from app.settings import Settings
+from tests.factories import Factory
+from tests.mailbox import mails
+
+
+@pytest.fixture
+def runtime(
+    tmp_path: Path,
+    database_url: str,
+    master_key: bytes,
+    clock: FrozenClock,
+    sessions: sessionmaker[Session],
+    engine: Engine,
+) -> Iterator[Runtime]:
+    key_file = tmp_path / "master.key"
+    key_file.write_text(base64.b64encode(master_key).decode())
+    settings = Settings(
+        profile="production", database_url=database_url, master_key_file=key_file, var_dir=tmp_path
+    )
+    runtime = Runtime.build(settings, clock)
+    runtime.engine.dispose()
+    runtime.engine, runtime.sessions = engine, sessions
+    yield runtime
+
+
+def test_signing_and_locked_notices(runtime: Runtime, clock: FrozenClock) -> None:
+    factory = Factory(runtime)
+    factory.init_ca()
+    person = factory.person()
+    with unit_of_work(runtime.sessions) as session:
+        user = session.get(User, person.user_id)
+        credential = session.get(Credential, person.credential_id)
+        assert user is not None and credential is not None
+        request = SigningRequest(
+            id="4b1d5f0e-0000-4000-8000-000000000001",
+            document_name="Baucar Bayaran PV-2026-000123",
+        )
+        signed = queue_signing_notice(
+            session, runtime.keys.outbox_seal, user, request, "igfmas", clock.now()
+        )
+        locked = queue_credential_locked_notice(
+            session, runtime.keys.outbox_seal, user, credential, clock.now()
+        )
+        assert signed is not None and locked is not None
+    [notice] = mails(runtime.sessions, runtime.keys.outbox_seal, purpose="signing_notice")
+    assert notice.recipient == "aisyah@jdn.gov.my"
+    assert notice.subject == "Dokumen telah ditandatangani / Document signed"
+    assert "Document: Baucar Bayaran PV-2026-000123" in notice.text
+    assert "Requesting system: igfmas" in notice.text
+    assert "Time: 2026-11-27 10:00:00 UTC" in notice.text
+    assert "4b1d5f0e-0000-4000-8000-000000000001" in notice.text
+    [lock] = mails(runtime.sessions, runtime.keys.outbox_seal, purpose="credential_locked")
+    assert "locked" in lock.subject and person.credential_id in lock.text
+
+
+def test_no_address_no_notice(runtime: Runtime, clock: FrozenClock) -> None:
+    factory = Factory(runtime)
+    factory.init_ca()
+    person = factory.person(email=None)
+    with unit_of_work(runtime.sessions) as session:
+        user = session.get(User, person.user_id)
+        assert user is not None
+        request = SigningRequest(id="x", document_name="PV")
+        assert (
+            queue_signing_notice(
+                session, runtime.keys.outbox_seal, user, request, "igfmas", clock.now()
+            )
+            is None
+        )
