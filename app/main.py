@@ -31,6 +31,7 @@ from app.routers import (
     ca,
     credentials,
     csc,
+    devices,
     enrolments,
     health,
     signatures,
@@ -38,7 +39,9 @@ from app.routers import (
     users,
 )
 from app.runtime import Runtime
+from app.schemas.csc import CscError, csc_error, csc_invalid_request, is_csc_path
 from app.services.delivery import run_delivery_loop
+from app.services.jobs import job_runner, run_jobs_loop
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("roamsign.app")
@@ -99,6 +102,7 @@ def create_app(
         signatures.router,
         audit_events.router,
         csc.router,
+        devices.router,
     ):
         app.include_router(router)
     install_error_handlers(app)
@@ -113,7 +117,11 @@ def create_app(
 def background_work(runtime: Runtime, stop: asyncio.Event) -> list[Any]:
     wakeup = runtime.delivery_wakeup.bind(asyncio.get_running_loop())
     poll = runtime.settings.delivery_poll_seconds
-    return [run_delivery_loop(runtime.delivery_worker(), poll, wakeup, stop)]
+    return [
+        run_delivery_loop(runtime.delivery_worker(), poll, wakeup, stop),
+        # Every process polls; the job_runs lease lets one of them run each due job.
+        run_jobs_loop(job_runner(runtime), runtime.settings.jobs_poll_seconds, stop),
+    ]
 
 
 def problem_openapi(app: FastAPI) -> dict[str, Any]:
@@ -123,8 +131,12 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
     spec = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
-    for operations in spec.get("paths", {}).values():
+    for path, operations in spec.get("paths", {}).items():
         for operation in operations.values():
+            if is_csc_path(path):
+                # CSC routes declare their own error shape, and validation is invalid_request.
+                operation.get("responses", {}).pop("422", None)
+                continue
             for status, response in operation.get("responses", {}).items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = {
@@ -145,15 +157,26 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def csc_response(
+    status: int, body: CscError, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The CSC API's error shape, for paths under /csc/ (the native API keeps problem+json)."""
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def on_domain_error(_request: Request, error: DomainError) -> JSONResponse:
+    async def on_domain_error(request: Request, error: DomainError) -> JSONResponse:
         FAILURES.labels(error.code).inc()
+        if is_csc_path(request.url.path):
+            return csc_response(*csc_error(error), error.headers)
         return problem_response(error.status, domain_problem(error), error.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+    async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         problems = error.errors()
+        if is_csc_path(request.url.path):
+            return csc_response(*csc_invalid_request(_csc_description(problems)))
         if any(problem.get("type") == "json_invalid" for problem in problems):
             body = problem_body(
                 status=400,
@@ -176,7 +199,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(422, body)
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if is_csc_path(request.url.path):
+            _status, csc_body = csc_invalid_request(str(error.detail))
+            return csc_response(error.status_code, csc_body, dict(error.headers or {}))
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "bad_request")
         title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "Bad request")
         body = problem_body(
@@ -222,6 +248,19 @@ def _pointer(loc: Any) -> str:
         "/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
         if parts
         else ""
+    )
+
+
+def _csc_description(problems: Any) -> str:
+    if any(problem.get("type") == "json_invalid" for problem in problems):
+        return "the request body is not valid JSON"
+    if any(
+        problem.get("loc") == ("body",) and problem.get("type") == "missing" for problem in problems
+    ):
+        return "a JSON object body is required"
+    return "; ".join(
+        ": ".join(part for part in (_pointer(problem.get("loc", ())), _message(problem)) if part)
+        for problem in problems
     )
 
 

@@ -35,6 +35,19 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 MAILS_DELIVERED = Counter("roamsign_mails_delivered_total", "E-mails accepted by SMTP", ["purpose"])
+DEVICE_REGISTRATIONS = Counter(
+    "roamsign_device_registrations_total", "MyGPKI Mobile registrations, by outcome", ["outcome"]
+)
+DEVICE_ACTIVATIONS = Counter(
+    "roamsign_device_activations_total",
+    "MyGPKI Mobile activation attempts, by outcome",
+    ["outcome"],
+)
+DEVICE_MESSAGE_DELAY = Histogram(
+    "roamsign_device_message_delay_seconds",
+    "From an OTP's issue to its fetch by the device",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)
 
 
 class OutboxCollector(Collector):
@@ -57,7 +70,16 @@ def render_metrics(runtime: Runtime) -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
-        for collector in (OTPS_ISSUED, SIGNATURES, FAILURES, REQUEST_LATENCY, MAILS_DELIVERED):
+        for collector in (
+            OTPS_ISSUED,
+            SIGNATURES,
+            FAILURES,
+            REQUEST_LATENCY,
+            MAILS_DELIVERED,
+            DEVICE_REGISTRATIONS,
+            DEVICE_ACTIVATIONS,
+            DEVICE_MESSAGE_DELAY,
+        ):
             registry.register(collector)
     registry.register(OutboxCollector(runtime))
     return generate_latest(registry), CONTENT_TYPE_LATEST

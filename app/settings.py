@@ -61,8 +61,45 @@ class Settings(BaseSettings):
     delivery_backoff_base_seconds: float = 2.0
 
     # --- lifecycle (applications, tokens, PINs, revocation, renewal) ---
+    # Where relying parties reach this service: the certificates' CRL distribution point and
+    # CA issuers (AIA) URLs are built on it, so it must be the public address, not a bind one.
+    public_base_url: str = "http://127.0.0.1:8000"
+    # E-mailed one-time tokens: address verification (applications and e-mail changes), the
+    # first PIN of a new credential, and a PIN reset.
+    email_token_ttl_seconds: int = Field(default=72 * 3600, ge=300)
+    pin_setup_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=300)
+    pin_reset_token_ttl_seconds: int = Field(default=3600, ge=300)
+    # E-mails sent again on request (a resent notification, a PIN reset, an address change),
+    # per person, per kind, in any 24 hours.
+    token_emails_per_day: int = Field(default=5, ge=1)
+    # No PIN reset goes to an address changed more recently than this.
+    pin_reset_email_age_seconds: int = Field(default=24 * 3600, ge=0)
+    expiry_notice_days: int = Field(default=30, ge=1)
+    # The periodic jobs (expiry notices): how often each process looks for due jobs, how often
+    # the expiry job is due, and how long a run may hold its lease before another may take it.
+    jobs_poll_seconds: float = Field(default=60.0, gt=0)
+    expiry_notice_interval_seconds: int = Field(default=3600, ge=1)
+    job_lease_seconds: int = Field(default=900, ge=10)
 
     # --- Cloud Signature Consortium API ---
+    # Lifetime of a SAD (credentials/authorize -> signatures/signHash); the contract caps it at 60.
+    csc_sad_ttl_seconds: int = Field(default=60, ge=5, le=60)
+
+    # --- MyGPKI Mobile ---
+    # The activation code e-mailed at registration: its validity and how many tries it allows.
+    device_activation_ttl_seconds: int = Field(default=600, ge=10, le=3600)
+    device_activation_max_attempts: int = Field(default=3, ge=1, le=10)
+    # Registrations answer without an API key, so they are counted per MyKad and per client
+    # address in a fixed window: they must not become an oracle for MyKad/phone pairs.
+    device_registrations_per_mykad: int = Field(default=5, ge=1)
+    device_registrations_per_address: int = Field(default=30, ge=1)
+    device_registration_window_seconds: int = Field(default=3600, ge=60)
+    # A signed request's `created` may differ from the server's clock by this much; its nonce
+    # is remembered for as long as the signature could otherwise still be accepted.
+    device_signature_max_skew_seconds: int = Field(default=60, ge=5, le=300)
+    # How often a long-poll looks at the database for messages stored by another process
+    # (messages stored by its own process wake it at once).
+    device_message_poll_seconds: float = Field(default=0.2, gt=0, le=5)
 
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
+from app.models import Medium, Role
 from app.runtime import Runtime
 from app.services.audit import AuditLog
 from app.services.ca import CertificateAuthorityService
-from app.services.clients import ClientService
-from app.services.credentials import CredentialService
+from app.services.clients import Caller, ClientService
+from app.services.credentials import CredentialLifecycle, CredentialService
+from app.services.lifecycle_context import LifecycleContext
 from app.services.people import PeopleService
+from tests.mobile_app import MobileApp
 
 DEFAULT_PIN = "583920"
+FACTORY_CALLER = Caller(id="test", name="test", role=Role.JDN_ADMIN, agency=None)
 
 
 @dataclass
@@ -47,8 +51,43 @@ class Factory:
 
     def ca(self, session: Session) -> CertificateAuthorityService:
         return CertificateAuthorityService(
-            session, self.runtime.key_store, self.runtime.ca_cache, self.runtime.settings.ca_name
+            session,
+            self.runtime.key_store,
+            self.runtime.ca_cache,
+            self.runtime.settings.ca_name,
+            self.runtime.settings.public_base_url,
         )
+
+    def lifecycle(self, session: Session) -> LifecycleContext:
+        return LifecycleContext.for_runtime(self.runtime, session)
+
+    def record_medium(
+        self,
+        mykad: str,
+        serial: str,
+        not_after: datetime,
+        medium: Medium = Medium.TOKEN,
+    ) -> str:
+        """A token (or softcert) on record for the person; returns the credential id."""
+        with unit_of_work(self.sessions) as session:
+            credential = CredentialLifecycle(self.lifecycle(session)).record_medium(
+                FACTORY_CALLER,
+                mykad,
+                medium=medium,
+                serial=serial,
+                not_before=None,
+                not_after=not_after,
+                now=self.now(),
+            )
+            return credential.id
+
+    def token_user(self, *, email: str | None = "aisyah@jdn.gov.my", agency: str = "JDN") -> Person:
+        """A person who signs with a hardware token today: no roaming credential yet."""
+        person = self.person(email=email, agency=agency, roaming=False)
+        self.record_medium(
+            person.mykad, f"TKN-{person.mykad[-6:]}", self.now() + timedelta(days=365)
+        )
+        return person
 
     def init_ca(self) -> None:
         with unit_of_work(self.sessions) as session:
@@ -107,3 +146,49 @@ class Factory:
                 )
                 credential_id = credential.id
             return Person(mykad, name, email, user.id, credential_id, pin)
+
+    def mobile_device(
+        self,
+        person: Person,
+        *,
+        phone: str = "+60123456789",
+        platform: str = "android",
+        os_version: str = "14",
+    ) -> MobileApp:
+        """An active MyGPKI Mobile device of the person, registered and activated through the
+        service, as the simulated app holding its key. The person's previous device, if any,
+        is deactivated, as with any activation."""
+        from app.models import User
+        from app.models.device import Device
+        from app.services.devices import DeviceRegistration, DeviceService
+
+        codes: list[str] = []
+
+        class CapturingSender:
+            def send(self, *, user: User, device: Device, code: str, now: datetime) -> None:
+                codes.append(code)
+
+        def service(session: Session) -> DeviceService:
+            return DeviceService(
+                session,
+                settings=self.runtime.settings,
+                keys=self.runtime.keys,
+                audit=self.audit(session),
+                code_sender=CapturingSender(),
+            )
+
+        with unit_of_work(self.sessions) as session:
+            registration = DeviceRegistration(
+                mykad=person.mykad,
+                phone=phone,
+                platform=platform,  # type: ignore[arg-type]
+                os_version=os_version,
+                has_sim=True,
+                model=None,
+                client_address="factory",
+            )
+            device_id = service(session).register(registration, self.now()).id
+        app = MobileApp(device_id)
+        with unit_of_work(self.sessions) as session:
+            service(session).activate(device_id, codes[-1], app.public_key_pem, self.now())
+        return app

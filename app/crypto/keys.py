@@ -24,6 +24,9 @@ class DerivedKeys:
     key_store: bytes
     audit_mac: bytes
     subject_ref: bytes
+    token_mac: bytes
+    sad_mac: bytes
+    activation_code_mac: bytes
 
     @classmethod
     def from_master(cls, master_key: bytes) -> DerivedKeys:
@@ -34,6 +37,9 @@ class DerivedKeys:
             key_store=derive(master_key, "key-store"),
             audit_mac=derive(master_key, "audit-mac"),
             subject_ref=derive(master_key, "subject-ref"),
+            token_mac=derive(master_key, "token-mac"),
+            sad_mac=derive(master_key, "sad-mac"),
+            activation_code_mac=derive(master_key, "activation-code-mac"),
         )
 
     def __repr__(self) -> str:

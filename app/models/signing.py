@@ -53,6 +53,19 @@ class SigningRequest(Base):
     created_at: Mapped[datetime] = timestamp()
     expires_at: Mapped[datetime] = timestamp()
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # CSC credentials/authorize: when the OTP was exchanged for a SAD (the OTP is spent from
+    # then on), the SAD's HMAC bound to the same request, credential, hash and signer (the SAD
+    # itself is never stored), and when the SAD stops being accepted by signatures/signHash.
+    authorized_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    sad_mac: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    sad_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    def usable_until(self) -> datetime:
+        """Until when the request can still produce its signature: the OTP's window, or the
+        SAD's lifetime when the OTP was exchanged for one late in that window."""
+        if self.sad_expires_at is not None and self.sad_expires_at > self.expires_at:
+            return self.sad_expires_at
+        return self.expires_at
 
 
 class Signature(Base):

@@ -166,8 +166,13 @@ class AuditLog:
             mac=mac,
         )
         self._session.add(event)
+        # No ORM synchronisation: heads are only ever read with plain SQL (see _lock_head), and
+        # synchronising scans every object in the session on each event.
         self._session.execute(
-            update(AuditChainHead).where(AuditChainHead.chain == chain).values(seq=seq, mac=mac)
+            update(AuditChainHead)
+            .where(AuditChainHead.chain == chain)
+            .values(seq=seq, mac=mac)
+            .execution_options(synchronize_session=False)
         )
         self._session.flush()
         return event

@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.crypto.cms import build_detached_cms, signature_algorithm_name
 from app.crypto.keys import DerivedKeys
-from app.crypto.keystore import KeyStore
+from app.crypto.keystore import KeyStore, PublicKey, RsaPadding
 from app.crypto.secrets import OtpBinding, generate_otp, macs_equal, otp_mac, pin_mac
 from app.db import after_commit
 from app.errors import (
@@ -43,9 +43,17 @@ from app.models import (
     User,
 )
 from app.models.base import new_id
+from app.models.device import Device
 from app.services.audit import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller
+from app.services.device_messages import (
+    DeviceMessageStore,
+    OtpMessage,
+    active_device,
+    mobile_destination,
+)
+from app.services.notices import queue_credential_locked_notice, queue_signing_notice
 from app.services.notifications import OtpNotice, mask_email
 from app.services.outbox import Outbox
 from app.settings import Settings
@@ -62,6 +70,20 @@ class NewSigningRequest:
     document_name: str
     channel: str
     signature_format: str
+    # The credential the caller named (the CSC API addresses a credential, not a person): the
+    # request is refused unless it is the person's usable roaming credential.
+    credential_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RawMechanism:
+    """How a `raw` signature is made: RSA PKCS#1 v1.5 or PSS (ignored for ECDSA keys).
+
+    `pss_salt_length` None means the digest length, the native API's choice.
+    """
+
+    rsa_padding: RsaPadding = "pkcs1v15"
+    pss_salt_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,12 +122,13 @@ class SigningService:
         self, caller: Caller, new: NewSigningRequest, now: datetime
     ) -> SigningRequest:
         user = self.session.scalar(select(User).where(User.mykad == new.mykad))
-        credential = self._usable_credential(user)
+        credential = self._usable_credential(user, now)
         assert user is not None  # _usable_credential refuses a missing person
-        channel = "email" if new.channel == "auto" else new.channel
-        if channel == "mobile":
-            raise NoActiveDevice("this person has no active MyGPKI Mobile device")
-        if not user.email:
+        if new.credential_id is not None and new.credential_id != credential.id:
+            raise CredentialNotActive("this credential is not the person's active roaming one")
+        device = self._mobile_device(user, new.channel)
+        channel = "mobile" if device is not None else "email"
+        if device is None and not user.email:
             raise NoEmailAddress("this person has no registered e-mail address for the OTP")
         self._expire_stale_requests(user.id, new.document_hash, now)
 
@@ -117,7 +140,9 @@ class SigningService:
             hash_algorithm=new.hash_algorithm,
             document_name=new.document_name,
             channel=channel,
-            destination=mask_email(user.email),
+            destination=(
+                mobile_destination(device) if device is not None else mask_email(user.email or "")
+            ),
             signature_format=new.signature_format,
             status=RequestStatus.PENDING,
             attempts=0,
@@ -145,18 +170,24 @@ class SigningService:
             expires_at=request.expires_at,
             request_id=request.id,
         )
-        Outbox(self.session, self.keys.outbox_seal).enqueue(
-            purpose="otp",
-            recipient=user.email,
-            subject=notice.subject(),
-            body=notice.body(),
-            now=now,
-            request_id=request.id,
-            not_after=request.expires_at,
-            headers={"X-Roamsign-Request-Id": request.id},
-        )
-        if self.on_outbox is not None:
-            after_commit(self.session, self.on_outbox)
+        if device is not None:
+            # Stored for the device until it fetches it (store-and-forward), sealed meanwhile.
+            DeviceMessageStore(self.session, self.keys.outbox_seal).enqueue(
+                device, otp_message(notice, now), now
+            )
+        else:
+            assert user.email is not None
+            Outbox(self.session, self.keys.outbox_seal).enqueue(
+                purpose="otp",
+                recipient=user.email,
+                subject=notice.subject(),
+                body=notice.body(),
+                now=now,
+                request_id=request.id,
+                not_after=request.expires_at,
+                headers={"X-Roamsign-Request-Id": request.id},
+            )
+            self._wake_delivery()
         after_commit(self.session, OTPS_ISSUED.labels(channel).inc)
         self.audit.record(
             now=now,
@@ -179,6 +210,33 @@ class SigningService:
     ) -> SignatureResult:
         """Check OTP and PIN in the contract's order and sign the stored hash once."""
         request = self.get_own(caller, request_id)
+        credential, user = self.check_otp_and_pin(caller, request, otp, pin, now)
+        consumed = self.session.execute(
+            update(SigningRequest)
+            .where(
+                SigningRequest.id == request.id,
+                SigningRequest.status == RequestStatus.PENDING,
+                SigningRequest.authorized_at.is_(None),
+            )
+            .values(status=RequestStatus.SIGNED, finished_at=now)
+            .returning(SigningRequest.id)
+        ).first()
+        if consumed is None:
+            raise OtpConsumed("this OTP was already used")
+        return self._sign_once(caller, request, credential, user, now, RawMechanism())
+
+    def check_otp_and_pin(
+        self, caller: Caller, request: SigningRequest, otp: str, pin: str, now: datetime
+    ) -> tuple[Credential, User]:
+        """The one check of an OTP and a PIN, in the contract's order; the native signature and
+        CSC credentials/authorize both use it.
+
+        Refusals before the check count nothing; the check itself counts one attempt whatever
+        was wrong and raises `AuthorizationFailed` (committed with its counters). On success
+        the person's failure counters are cleared, and spending the OTP (a signature, or a
+        SAD) is the caller's next step, in the same transaction: the row lock taken by the
+        count keeps concurrent submissions out until then.
+        """
         if not _OTP_FORMAT.match(otp):
             raise ValidationFailed("otp must be 6 digits", "/otp")
         if not _PIN_FORMAT.match(pin):
@@ -202,10 +260,64 @@ class SigningService:
         )
         pin_ok = macs_equal(credential.pin_mac, pin_mac(self.keys.pin_pepper, credential.id, pin))
         if otp_ok and pin_ok:
-            return self._consume_and_sign(caller, request, credential, user, now)
+            if credential.pin_failures:
+                credential.pin_failures = 0
+            if user.consecutive_failed_checks or user.signing_held_until:
+                user.consecutive_failed_checks = 0
+                user.signing_held_until = None
+            return credential, user
         self._record_failure(caller, request, credential, user, attempts, otp_ok, pin_ok, now)
         remaining = self.settings.otp_max_attempts - attempts
         raise AuthorizationFailed("the OTP or the PIN is not correct", attempts_remaining=remaining)
+
+    # -- the CSC API: the OTP is exchanged for a SAD, the SAD for the signature ----------------
+
+    def exchange_otp_for_sad(
+        self, request: SigningRequest, sad_mac: bytes, sad_expires_at: datetime, now: datetime
+    ) -> None:
+        """Spend the OTP that `check_otp_and_pin` just accepted on a SAD (only its MAC is kept)."""
+        exchanged = self.session.execute(
+            update(SigningRequest)
+            .where(
+                SigningRequest.id == request.id,
+                SigningRequest.status == RequestStatus.PENDING,
+                SigningRequest.authorized_at.is_(None),
+            )
+            .values(authorized_at=now, sad_mac=sad_mac, sad_expires_at=sad_expires_at)
+            .returning(SigningRequest.id)
+        ).first()
+        if exchanged is None:
+            raise OtpConsumed("this OTP was already used")
+        self.session.refresh(request)
+
+    def sign_with_sad(
+        self, caller: Caller, request: SigningRequest, mechanism: RawMechanism, now: datetime
+    ) -> SignatureResult:
+        """Spend a SAD the caller has verified on the one signature of its request.
+
+        The conditional update settles concurrent uses: one SAD, one signature.
+        """
+        credential = self.session.get(Credential, request.credential_id)
+        user = self.session.get(User, request.user_id)
+        assert credential is not None and user is not None  # foreign keys
+        self._refuse_inactive(credential, now)
+        consumed = self.session.execute(
+            update(SigningRequest)
+            .where(
+                SigningRequest.id == request.id,
+                SigningRequest.status == RequestStatus.PENDING,
+                SigningRequest.authorized_at.is_not(None),
+                SigningRequest.sad_expires_at > now,
+            )
+            .values(status=RequestStatus.SIGNED, finished_at=now)
+            .returning(SigningRequest.id)
+        ).first()
+        if consumed is None:
+            self.session.refresh(request)
+            if request.status == RequestStatus.PENDING:
+                raise OtpExpired("the SAD has expired; authorize again with a new OTP")
+            raise OtpConsumed("the SAD was already used")
+        return self._sign_once(caller, request, credential, user, now, mechanism)
 
     def get_own(self, caller: Caller, request_id: str) -> SigningRequest:
         request = self.session.get(SigningRequest, request_id)
@@ -249,7 +361,7 @@ class SigningService:
         return request
 
     def effective_status(self, request: SigningRequest, now: datetime) -> str:
-        if request.status == RequestStatus.PENDING and now >= request.expires_at:
+        if request.status == RequestStatus.PENDING and now >= request.usable_until():
             return RequestStatus.EXPIRED
         return request.status
 
@@ -258,7 +370,17 @@ class SigningService:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def _usable_credential(self, user: User | None) -> Credential:
+    def _mobile_device(self, user: User, requested_channel: str) -> Device | None:
+        """The device the OTP goes to: `mobile` needs the person's active device, `auto` takes
+        it when there is one (else e-mail), `email` never does."""
+        if requested_channel == "email":
+            return None
+        device = active_device(self.session, user.id)
+        if device is None and requested_channel == "mobile":
+            raise NoActiveDevice("this person has no active MyGPKI Mobile device")
+        return device
+
+    def _usable_credential(self, user: User | None, now: datetime) -> Credential:
         credential = None
         if user is not None:
             credential = self.session.scalar(
@@ -273,6 +395,10 @@ class SigningService:
             raise CredentialNotActive("no active roaming credential for this MyKad")
         if credential.status == CredentialStatus.LOCKED:
             raise CredentialLocked("the credential is locked after repeated wrong PINs")
+        if credential.not_after is not None and credential.not_after <= now:
+            # No OTP for a certificate that could not sign it: the person would be e-mailed
+            # a code that can only fail.
+            raise CredentialNotActive("the roaming certificate has expired; it must be renewed")
         return credential
 
     def _refuse_inactive(self, credential: Credential, now: datetime) -> None:
@@ -286,6 +412,8 @@ class SigningService:
     def _refuse_unusable(self, request: SigningRequest, now: datetime) -> None:
         if request.status in (RequestStatus.SIGNED, RequestStatus.CANCELLED):
             raise OtpConsumed("this OTP was already used or the request was cancelled")
+        if request.authorized_at is not None:
+            raise OtpConsumed("this OTP was already exchanged for a SAD")
         if request.status == RequestStatus.LOCKED:
             raise RequestLocked("too many failed attempts; request a new OTP")
         if request.status == RequestStatus.EXPIRED or now >= request.expires_at:
@@ -299,6 +427,7 @@ class SigningService:
             .where(
                 SigningRequest.id == request.id,
                 SigningRequest.status == RequestStatus.PENDING,
+                SigningRequest.authorized_at.is_(None),
                 SigningRequest.attempts < self.settings.otp_max_attempts,
                 SigningRequest.expires_at > now,
             )
@@ -308,28 +437,21 @@ class SigningService:
         if counted is None:
             # Another submission changed the request between our read and this update.
             self.session.refresh(request)
-            if request.status == RequestStatus.PENDING and request.expires_at > now:
-                raise RequestLocked("too many failed attempts; request a new OTP")
             self._refuse_unusable(request, now)
             raise RequestLocked("too many failed attempts; request a new OTP")
         return counted
 
-    def _consume_and_sign(
+    def _sign_once(
         self,
         caller: Caller,
         request: SigningRequest,
         credential: Credential,
         user: User,
         now: datetime,
+        mechanism: RawMechanism,
     ) -> SignatureResult:
-        consumed = self.session.execute(
-            update(SigningRequest)
-            .where(SigningRequest.id == request.id, SigningRequest.status == RequestStatus.PENDING)
-            .values(status=RequestStatus.SIGNED, finished_at=now)
-            .returning(SigningRequest.id)
-        ).first()
-        if consumed is None:
-            raise OtpConsumed("this OTP was already used")
+        """Sign the request's hash and record the signature; the request was just marked
+        signed by a conditional update, and the unique request_id is the last defence."""
         assert credential.key_blob is not None and credential.certificate_pem is not None
         material = self.ca.material()
         certificate = x509.load_pem_x509_certificate(credential.certificate_pem.encode())
@@ -348,15 +470,15 @@ class SigningService:
                     credential.id, credential.key_blob or b"", data, algorithm
                 ),
             )
+            algorithm_name = signature_algorithm_name(public_key, request.hash_algorithm)
         else:
-            signature_bytes = self.key_store.sign_digest(
-                credential.id, credential.key_blob, digest, request.hash_algorithm
-            )
+            signature_bytes = self._sign_raw(credential, digest, request.hash_algorithm, mechanism)
+            algorithm_name = raw_algorithm_name(public_key, request.hash_algorithm, mechanism)
         signature = Signature(
             request_id=request.id,
             signature=signature_bytes,
             signature_format=request.signature_format,
-            signature_algorithm=signature_algorithm_name(public_key, request.hash_algorithm),
+            signature_algorithm=algorithm_name,
             certificate_serial=credential.certificate_serial or "",
             signed_at=now,
         )
@@ -365,13 +487,12 @@ class SigningService:
                 self.session.add(signature)
         except IntegrityError:
             raise OtpConsumed("this OTP was already used") from None
-        if credential.pin_failures:
-            credential.pin_failures = 0
-        if user.consecutive_failed_checks or user.signing_held_until:
-            user.consecutive_failed_checks = 0
-            user.signing_held_until = None
         self.session.refresh(request)
         after_commit(self.session, SIGNATURES.labels(request.signature_format).inc)
+        # The person learns of every signature made with their key, so misuse is seen.
+        seal_key = self.keys.outbox_seal
+        if queue_signing_notice(self.session, seal_key, user, request, caller.name, now):
+            self._wake_delivery()
         self.audit.record(
             now=now,
             action="signature.created",
@@ -384,6 +505,24 @@ class SigningService:
             },
         )
         return SignatureResult(request, signature, credential.certificate_pem, material.chain_pems)
+
+    def _sign_raw(
+        self, credential: Credential, digest: bytes, hash_algorithm: str, mechanism: RawMechanism
+    ) -> bytes:
+        assert credential.key_blob is not None
+        return self.key_store.sign_digest(
+            credential.id,
+            credential.key_blob,
+            digest,
+            hash_algorithm,
+            mechanism.rsa_padding,
+            mechanism.pss_salt_length,
+        )
+
+    def _wake_delivery(self) -> None:
+        """Once committed, wake this process's e-mail delivery instead of waiting for a poll."""
+        if self.on_outbox is not None:
+            after_commit(self.session, self.on_outbox)
 
     def _record_failure(
         self,
@@ -471,6 +610,10 @@ class SigningService:
                 target_id=request.id,
             )
         if credential_locked:
+            if queue_credential_locked_notice(
+                self.session, self.keys.outbox_seal, user, credential, now
+            ):
+                self._wake_delivery()
             self.audit.record(
                 now=now,
                 action="credential.locked",
@@ -497,6 +640,11 @@ class SigningService:
                 SigningRequest.document_hash == document_hash,
                 SigningRequest.status == RequestStatus.PENDING,
                 SigningRequest.expires_at <= now,
+                # A SAD outliving the OTP's window keeps its request (and its hash) until used.
+                or_(
+                    SigningRequest.sad_expires_at.is_(None),
+                    SigningRequest.sad_expires_at <= now,
+                ),
             )
             .values(status=RequestStatus.EXPIRED, finished_at=now)
         )
@@ -512,5 +660,26 @@ class SigningService:
         )
 
 
+def raw_algorithm_name(public_key: PublicKey, hash_algorithm: str, mechanism: RawMechanism) -> str:
+    """The name recorded for a raw signature (RSASSA-PSS is named with its hash)."""
+    if isinstance(public_key, rsa.RSAPublicKey) and mechanism.rsa_padding == "pss":
+        return f"RSASSA-PSS-{hash_algorithm.upper()}"
+    return signature_algorithm_name(public_key, hash_algorithm)
+
+
 def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, int((moment - now).total_seconds() + 0.999))
+
+
+def otp_message(notice: OtpNotice, issued_at: datetime) -> OtpMessage:
+    """What the app shows: the e-mail's facts and code, for the device's own screen."""
+    return OtpMessage(
+        request_id=notice.request_id,
+        otp=notice.otp,
+        document_name=notice.document_name,
+        requesting_system=notice.requesting_system,
+        hash_algorithm=notice.hash_algorithm,
+        document_fingerprint=notice.fingerprint,
+        issued_at=issued_at,
+        expires_at=notice.expires_at,
+    )

@@ -76,7 +76,12 @@ def test_otp_by_email_then_cms_signature_verified_by_openssl(
     # The server's logs carry no OTP, no PIN and no full MyKad.
     log = server.log()
     assert otp not in log and person.pin not in log and person.mykad not in log
-    assert len(sink.messages) == 1
+    # One OTP e-mail, then the notice after signing that names the document and the system.
+    notice = sink.wait_for(lambda m: "Document signed" in str(m["Subject"]), timeout=10)
+    assert notice["To"] == "muthu@mof.gov.my"
+    notice_text = notice.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Tender QT-2026-0042" in notice_text and "eperolehan" in notice_text
+    assert [m["X-Roamsign-Request-Id"] for m in sink.messages].count(request_id) == 1
 
 
 def test_smtp_451_is_retried_and_delivered_once(
