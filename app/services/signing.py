@@ -152,10 +152,10 @@ class SigningService:
         request.id = new_id()
         otp = generate_otp()
         request.otp_mac = otp_mac(self.keys.otp_mac, otp, self._binding(request))
+        self.session.add(request)
         try:
-            # A savepoint: losing the race for this hash must not undo the caller's transaction.
-            with self.session.begin_nested():
-                self.session.add(request)
+            # No savepoint: losing the race for this hash refuses the whole unit of work.
+            self.session.flush()
         except IntegrityError:
             raise OtpPending(
                 "an OTP for this document is already pending for this person"
@@ -482,12 +482,12 @@ class SigningService:
             certificate_serial=credential.certificate_serial or "",
             signed_at=now,
         )
+        self.session.add(signature)
         try:
-            with self.session.begin_nested():
-                self.session.add(signature)
+            # No savepoint: a second signature refuses (and rolls back) the whole unit of work.
+            self.session.flush()
         except IntegrityError:
             raise OtpConsumed("this OTP was already used") from None
-        self.session.refresh(request)
         after_commit(self.session, SIGNATURES.labels(request.signature_format).inc)
         # The person learns of every signature made with their key, so misuse is seen.
         seal_key = self.keys.outbox_seal
