@@ -1,4 +1,5 @@
-"""Shared fixtures: a real database (SQLite or PostgreSQL), a frozen clock, derived keys.
+"""Shared fixtures: a real database (SQLite or PostgreSQL), a frozen clock, derived keys, and a
+runtime (with a factory of clients, people and credentials) on that database.
 
 `ROAMSIGN_TEST_DATABASE` picks the database: `sqlite` (default), `postgresql` (a temporary
 server this run starts itself), or a full SQLAlchemy URL. The schema is built by Alembic.
@@ -6,6 +7,7 @@ server this run starts itself), or a full SQLAlchemy URL. The schema is built by
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from collections.abc import Iterator
@@ -20,6 +22,9 @@ from app.clock import FrozenClock
 from app.crypto.keys import DerivedKeys
 from app.db import Base, make_engine, make_sessionmaker
 from app.migrate import upgrade
+from app.runtime import Runtime
+from app.settings import Settings
+from tests.factories import Factory
 
 TEST_DATABASE = os.environ.get("ROAMSIGN_TEST_DATABASE", "sqlite")
 
@@ -110,3 +115,34 @@ def keys(master_key: bytes) -> DerivedKeys:
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, master_key: bytes) -> Settings:
+    key_file = tmp_path / "master.key"
+    key_file.write_text(base64.b64encode(master_key).decode())
+    return Settings(
+        profile="production",
+        database_url=database_url,
+        master_key_file=key_file,
+        var_dir=tmp_path,
+        delivery_worker=False,
+        log_json=False,
+    )
+
+
+@pytest.fixture
+def runtime(
+    settings: Settings, clock: FrozenClock, sessions: sessionmaker[Session], engine: Engine
+) -> Iterator[Runtime]:
+    runtime = Runtime.build(settings, clock)
+    runtime.engine.dispose()
+    runtime.engine, runtime.sessions = engine, sessions  # share the test's engine and its wipe
+    yield runtime
+
+
+@pytest.fixture
+def factory(runtime: Runtime) -> Factory:
+    factory = Factory(runtime)
+    factory.init_ca()
+    return factory

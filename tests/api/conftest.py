@@ -2,52 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
-from app.clock import FrozenClock
 from app.main import create_app
 from app.runtime import Runtime
-from app.settings import Settings
 from tests.factories import Factory
-
-
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str, master_key: bytes) -> Settings:
-    key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
-    return Settings(
-        profile="production",
-        database_url=database_url,
-        master_key_file=key_file,
-        var_dir=tmp_path,
-        delivery_worker=False,
-        log_json=False,
-    )
-
-
-@pytest.fixture
-def runtime(
-    settings: Settings, clock: FrozenClock, sessions: sessionmaker[Session], engine: Engine
-) -> Iterator[Runtime]:
-    runtime = Runtime.build(settings, clock)
-    runtime.engine.dispose()
-    runtime.engine, runtime.sessions = engine, sessions  # share the test's engine and its wipe
-    yield runtime
-
-
-@pytest.fixture
-def factory(runtime: Runtime) -> Factory:
-    factory = Factory(runtime)
-    factory.init_ca()
-    return factory
 
 
 @dataclass

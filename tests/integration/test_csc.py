@@ -8,16 +8,14 @@ import base64
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from app.clock import FrozenClock
 from app.db import unit_of_work
 from app.errors import DomainError
 from app.models import Signature, SigningRequest
@@ -25,7 +23,6 @@ from app.runtime import Runtime
 from app.services.clients import Caller, ClientService
 from app.services.csc import CscService
 from app.services.signing import SigningService
-from app.settings import Settings
 from tests.factories import Factory, Person
 from tests.helpers import queued_otp
 
@@ -34,37 +31,6 @@ ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 HASH_B64 = base64.b64encode(hashlib.sha256(b"signed attributes").digest()).decode()
 CALLERS = 8
 T = TypeVar("T")
-
-
-@pytest.fixture
-def runtime(
-    tmp_path: Path,
-    database_url: str,
-    master_key: bytes,
-    clock: FrozenClock,
-    engine: Engine,
-    sessions: sessionmaker[Session],
-) -> Iterator[Runtime]:
-    key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
-    settings = Settings(
-        profile="production",
-        database_url=database_url,
-        master_key_file=key_file,
-        var_dir=tmp_path,
-        delivery_worker=False,
-    )
-    runtime = Runtime.build(settings, clock)
-    runtime.engine.dispose()
-    runtime.engine, runtime.sessions = engine, sessions
-    yield runtime
-
-
-@pytest.fixture
-def factory(runtime: Runtime) -> Factory:
-    factory = Factory(runtime)
-    factory.init_ca()
-    return factory
 
 
 @pytest.fixture

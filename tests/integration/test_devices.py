@@ -3,17 +3,14 @@ each message claimed once, the phone-change hook, the housekeeping, sealing at r
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from app.clock import FrozenClock
 from app.crypto.sealing import SealBroken, open_sealed
@@ -37,41 +34,9 @@ from app.services.devices import (
     purge_device_leftovers,
 )
 from app.services.signing import NewSigningRequest, SigningService
-from app.settings import Settings
 from tests.factories import Factory, Person
 from tests.helpers import document_hash
 from tests.mobile_app import MobileApp
-
-
-@pytest.fixture
-def runtime(
-    tmp_path: Path,
-    database_url: str,
-    master_key: bytes,
-    clock: FrozenClock,
-    engine: Engine,
-    sessions: sessionmaker[Session],
-) -> Iterator[Runtime]:
-    key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
-    settings = Settings(
-        profile="production",
-        database_url=database_url,
-        master_key_file=key_file,
-        var_dir=tmp_path,
-        delivery_worker=False,
-    )
-    runtime = Runtime.build(settings, clock)
-    runtime.engine.dispose()
-    runtime.engine, runtime.sessions = engine, sessions
-    yield runtime
-
-
-@pytest.fixture
-def factory(runtime: Runtime) -> Factory:
-    factory = Factory(runtime)
-    factory.init_ca()
-    return factory
 
 
 class NoMail:

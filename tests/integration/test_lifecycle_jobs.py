@@ -3,55 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-from sqlalchemy import Engine, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select, update
 
 from app.clock import FrozenClock
 from app.db import unit_of_work
 from app.models import Credential, JobRun
 from app.runtime import Runtime
 from app.services.jobs import Job, JobRunner, job_runner
-from app.settings import Settings
 from tests.factories import Factory
 from tests.mailbox import mails
-
-
-@pytest.fixture
-def runtime(
-    tmp_path: Path,
-    database_url: str,
-    master_key: bytes,
-    clock: FrozenClock,
-    sessions: sessionmaker[Session],
-    engine: Engine,
-) -> Iterator[Runtime]:
-    import base64
-
-    key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
-    settings = Settings(
-        profile="production",
-        database_url=database_url,
-        master_key_file=key_file,
-        var_dir=tmp_path,
-        delivery_worker=False,
-    )
-    runtime = Runtime.build(settings, clock)
-    runtime.engine.dispose()
-    runtime.engine, runtime.sessions = engine, sessions
-    yield runtime
-
-
-@pytest.fixture
-def factory(runtime: Runtime) -> Factory:
-    factory = Factory(runtime)
-    factory.init_ca()
-    return factory
 
 
 def expiry_mails(runtime: Runtime) -> list[str]:

@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
 from app.clock import FrozenClock
 from app.db import unit_of_work
 from app.models import Credential, SigningRequest, User
 from app.runtime import Runtime
 from app.services.notices import queue_credential_locked_notice, queue_signing_notice
-from app.settings import Settings
 from tests.factories import Factory
 from tests.mailbox import mails
-
-
-@pytest.fixture
-def runtime(
-    tmp_path: Path,
-    database_url: str,
-    master_key: bytes,
-    clock: FrozenClock,
-    sessions: sessionmaker[Session],
-    engine: Engine,
-) -> Iterator[Runtime]:
-    key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
-    settings = Settings(
-        profile="production", database_url=database_url, master_key_file=key_file, var_dir=tmp_path
-    )
-    runtime = Runtime.build(settings, clock)
-    runtime.engine.dispose()
-    runtime.engine, runtime.sessions = engine, sessions
-    yield runtime
 
 
 def test_signing_and_locked_notices(runtime: Runtime, clock: FrozenClock) -> None:
