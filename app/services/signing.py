@@ -211,18 +211,7 @@ class SigningService:
         """Check OTP and PIN in the contract's order and sign the stored hash once."""
         request = self.get_own(caller, request_id)
         credential, user = self.check_otp_and_pin(caller, request, otp, pin, now)
-        consumed = self.session.execute(
-            update(SigningRequest)
-            .where(
-                SigningRequest.id == request.id,
-                SigningRequest.status == RequestStatus.PENDING,
-                SigningRequest.authorized_at.is_(None),
-            )
-            .values(status=RequestStatus.SIGNED, finished_at=now)
-            .returning(SigningRequest.id)
-        ).first()
-        if consumed is None:
-            raise OtpConsumed("this OTP was already used")
+        self._spend_otp(request, status=RequestStatus.SIGNED, finished_at=now)
         return self._sign_once(caller, request, credential, user, now, RawMechanism())
 
     def check_otp_and_pin(
@@ -276,19 +265,24 @@ class SigningService:
         self, request: SigningRequest, sad_mac: bytes, sad_expires_at: datetime, now: datetime
     ) -> None:
         """Spend the OTP that `check_otp_and_pin` just accepted on a SAD (only its MAC is kept)."""
-        exchanged = self.session.execute(
+        self._spend_otp(request, authorized_at=now, sad_mac=sad_mac, sad_expires_at=sad_expires_at)
+        self.session.refresh(request)
+
+    def _spend_otp(self, request: SigningRequest, **values: object) -> None:
+        """Spend the OTP `check_otp_and_pin` just accepted, once: on a signature (native API) or
+        on a SAD (CSC). The conditional update settles concurrent submissions."""
+        spent = self.session.execute(
             update(SigningRequest)
             .where(
                 SigningRequest.id == request.id,
                 SigningRequest.status == RequestStatus.PENDING,
                 SigningRequest.authorized_at.is_(None),
             )
-            .values(authorized_at=now, sad_mac=sad_mac, sad_expires_at=sad_expires_at)
+            .values(**values)
             .returning(SigningRequest.id)
         ).first()
-        if exchanged is None:
+        if spent is None:
             raise OtpConsumed("this OTP was already used")
-        self.session.refresh(request)
 
     def sign_with_sad(
         self, caller: Caller, request: SigningRequest, mechanism: RawMechanism, now: datetime
