@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -23,7 +23,10 @@ from app.services.verification import VerificationService
 from app.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies that only build objects are `async def`: FastAPI runs a plain `def` dependency
+# in the thread pool, and each such hop costs more than the work itself. Only those that touch
+# the database (authenticate, the endpoints) take a thread.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -52,11 +55,11 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_settings_dep(runtime: RuntimeDep) -> Settings:
+async def get_settings_dep(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_clock(runtime: RuntimeDep) -> Clock:
+async def get_clock(runtime: RuntimeDep) -> Clock:
     return runtime.clock
 
 
@@ -64,7 +67,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
-def get_audit(session: SessionDep, runtime: RuntimeDep) -> AuditLog:
+async def get_audit(session: SessionDep, runtime: RuntimeDep) -> AuditLog:
     return runtime.audit_log(session)
 
 
@@ -83,10 +86,10 @@ def authenticate(request: Request, session: SessionDep, audit: AuditDep) -> Call
 CallerDep = Annotated[Caller, Depends(authenticate)]
 
 
-def require_role(*roles: Role) -> Callable[[Caller], Caller]:
+def require_role(*roles: Role) -> Callable[[Caller], Awaitable[Caller]]:
     allowed = frozenset(roles)
 
-    def check(caller: CallerDep) -> Caller:
+    async def check(caller: CallerDep) -> Caller:
         if caller.role not in allowed:
             raise Forbidden(f"this operation needs the role {' or '.join(sorted(allowed))}")
         return caller
@@ -107,7 +110,7 @@ def ca_service(session: Session, runtime: Runtime) -> CertificateAuthorityServic
     )
 
 
-def get_signing_service(
+async def get_signing_service(
     session: SessionDep, runtime: RuntimeDep, audit: AuditDep
 ) -> SigningService:
     return SigningService(
@@ -121,11 +124,11 @@ def get_signing_service(
     )
 
 
-def get_people_service(session: SessionDep, audit: AuditDep) -> PeopleService:
+async def get_people_service(session: SessionDep, audit: AuditDep) -> PeopleService:
     return PeopleService(session, audit)
 
 
-def get_verification_service(session: SessionDep, runtime: RuntimeDep) -> VerificationService:
+async def get_verification_service(session: SessionDep, runtime: RuntimeDep) -> VerificationService:
     return VerificationService(session, ca_service(session, runtime))
 
 

@@ -63,7 +63,7 @@ SERVICE_DESCRIPTION = (
 )
 
 
-def get_csc_service(
+async def get_csc_service(
     session: SessionDep, runtime: RuntimeDep, signing: SigningServiceDep, audit: AuditDep
 ) -> CscService:
     return CscService(

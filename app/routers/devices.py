@@ -46,7 +46,9 @@ from app.services.devices import (
 router = APIRouter(tags=["devices"])
 
 
-def get_device_service(session: SessionDep, runtime: RuntimeDep, audit: AuditDep) -> DeviceService:
+async def get_device_service(
+    session: SessionDep, runtime: RuntimeDep, audit: AuditDep
+) -> DeviceService:
     wake_delivery = runtime.delivery_wakeup.set
     return DeviceService(
         session,
@@ -58,7 +60,7 @@ def get_device_service(session: SessionDep, runtime: RuntimeDep, audit: AuditDep
     )
 
 
-def get_message_feed(runtime: RuntimeDep) -> MessageFeed:
+async def get_message_feed(runtime: RuntimeDep) -> MessageFeed:
     # No SessionDep here: a long-poll must not hold a database slot while it waits.
     return MessageFeed(
         sessions=runtime.sessions,

@@ -23,30 +23,30 @@ PortalOrJdnDep = Annotated[Caller, Depends(require_role(Role.PORTAL, Role.JDN_AD
 AdministratorDep = Annotated[Caller, Depends(require_role(Role.AGENCY_ADMIN, Role.JDN_ADMIN))]
 
 
-def get_lifecycle_context(session: SessionDep, runtime: RuntimeDep) -> LifecycleContext:
+async def get_lifecycle_context(session: SessionDep, runtime: RuntimeDep) -> LifecycleContext:
     return LifecycleContext.for_runtime(runtime, session)
 
 
 LifecycleDep = Annotated[LifecycleContext, Depends(get_lifecycle_context)]
 
 
-def get_applications(context: LifecycleDep) -> ApplicationService:
+async def get_applications(context: LifecycleDep) -> ApplicationService:
     return ApplicationService(context)
 
 
-def get_credentials(context: LifecycleDep) -> CredentialLifecycle:
+async def get_credentials(context: LifecycleDep) -> CredentialLifecycle:
     return CredentialLifecycle(context)
 
 
-def get_pins(context: LifecycleDep) -> PinService:
+async def get_pins(context: LifecycleDep) -> PinService:
     return PinService(context)
 
 
-def get_contacts(context: LifecycleDep) -> ContactService:
+async def get_contacts(context: LifecycleDep) -> ContactService:
     return ContactService(context)
 
 
-def get_audit_trail(session: SessionDep, runtime: RuntimeDep) -> AuditTrailService:
+async def get_audit_trail(session: SessionDep, runtime: RuntimeDep) -> AuditTrailService:
     return AuditTrailService(session, runtime.keys.subject_ref)
 
 
@@ -57,7 +57,7 @@ ContactsDep = Annotated[ContactService, Depends(get_contacts)]
 AuditTrailDep = Annotated[AuditTrailService, Depends(get_audit_trail)]
 
 
-def path_mykad(mykad: str) -> str:
+async def path_mykad(mykad: str) -> str:
     """The MyKad of the path, normalised; one that cannot exist is simply not found."""
     try:
         return normalise_mykad(mykad)

