@@ -117,8 +117,12 @@ def create_app(
 def background_work(runtime: Runtime, stop: asyncio.Event) -> list[Any]:
     wakeup = runtime.delivery_wakeup.bind(asyncio.get_running_loop())
     poll = runtime.settings.delivery_poll_seconds
+    delivery = [
+        run_delivery_loop(runtime.delivery_worker(), poll, wakeup, stop)
+        for _ in range(runtime.settings.delivery_concurrency)
+    ]
     return [
-        run_delivery_loop(runtime.delivery_worker(), poll, wakeup, stop),
+        *delivery,
         # Every process polls; the job_runs lease lets one of them run each due job.
         run_jobs_loop(job_runner(runtime), runtime.settings.jobs_poll_seconds, stop),
     ]

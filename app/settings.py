@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     mail_from: str = "roamsign <no-reply@roamsign.local>"
     delivery_worker: bool = True
     delivery_poll_seconds: float = 1.0
+    # Delivery loops per server process, each with its own SMTP connection: an SMTP exchange
+    # is several round trips, so one connection caps the e-mails a second whatever the CPU.
+    delivery_concurrency: int = Field(default=4, ge=1, le=32)
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_backoff_base_seconds: float = 2.0
 

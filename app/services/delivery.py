@@ -33,6 +33,7 @@ import random
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.policy import SMTP
@@ -56,6 +57,9 @@ logger = logging.getLogger("roamsign.delivery")
 MAX_BACKOFF_SECONDS = 300.0
 BACKOFF_JITTER = 0.2  # up to +20 %, so retries of one outage do not arrive in lockstep
 DEFAULT_LEASE_SECONDS = 60.0
+# Messages claimed by one pass of one loop: small, so that several loops (one SMTP connection
+# each) share a burst instead of one of them taking it all and sending it in sequence.
+CLAIM_BATCH = 4
 _ERROR_TEXT_LIMIT = 300
 
 
@@ -331,7 +335,13 @@ class DeliveryWorker:
                     ),
                     or_(OutboxMessage.not_after.is_(None), OutboxMessage.not_after > now),
                 )
-                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.created_at)
+                # Messages with a deadline (OTPs, codes) before those without (notices): under
+                # load an OTP must not wait behind the signing notices of earlier flows.
+                .order_by(
+                    OutboxMessage.not_after.is_(None),
+                    OutboxMessage.next_attempt_at,
+                    OutboxMessage.created_at,
+                )
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ).all()
@@ -531,31 +541,38 @@ async def run_delivery_loop(
     wakeup: asyncio.Event | None,
     stop: asyncio.Event,
     *,
-    limit: int = 100,
+    limit: int = CLAIM_BATCH,
 ) -> None:
     """Deliver until `stop` is set: after each pass, wait for `wakeup`, `stop` or the poll.
 
     A full batch is followed at once by the next. A failing pass (the database is down) is
     logged and retried with a growing pause, up to 30 s; the loop itself never dies of it.
+    The worker runs in a thread of its own, always the same one (it owns its SMTP connection);
+    several loops may share one `wakeup`: each takes small batches, so they share the work.
     """
+    loop = asyncio.get_running_loop()
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery")
     failures = 0
-    while not stop.is_set():
-        if wakeup is not None:
-            # Cleared before the pass: an enqueue committed during it triggers another.
-            wakeup.clear()
-        try:
-            report = await asyncio.to_thread(worker.deliver_due, limit)
-        except Exception:
-            failures += 1
-            logger.exception("outbox.delivery.error", extra={"consecutive_failures": failures})
-            await _wait(min(poll_seconds * 2.0**failures, 30.0), None, stop)
-            continue
-        failures = 0
-        if report.claimed + report.failed < limit:
-            await _wait(poll_seconds, wakeup, stop)
-    # Not in a `finally`: if this task is cancelled mid-pass, the pass's thread still uses the
-    # connection, and closing it under that thread would break a send half-way.
-    await asyncio.to_thread(worker.close)
+    try:
+        while not stop.is_set():
+            if wakeup is not None:
+                # Cleared before the pass: an enqueue committed during it triggers another.
+                wakeup.clear()
+            try:
+                report = await loop.run_in_executor(thread, worker.deliver_due, limit)
+            except Exception:
+                failures += 1
+                logger.exception("outbox.delivery.error", extra={"consecutive_failures": failures})
+                await _wait(min(poll_seconds * 2.0**failures, 30.0), None, stop)
+                continue
+            failures = 0
+            if report.claimed + report.failed < limit:
+                await _wait(poll_seconds, wakeup, stop)
+        # Not in the `finally`: if this task is cancelled mid-pass, the pass's thread still
+        # uses the connection, and closing it under that thread would break a send half-way.
+        await loop.run_in_executor(thread, worker.close)
+    finally:
+        thread.shutdown(wait=False)
 
 
 async def _wait(seconds: float, wakeup: asyncio.Event | None, stop: asyncio.Event) -> None:

@@ -436,7 +436,7 @@ def test_not_after_is_checked_again_right_before_sending(
     workers: Workers,
     settings: Settings,
 ) -> None:
-    first = enqueue(sessions, keys, clock)
+    first = enqueue(sessions, keys, clock, not_after_seconds=60)
     clock.advance(1)
     second = enqueue(sessions, keys, clock, not_after_seconds=5)
     slow = workers(settings, ClockAdvancingTransport(SmtpTransport(settings), clock, 10))
@@ -445,6 +445,25 @@ def test_not_after_is_checked_again_right_before_sending(
     assert [m["Message-ID"] for m in sink.messages] == [f"<{first}@roamsign.local>"]
     row = load(sessions, second)
     assert (row.status, row.sealed_message) == (OutboxStatus.EXPIRED, None)
+
+
+def test_messages_with_a_deadline_go_before_notices(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    worker: DeliveryWorker,
+) -> None:
+    notices = [enqueue(sessions, keys, clock) for _ in range(3)]
+    clock.advance(1)
+    otp = enqueue(sessions, keys, clock, not_after_seconds=120)
+
+    assert worker.deliver_due(limit=1) == DeliveryReport(sent=1, claimed=1)
+    assert worker.deliver_due().sent == 3
+
+    received = [m["Message-ID"] for m in sink.messages]
+    assert received[0] == f"<{otp}@roamsign.local>"
+    assert received[1:] == [f"<{notice}@roamsign.local>" for notice in notices]
 
 
 def test_message_is_handed_back_when_the_lease_runs_low(
@@ -696,6 +715,33 @@ async def test_loop_delivers_at_once_when_woken(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=5)
+
+
+async def test_loops_sharing_a_wakeup_deliver_each_message_once(
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    workers: Workers,
+    settings: Settings,
+) -> None:
+    # What the server runs: ROAMSIGN_DELIVERY_CONCURRENCY loops, one SMTP connection each.
+    stop, wakeup = asyncio.Event(), asyncio.Event()
+    tasks = [
+        asyncio.create_task(run_delivery_loop(workers(settings), 3600, wakeup, stop, limit=2))
+        for _ in range(3)
+    ]
+    try:
+        queued = {enqueue(sessions, keys, clock, not_after_seconds=120) for _ in range(12)}
+        wakeup.set()
+        await asyncio.to_thread(sink.wait_for, lambda _: len(sink.messages) >= 12, 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+    # Every loop has ended its last pass, and the sink acknowledged each message it got: a
+    # duplicate, had one been sent, is in the list now.
+    received = [m["Message-ID"] for m in sink.messages]
+    assert sorted(received) == sorted(f"<{message_id}@roamsign.local>" for message_id in queued)
 
 
 async def test_loop_survives_a_failing_pass(
