@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,8 @@ from app.models import AuditChainHead, AuditEvent
 from app.validation import MYKAD_PATTERN, mask_mykad
 
 DEFAULT_CHAINS = 16
+_EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
+_HEADS: Table = AuditChainHead.__table__  # type: ignore[assignment]
 # The "previous mac" of every chain's first event.
 GENESIS_MAC = "0" * 64
 MAC_CONTEXT = "roamsign/audit-event/v1"
@@ -126,7 +128,8 @@ class AuditLog:
         target_id: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
     ) -> AuditEvent:
-        """Append one event and flush it; the caller's commit makes it permanent."""
+        """Append one event (written at once, not flushed with the session's objects); the
+        caller's commit makes it permanent. Returns a detached copy of what was stored."""
         if now.tzinfo is None:
             raise ValueError("audit events need a timezone-aware time")
         occurred_at = now.astimezone(UTC)
@@ -152,30 +155,28 @@ class AuditLog:
             outcome=outcome,
             details=clean_details,
         )
-        event = AuditEvent(
-            chain=chain,
-            seq=seq,
-            occurred_at=occurred_at,
-            action=action,
-            actor=actor,
-            subject_ref=ref,
-            mykad_masked=masked,
-            target_id=target_id,
-            outcome=outcome,
-            details=clean_details,
-            mac=mac,
-        )
-        self._session.add(event)
-        # No ORM synchronisation: heads are only ever read with plain SQL (see _lock_head), and
-        # synchronising scans every object in the session on each event.
-        self._session.execute(
-            update(AuditChainHead)
-            .where(AuditChainHead.chain == chain)
-            .values(seq=seq, mac=mac)
-            .execution_options(synchronize_session=False)
-        )
-        self._session.flush()
-        return event
+        values = {
+            "chain": chain,
+            "seq": seq,
+            "occurred_at": occurred_at,
+            "action": action,
+            "actor": actor,
+            "subject_ref": ref,
+            "mykad_masked": masked,
+            "target_id": target_id,
+            "outcome": outcome,
+            "details": clean_details,
+            "mac": mac,
+        }
+        # Core statements on the session's connection (its transaction): an event is written
+        # once and never changed, so the ORM's unit of work would only add cost (it was a
+        # tenth of a signature's CPU).
+        connection = self._session.connection()
+        event_id = connection.execute(
+            insert(_EVENTS).values(values).returning(_EVENTS.c.id)
+        ).scalar_one()
+        connection.execute(update(_HEADS).where(_HEADS.c.chain == chain).values(seq=seq, mac=mac))
+        return AuditEvent(id=event_id, **values)
 
     def _chain(self, partition_key: str) -> int:
         transaction = self._session.get_transaction()
@@ -188,15 +189,12 @@ class AuditLog:
     def _lock_head(self, chain: int) -> tuple[int, str]:
         # Core statements, not ORM objects: the sessions keep objects across commits
         # (expire_on_commit=False), and a head read from the identity map could be stale.
-        locked = (
-            select(AuditChainHead.seq, AuditChainHead.mac)
-            .where(AuditChainHead.chain == chain)
-            .with_for_update()
-        )
-        row = self._session.execute(locked).one_or_none()
+        locked = select(_HEADS.c.seq, _HEADS.c.mac).where(_HEADS.c.chain == chain).with_for_update()
+        connection = self._session.connection()
+        row = connection.execute(locked).one_or_none()
         if row is None:
             self._create_head(chain)
-            row = self._session.execute(locked).one()
+            row = connection.execute(locked).one()
         self._session.info[_PINNED_CHAIN] = (self._session.get_transaction(), chain)
         return row.seq, row.mac
 
