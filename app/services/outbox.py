@@ -16,6 +16,7 @@ from email.header import Header
 from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, parseaddr
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from app.crypto.sealing import open_sealed, seal
@@ -37,6 +38,7 @@ _UTF8 = Charset("utf-8")
 _UTF8.body_encoding = QP
 _UTF8.header_encoding = SHORTEST
 _LINE_BREAKS = ("\r", "\n")
+_MESSAGES: Table = OutboxMessage.__table__  # type: ignore[assignment]
 
 
 def associated_data(message_id: str, request_id: str | None, recipient: str) -> bytes:
@@ -77,7 +79,8 @@ class Outbox:
         not_after: datetime | None = None,
         headers: dict[str, str] | None = None,
     ) -> OutboxMessage:
-        """Seal one text/plain UTF-8 message to `recipient` and add it to the session.
+        """Seal one text/plain UTF-8 message to `recipient` and insert it in the session's
+        transaction; returns a detached copy of the row.
 
         `not_after` is the instant after which the message must never go out (an OTP past its
         window). To wake a delivery loop, do it after the commit, not here: before the commit the
@@ -101,29 +104,28 @@ class Outbox:
             message_id=f"<{message_id}@{MESSAGE_ID_DOMAIN}>",
             extra_headers=_extra_headers(request_id, headers),
         )
-        row = OutboxMessage(
-            id=message_id,
-            purpose=purpose,
-            request_id=request_id,
-            recipient=recipient,
-            sealed_message=seal(
-                self._seal_key,
-                message,
-                associated_data(message_id, request_id, recipient),
+        values = {
+            "id": message_id,
+            "purpose": purpose,
+            "request_id": request_id,
+            "recipient": recipient,
+            "sealed_message": seal(
+                self._seal_key, message, associated_data(message_id, request_id, recipient)
             ),
-            status=OutboxStatus.PENDING,
-            attempts=0,
-            created_at=now,
-            next_attempt_at=now,
-            not_after=not_after,
-        )
-        self.session.add(row)
-        self.session.flush()
+            "status": OutboxStatus.PENDING,
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+            "not_after": not_after,
+        }
+        # A Core insert in the session's transaction: the row is only ever changed by the
+        # delivery worker's own statements, so the ORM's unit of work would only add cost.
+        self.session.connection().execute(insert(_MESSAGES).values(values))
         logger.info(
             "outbox.message.queued",
             extra={"outbox_id": message_id, "purpose": purpose, "signing_request_id": request_id},
         )
-        return row
+        return OutboxMessage(**values)
 
 
 def _render(

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.crypto.cms import build_detached_cms, signature_algorithm_name
 from app.crypto.keys import DerivedKeys
@@ -266,7 +267,6 @@ class SigningService:
     ) -> None:
         """Spend the OTP that `check_otp_and_pin` just accepted on a SAD (only its MAC is kept)."""
         self._spend_otp(request, authorized_at=now, sad_mac=sad_mac, sad_expires_at=sad_expires_at)
-        self.session.refresh(request)
 
     def _spend_otp(self, request: SigningRequest, **values: object) -> None:
         """Spend the OTP `check_otp_and_pin` just accepted, once: on a signature (native API) or
@@ -280,9 +280,11 @@ class SigningService:
             )
             .values(**values)
             .returning(SigningRequest.id)
+            .execution_options(synchronize_session=False)
         ).first()
         if spent is None:
             raise OtpConsumed("this OTP was already used")
+        _loaded_as(request, **values)
 
     def sign_with_sad(
         self, caller: Caller, request: SigningRequest, mechanism: RawMechanism, now: datetime
@@ -305,12 +307,14 @@ class SigningService:
             )
             .values(status=RequestStatus.SIGNED, finished_at=now)
             .returning(SigningRequest.id)
+            .execution_options(synchronize_session=False)
         ).first()
         if consumed is None:
             self.session.refresh(request)
             if request.status == RequestStatus.PENDING:
                 raise OtpExpired("the SAD has expired; authorize again with a new OTP")
             raise OtpConsumed("the SAD was already used")
+        _loaded_as(request, status=RequestStatus.SIGNED, finished_at=now)
         return self._sign_once(caller, request, credential, user, now, mechanism)
 
     def get_own(self, caller: Caller, request_id: str) -> SigningRequest:
@@ -427,12 +431,14 @@ class SigningService:
             )
             .values(attempts=SigningRequest.attempts + 1)
             .returning(SigningRequest.attempts)
+            .execution_options(synchronize_session=False)
         ).scalar_one_or_none()
         if counted is None:
             # Another submission changed the request between our read and this update.
             self.session.refresh(request)
             self._refuse_unusable(request, now)
             raise RequestLocked("too many failed attempts; request a new OTP")
+        _loaded_as(request, attempts=counted)
         return counted
 
     def _sign_once(
@@ -641,6 +647,8 @@ class SigningService:
                 ),
             )
             .values(status=RequestStatus.EXPIRED, finished_at=now)
+            # Nothing to synchronise: no request of this person is loaded in the session yet.
+            .execution_options(synchronize_session=False)
         )
 
     @staticmethod
@@ -652,6 +660,13 @@ class SigningService:
             document_hash=request.document_hash,
             signer_id=request.signer_id,
         )
+
+
+def _loaded_as(request: SigningRequest, **values: object) -> None:
+    """Show in the loaded object what a conditional UPDATE just stored, as if read from the
+    row: cheaper than the ORM's own synchronisation, and it marks nothing for a second write."""
+    for name, value in values.items():
+        set_committed_value(request, name, value)
 
 
 def raw_algorithm_name(public_key: PublicKey, hash_algorithm: str, mechanism: RawMechanism) -> str:
