@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,38 @@ def factory(runtime: Runtime) -> Factory:
     factory = Factory(runtime)
     factory.init_ca()
     return factory
+
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(
+    database_url: str, master_key: bytes, tmp_path: Path, sessions: sessionmaker[Session]
+) -> Cli:
+    """`python -m app ARGS` as an operator runs it, on the test database: `cli("audit",
+    "verify", expect=1)` asserts the exit code and returns the completed process."""
+    key_file = tmp_path / "master.key"
+    key_file.write_text(base64.b64encode(master_key).decode())
+    env = {
+        **os.environ,
+        "ROAMSIGN_PROFILE": "production",
+        "ROAMSIGN_DATABASE_URL": database_url,
+        "ROAMSIGN_MASTER_KEY_FILE": str(key_file),
+        "ROAMSIGN_VAR_DIR": str(tmp_path),
+    }
+
+    def run(*args: str, stdin: str = "", expect: int = 0) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "app", *args],
+            input=stdin,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert done.returncode == expect, done.stdout + done.stderr
+        return done
+
+    return run

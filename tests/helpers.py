@@ -1,12 +1,15 @@
-"""Helpers shared by the test suites: reading an OTP the way the person would."""
+"""Helpers shared by the test suites: reading an OTP the way the person would, checking a
+signature with openssl."""
 
 from __future__ import annotations
 
 import email
 import hashlib
 import re
+import subprocess
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,3 +48,27 @@ def queued_message(
 
 def queued_otp(sessions: sessionmaker[Session], seal_key: bytes, request_id: str) -> str:
     return otp_from_message(queued_message(sessions, seal_key, request_id))
+
+
+def openssl_verify(signature: Path, content: Path, root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            str(signature),
+            "-content",
+            str(content),
+            "-CAfile",
+            str(root),
+            "-out",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
 from io import BytesIO
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from app.mailsink import MailSink
 from examples.sign_pdf import sign_pdf
 from tests.e2e.conftest import Server, ServerStarter
 from tests.factories import Factory, Person
-from tests.helpers import otp_from_message
+from tests.helpers import openssl_verify, otp_from_message
 
 DOCUMENT_NAME = "Baucar Bayaran PV-2026-000123"
 
@@ -117,30 +116,6 @@ async def sign(
 def ca_chain(server: Server) -> list[x509.Certificate]:
     pem = httpx.get(f"{server.url}/v1/ca/certificates", timeout=10).text
     return x509.load_pem_x509_certificates(pem.encode())  # issuing CA, then root
-
-
-def openssl_verify(signature: Path, content: Path, root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "openssl",
-            "cms",
-            "-verify",
-            "-binary",
-            "-inform",
-            "DER",
-            "-in",
-            str(signature),
-            "-content",
-            str(content),
-            "-CAfile",
-            str(root),
-            "-out",
-            "/dev/null",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 async def assert_valid_pdf(signed: bytes, root: x509.Certificate, tmp_path: Path) -> list[str]:

@@ -5,10 +5,6 @@ PostgreSQL only: the server reaches it through a TCP proxy this test cuts and re
 
 from __future__ import annotations
 
-import socket
-import threading
-from contextlib import suppress
-
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -16,65 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.mailsink import MailSink
 from app.models import Signature, SigningRequest
+from tests.db_proxy import DatabaseProxy
 from tests.e2e.conftest import ServerStarter
 from tests.factories import Factory
 from tests.helpers import document_hash, otp_from_message
 
 pytestmark = pytest.mark.postgres_only
-
-
-class CuttableProxy:
-    """Forwards 127.0.0.1:port to the database; `cut()` drops every connection and refuses new
-    ones until `restore()`."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.open = threading.Event()
-        self.open.set()
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.open.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self.lock:
-                self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with suppress(OSError):
-            sink.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        self.open.clear()
-        with self.lock:
-            for sock in self.sockets:
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self.sockets.clear()
-
-    def restore(self) -> None:
-        self.open.set()
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
 
 
 def test_outage_answers_503_and_leaves_nothing_half_written(
@@ -87,7 +30,7 @@ def test_outage_answers_503_and_leaves_nothing_half_written(
     person = e2e_factory.person()
     key = e2e_factory.client("igfmas", "signer")
     url = make_url(database_url)
-    proxy = CuttableProxy(int(url.port or 5432))
+    proxy = DatabaseProxy(int(url.port or 5432))
     try:
         proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
         server = start_server(ROAMSIGN_DATABASE_URL=proxied)

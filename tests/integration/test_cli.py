@@ -6,46 +6,13 @@ import base64
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import ApiClient, AuditEvent, Credential, User
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def cli(
-    database_url: str, master_key: bytes, tmp_path: Path, sessions: sessionmaker[Session]
-) -> Cli:
-    key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
-    env = {
-        **os.environ,
-        "ROAMSIGN_PROFILE": "production",
-        "ROAMSIGN_DATABASE_URL": database_url,
-        "ROAMSIGN_MASTER_KEY_FILE": str(key_file),
-        "ROAMSIGN_VAR_DIR": str(tmp_path),
-    }
-
-    def run(*args: str, stdin: str = "", expect: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "app", *args],
-            input=stdin,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        assert done.returncode == expect, done.stdout + done.stderr
-        return done
-
-    return run
+from tests.conftest import Cli
 
 
 def last_line(done: subprocess.CompletedProcess[str]) -> str:
