@@ -101,14 +101,17 @@ class PinService:
             raise CredentialLocked("the credential is locked: reset the PIN by e-mail")
         if status != CredentialStatus.ACTIVE:
             raise CredentialNotActive(f"the credential is {status}; its PIN cannot be changed")
+        verified_mac = credential.pin_mac
         # Always computed, so the time taken says nothing about the format of the input.
         current_ok = macs_equal(
-            credential.pin_mac, pin_mac(self.context.keys.pin_pepper, credential.id, current_pin)
+            verified_mac, pin_mac(self.context.keys.pin_pepper, credential.id, current_pin)
         )
         if not current_ok:
             self._count_wrong_pin(caller, credential, user, now)
         self._refuse_same_pin(credential, new_pin)
-        self._store_pin(credential, new_pin, now, CredentialStatus.ACTIVE)
+        # Only over the PIN just verified: of concurrent changes with the same current PIN,
+        # one stores its new PIN and the others find the PIN changed (`conflict`).
+        self._store_pin(credential, new_pin, now, CredentialStatus.ACTIVE, replacing=verified_mac)
         self._tell_pin_changed(user, credential, now)
         self.audit.record(
             now=now,
@@ -209,11 +212,17 @@ class PinService:
         new_pin: str,
         now: datetime,
         expected: CredentialStatus | tuple[CredentialStatus, ...],
+        replacing: bytes | None = None,
     ) -> None:
+        """Store the new PIN if the credential is still in an `expected` status and, given
+        `replacing`, still has that PIN; else `conflict`."""
         statuses = expected if isinstance(expected, tuple) else (expected,)
+        unchanged = [Credential.id == credential.id, Credential.status.in_(statuses)]
+        if replacing is not None:
+            unchanged.append(Credential.pin_mac == replacing)
         stored = self.session.execute(
             update(Credential)
-            .where(Credential.id == credential.id, Credential.status.in_(statuses))
+            .where(*unchanged)
             .values(
                 pin_mac=pin_mac(self.context.keys.pin_pepper, credential.id, new_pin),
                 pin_failures=0,
@@ -225,9 +234,12 @@ class PinService:
             .execution_options(synchronize_session=False)
         ).first()
         if stored is None:
-            # Revoked, locked or set meanwhile by a concurrent request.
+            # Revoked, locked, or its PIN set meanwhile by a concurrent request.
             self.session.refresh(credential)
-            raise Conflict(f"the credential changed meanwhile (it is {credential.status})")
+            raise Conflict(
+                f"the credential or its PIN changed meanwhile (it is {credential.status}); "
+                "check the PIN and retry"
+            )
         self.session.refresh(credential)
 
     def _count_wrong_pin(
