@@ -1,5 +1,5 @@
 """Helpers shared by the test suites: reading an OTP the way the person would, checking a
-signature with openssl."""
+signature with openssl, a device waiting for its activation code."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import email
 import hashlib
 import re
 import subprocess
+from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -14,8 +15,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import unit_of_work
 from app.models import OutboxMessage
+from app.models.device import Device, DeviceStatus
+from app.runtime import Runtime
+from app.services.devices import activation_code_mac
 from app.services.outbox import open_message
+from tests.factories import Person
 
 OTP_LINE = re.compile(r"^Kod OTP / OTP code: (\d{6})\r?$", re.MULTILINE)
 
@@ -72,3 +78,26 @@ def openssl_verify(signature: Path, content: Path, root: Path) -> subprocess.Com
         text=True,
         check=False,
     )
+
+
+def pending_device(runtime: Runtime, person: Person, code: str) -> str:
+    """A device waiting for `code`, made directly: two registrations that raced each other
+    (each ends only the pending ones it can see) leave two such devices."""
+    now = runtime.clock.now()
+    with unit_of_work(runtime.sessions) as session:
+        device = Device(
+            user_id=person.user_id,
+            platform="android",
+            os_version="14",
+            phone_last4="6789",
+            status=DeviceStatus.PENDING_ACTIVATION,
+            activation_attempts=0,
+            activation_expires_at=now + timedelta(minutes=10),
+            created_at=now,
+        )
+        session.add(device)
+        session.flush()
+        device.activation_code_mac = activation_code_mac(
+            runtime.keys.activation_code_mac, device.id, code
+        )
+        return device.id

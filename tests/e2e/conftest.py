@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -128,3 +130,25 @@ def start_server(e2e_settings: Settings, tmp_path: Path) -> Iterator[ServerStart
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+Call = tuple[str, str, Any]  # method, path, JSON body (or None)
+
+
+async def at_once(server: Server, key: str | None, calls: list[Call]) -> list[httpx.Response]:
+    """Send every call on its own connection, all released together; the answers in order."""
+    limits = httpx.Limits(max_connections=len(calls), max_keepalive_connections=len(calls))
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(
+        base_url=server.url, headers=headers, timeout=60, limits=limits
+    ) as client:
+        start = asyncio.Event()
+
+        async def one(method: str, path: str, body: Any) -> httpx.Response:
+            await start.wait()
+            return await client.request(method, path, json=body)
+
+        tasks = [asyncio.create_task(one(*call)) for call in calls]
+        await asyncio.sleep(0)
+        start.set()
+        return await asyncio.gather(*tasks)

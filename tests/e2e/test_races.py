@@ -5,17 +5,19 @@ On SQLite (one process by design) the same tests run against one worker's thread
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.crypto.keys import DerivedKeys
 from app.mailsink import MailSink
-from app.models import Signature, SigningRequest
-from tests.e2e.conftest import Server, ServerStarter
+from app.models import AuditEvent, Signature, SigningRequest
+from app.services.audit import verify_audit_trail
+from tests.conftest import Cli
+from tests.e2e.conftest import Server, ServerStarter, at_once
 from tests.factories import Factory, Person
 from tests.helpers import document_hash, otp_from_message
 
@@ -23,6 +25,10 @@ from tests.helpers import document_hash, otp_from_message
 @pytest.fixture
 def workers(is_postgres: bool) -> int:
     return 2 if is_postgres else 1
+
+
+def wrong(otp: str) -> str:
+    return f"{(int(otp) + 1) % 1_000_000:06d}"
 
 
 def open_request(server: Server, key: str, person: Person, sink: MailSink) -> tuple[str, str]:
@@ -40,20 +46,8 @@ def open_request(server: Server, key: str, person: Person, sink: MailSink) -> tu
 async def submit_all(
     server: Server, key: str, request_id: str, bodies: list[dict[str, str]]
 ) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
-    async with httpx.AsyncClient(
-        base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
-    ) as client:
-        start = asyncio.Event()
-
-        async def one(body: dict[str, str]) -> httpx.Response:
-            await start.wait()
-            return await client.post(f"/v1/signing-requests/{request_id}/signature", json=body)
-
-        tasks = [asyncio.create_task(one(body)) for body in bodies]
-        await asyncio.sleep(0)
-        start.set()
-        return await asyncio.gather(*tasks)
+    path = f"/v1/signing-requests/{request_id}/signature"
+    return await at_once(server, key, [("POST", path, body) for body in bodies])
 
 
 async def test_fifty_right_submissions_give_exactly_one_signature(
@@ -114,3 +108,80 @@ async def test_two_hundred_wrong_guesses_count_exactly_three(
             f"/v1/signing-requests/{request_id}/signature", json={"otp": otp, "pin": person.pin}
         )
     assert right.status_code == 423 and right.json()["code"] == "request_locked"
+
+
+@pytest.mark.postgres_only
+async def test_the_audit_trail_of_concurrent_writers_verifies_and_names_tampering(
+    start_server: ServerStarter,
+    e2e_factory: Factory,
+    sink: MailSink,
+    sessions: sessionmaker[Session],
+    engine: Engine,
+    keys: DerivedKeys,
+    cli: Cli,
+) -> None:
+    key = e2e_factory.client("igfmas", "signer")
+    people = [e2e_factory.person() for _ in range(6)]
+    server = start_server(workers=2)
+    opened = [open_request(server, key, person, sink) for person in people]
+    # Every request at once, from both processes: two wrong guesses and the right code each.
+    calls = [
+        ("POST", f"/v1/signing-requests/{request_id}/signature", {"otp": otp, "pin": pin})
+        for (request_id, right), person in zip(opened, people, strict=True)
+        for otp, pin in ((wrong(right), person.pin), (right, "902847"), (right, person.pin))
+    ]
+    answers = await at_once(server, key, calls)
+    assert Counter(a.status_code for a in answers)[201] == len(people)
+    server.process.terminate()  # nothing writes to the trail any more (e-mail deliveries)
+    server.process.wait(timeout=15)
+
+    with sessions() as session:
+        total = session.scalar(select(func.count()).select_from(AuditEvent))
+        chains = session.execute(
+            select(AuditEvent.chain).group_by(AuditEvent.chain).order_by(func.count().desc())
+        ).scalars()
+        busiest = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.chain == next(iter(chains)))
+            .order_by(AuditEvent.seq)
+        ).all()
+    assert f"intact: {total} events checked" in cli("audit", "verify").stdout
+    assert len(busiest) >= 3
+    first, second, third = busiest[:3]
+
+    def named(expected: AuditEvent, *words: str) -> None:
+        broken = cli("audit", "verify", expect=1).stderr
+        assert f"event_id={expected.id}," in broken, broken
+        for word in words:
+            assert word in broken, broken
+
+    def intact() -> None:
+        with sessions() as session:
+            assert verify_audit_trail(session, keys.audit_mac).ok
+
+    with engine.begin() as connection:  # changed
+        connection.execute(
+            update(AuditEvent).where(AuditEvent.id == second.id).values(outcome="tampered")
+        )
+    named(second, "MAC mismatch")
+    with engine.begin() as connection:
+        connection.execute(
+            update(AuditEvent).where(AuditEvent.id == second.id).values(outcome=second.outcome)
+        )
+    intact()
+
+    with engine.begin() as connection:  # deleted
+        connection.execute(delete(AuditEvent).where(AuditEvent.id == second.id))
+    named(third, f"seq {second.seq}..{second.seq} missing")
+    with engine.begin() as connection:
+        connection.execute(
+            insert(AuditEvent).values(
+                {column.key: getattr(second, column.key) for column in AuditEvent.__table__.c}
+            )
+        )
+    intact()
+
+    with engine.begin() as connection:  # reordered: the first two swap places in their chain
+        for event, seq in ((first, -1), (second, first.seq), (first, second.seq)):
+            connection.execute(update(AuditEvent).where(AuditEvent.id == event.id).values(seq=seq))
+    named(first, "reordered")

@@ -21,7 +21,6 @@ from app.models.device import (
     DeviceMessage,
     DeviceNonce,
     DeviceRateWindow,
-    DeviceStatus,
 )
 from app.runtime import Runtime
 from app.services.audit import verify_audit_trail
@@ -29,13 +28,12 @@ from app.services.clients import ClientService
 from app.services.device_messages import DeviceMessageStore, associated_data
 from app.services.devices import (
     DeviceService,
-    activation_code_mac,
     deactivate_for_phone_change,
     purge_device_leftovers,
 )
 from app.services.signing import NewSigningRequest, SigningService
 from tests.factories import Factory, Person
-from tests.helpers import document_hash
+from tests.helpers import document_hash, pending_device
 from tests.mobile_app import MobileApp
 
 
@@ -52,29 +50,6 @@ def service(runtime: Runtime, session: Session) -> DeviceService:
         audit=runtime.audit_log(session),
         code_sender=NoMail(),
     )
-
-
-def pending_device(runtime: Runtime, person: Person, code: str) -> str:
-    """A device waiting for `code`, made directly: two registrations that raced each other
-    (each ends only the pending ones it can see) leave two such devices."""
-    now = runtime.clock.now()
-    with unit_of_work(runtime.sessions) as session:
-        device = Device(
-            user_id=person.user_id,
-            platform="android",
-            os_version="14",
-            phone_last4="6789",
-            status=DeviceStatus.PENDING_ACTIVATION,
-            activation_attempts=0,
-            activation_expires_at=now + timedelta(minutes=10),
-            created_at=now,
-        )
-        session.add(device)
-        session.flush()
-        device.activation_code_mac = activation_code_mac(
-            runtime.keys.activation_code_mac, device.id, code
-        )
-        return device.id
 
 
 def statuses(runtime: Runtime) -> dict[str, tuple[str, str | None]]:
