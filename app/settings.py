@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_backoff_base_seconds: float = 2.0
 
+    # --- abuse limits on OTP issuance (native signing requests and CSC sendOTP), a minute ---
+    # Per person, whichever signers ask: nobody is flooded with codes.
+    otps_per_person_per_minute: int = Field(default=5, ge=1, le=1_000_000)
+    # Per signer (API client). Each OTP is read and typed by a person, so 6,000 a minute (100 a
+    # second, 360,000 people an hour) is well above the busiest backend's real peak, yet a
+    # third of the rate the service is built for (300 flows a second, issue #8): one runaway
+    # or stolen key can neither take the whole service from the other signers nor e-mail more
+    # than 6,000 people a minute. Raise it for a backend that needs more.
+    otps_per_signer_per_minute: int = Field(default=6000, ge=1, le=1_000_000)
+
     # --- lifecycle (applications, tokens, PINs, revocation, renewal) ---
     # Where relying parties reach this service: the certificates' CRL distribution point and
     # CA issuers (AIA) URLs are built on it, so it must be the public address, not a bind one.

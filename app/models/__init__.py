@@ -13,6 +13,7 @@ from app.models.lifecycle import (
 )
 from app.models.outbox import OutboxMessage, OutboxStatus
 from app.models.person import Credential, CredentialStatus, Medium, User
+from app.models.rate_limit import RateWindow
 from app.models.signing import RequestStatus, Signature, SigningRequest
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "OneTimeToken",
     "OutboxMessage",
     "OutboxStatus",
+    "RateWindow",
     "RequestStatus",
     "RoamingApplication",
     "Role",

@@ -1,4 +1,4 @@
-"""MyGPKI Mobile: devices, the OTP messages waiting for them, their nonces and rate windows."""
+"""MyGPKI Mobile: devices, the OTP messages waiting for them and their signature nonces."""
 
 from __future__ import annotations
 
@@ -103,14 +103,3 @@ class DeviceNonce(Base):
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = timestamp()
-
-
-class DeviceRateWindow(Base):
-    """A fixed-window counter of device registrations for one MyKad or one client address
-    (the key is a keyed digest of either, never the value itself)."""
-
-    __tablename__ = "device_rate_windows"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    window_started_at: Mapped[datetime] = timestamp()
-    count: Mapped[int] = mapped_column(Integer)

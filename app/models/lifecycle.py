@@ -64,6 +64,8 @@ class OneTimeToken(Base):
     __table_args__ = (
         Index("ix_one_time_tokens_purpose_subject_id", "purpose", "subject_id"),
         Index("ix_one_time_tokens_user_id_created_at", "user_id", "created_at"),
+        # The retention job finds tokens long past their validity by it.
+        Index("ix_one_time_tokens_expires_at", "expires_at"),
     )
 
     id: Mapped[str] = id_column()

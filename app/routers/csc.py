@@ -165,7 +165,8 @@ def versioned_router(version: CscVersion) -> APIRouter:
         Our extension: `hash` (v2 `hashes`, a list of exactly one base64 hash), `hashAlgo`
         (v2 `hashAlgorithmOID`) and `description`, the document's name the person approves.
         It is the native flow's OTP: the same window, attempts and rules; while one is pending
-        for the same person and hash, another is refused.
+        for the same person and hash, another is refused, and the same limits a minute per
+        person and per signer apply (429 `rate_limited` with `Retry-After`).
         """
         csc.send_otp(
             caller,

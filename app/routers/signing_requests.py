@@ -62,7 +62,9 @@ def create_signing_request(
 
     The OTP is valid for the configured window (120 s by default) and for three checks. While
     an unexpired OTP for the same person and hash is pending, a new one is refused
-    (`otp_pending`).
+    (`otp_pending`). At most 5 OTPs a minute go to one person, whichever systems ask, and a
+    signer has its own limit a minute (both configurable): past either, `rate_limited` with
+    `Retry-After`.
     """
     request = signing.request_signature(
         caller,

@@ -23,15 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
-from sqlalchemy import ColumnElement, case, delete, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Executable
 
 from app.crypto.keys import DerivedKeys
-from app.crypto.secrets import generate_otp, keyed_digest, macs_equal
-from app.db import UtcDateTime, after_commit
+from app.crypto.secrets import generate_otp, macs_equal
+from app.db import after_commit
 from app.errors import (
     ActivationCodeConsumed,
     ActivationCodeExpired,
@@ -52,7 +50,6 @@ from app.models.device import (
     DeactivationReason,
     Device,
     DeviceNonce,
-    DeviceRateWindow,
     DeviceStatus,
 )
 from app.services.audit import AuditLog
@@ -65,6 +62,7 @@ from app.services.device_messages import (
     withdraw_pending,
 )
 from app.services.outbox import Outbox
+from app.services.rate_limits import Hit, RateLimit, RateLimiter, forget_expired_windows
 from app.settings import Settings
 
 logger = logging.getLogger("roamsign.devices")
@@ -271,63 +269,30 @@ class DeviceService:
     def _count_registration(self, registration: DeviceRegistration, now: datetime) -> None:
         """One more registration for this MyKad and this address; both are counted before
         either is checked, and the count survives the refusal that follows."""
-        window = timedelta(seconds=self.settings.device_registration_window_seconds)
-        limits = (
-            ("mykad", registration.mykad, self.settings.device_registrations_per_mykad),
-            (
-                "address",
-                registration.client_address,
-                self.settings.device_registrations_per_address,
-            ),
+        window = self.settings.device_registration_window_seconds
+        per_mykad = RateLimit(
+            "device_registration:mykad", self.settings.device_registrations_per_mykad, window
         )
-        counts = [
-            (kind, limit, *self._bump_window(f"registration:{kind}:{value}", window, now))
-            for kind, value, limit in limits
-        ]
-        for kind, limit, count, window_started_at in counts:
-            if count > limit:
-                DEVICE_REGISTRATIONS.labels("rate_limited").inc()
-                retry_after = window_started_at + window - now
-                whose = "for this MyKad" if kind == "mykad" else "from this address"
-                raise RateLimited(
-                    f"too many device registrations {whose}; try again later",
-                    retry_after_seconds=int(retry_after.total_seconds()) + 1,
-                )
-
-    def _bump_window(self, name: str, window: timedelta, now: datetime) -> tuple[int, datetime]:
-        # The key is a keyed digest: the table holds no MyKad and no address.
-        key = keyed_digest(self.keys.subject_ref, name)
-        window_over = DeviceRateWindow.window_started_at <= now - window
-        values = {"key": key, "window_started_at": now, "count": 1}
-        # A fresh window when the stored one is over, else one more in it.
-        on_conflict = {
-            "count": case((window_over, 1), else_=DeviceRateWindow.count + 1),
-            "window_started_at": case(
-                (window_over, literal(now, UtcDateTime())),
-                else_=DeviceRateWindow.window_started_at,
-            ),
-        }
-        returned = (DeviceRateWindow.count, DeviceRateWindow.window_started_at)
-        dialect = self.session.get_bind().dialect.name
-        statement: Executable
-        if dialect == "postgresql":
-            statement = (
-                postgresql.insert(DeviceRateWindow)
-                .values(values)
-                .on_conflict_do_update(index_elements=[DeviceRateWindow.key], set_=on_conflict)
-                .returning(*returned)
+        per_address = RateLimit(
+            "device_registration:address", self.settings.device_registrations_per_address, window
+        )
+        try:
+            RateLimiter(self.session, self.keys.subject_ref).hit(
+                now,
+                Hit(
+                    per_mykad,
+                    registration.mykad,
+                    "too many device registrations for this MyKad; try again later",
+                ),
+                Hit(
+                    per_address,
+                    registration.client_address,
+                    "too many device registrations from this address; try again later",
+                ),
             )
-        elif dialect == "sqlite":
-            statement = (
-                sqlite.insert(DeviceRateWindow)
-                .values(values)
-                .on_conflict_do_update(index_elements=[DeviceRateWindow.key], set_=on_conflict)
-                .returning(*returned)
-            )
-        else:
-            raise NotImplementedError(f"rate windows on {dialect}")
-        count, started_at = self.session.execute(statement).one()
-        return count, started_at
+        except RateLimited:
+            DEVICE_REGISTRATIONS.labels("rate_limited").inc()
+            raise
 
     # -- activation ---------------------------------------------------------------------------
 
@@ -587,7 +552,7 @@ def deactivate_for_phone_change(
     return deactivated
 
 
-def purge_device_leftovers(session: Session, now: datetime, registration_window: timedelta) -> str:
+def purge_device_leftovers(session: Session, now: datetime) -> str:
     """For the periodic jobs: wipe expired messages no device fetched, forget nonces and
     registration windows that can no longer matter. Returns a one-line summary."""
     wiped = wipe_expired(session, now)
@@ -597,15 +562,10 @@ def purge_device_leftovers(session: Session, now: datetime, registration_window:
         .returning(DeviceNonce.nonce)
         .execution_options(synchronize_session=False)
     ).all()
-    windows = session.execute(
-        delete(DeviceRateWindow)
-        .where(DeviceRateWindow.window_started_at <= now - registration_window)
-        .returning(DeviceRateWindow.key)
-        .execution_options(synchronize_session=False)
-    ).all()
+    windows = forget_expired_windows(session, now)
     return (
         f"device leftovers: {wiped} expired messages wiped, {len(nonces)} nonces and "
-        f"{len(windows)} rate windows forgotten"
+        f"{windows} rate windows forgotten"
     )
 
 

@@ -255,10 +255,7 @@ def default_jobs(runtime: Runtime) -> list[Job]:
         Job(
             name="device_leftovers",
             interval=DEVICE_CLEANUP_INTERVAL,
-            run=DeviceLeftovers(
-                runtime.sessions,
-                timedelta(seconds=settings.device_registration_window_seconds),
-            ),
+            run=DeviceLeftovers(runtime.sessions),
         ),
     ]
 
@@ -267,13 +264,12 @@ class DeviceLeftovers:
     """Wipe OTP messages no device fetched before they expired (an uninstalled app never calls
     again), and forget nonces and registration windows that can no longer matter."""
 
-    def __init__(self, sessions: sessionmaker[Session], registration_window: timedelta) -> None:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
-        self.registration_window = registration_window
 
     def __call__(self, now: datetime) -> str:
         with unit_of_work(self.sessions) as session:
-            return purge_device_leftovers(session, now, self.registration_window)
+            return purge_device_leftovers(session, now)
 
 
 def job_runner(runtime: Runtime) -> JobRunner:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,9 +58,17 @@ from app.services.device_messages import (
 from app.services.notices import queue_credential_locked_notice, queue_signing_notice
 from app.services.notifications import OtpNotice, mask_email
 from app.services.outbox import Outbox
+from app.services.rate_limits import Hit, RateLimit, RateLimiter
 from app.settings import Settings
 
+logger = logging.getLogger("roamsign.signing")
+
 _OTP_FORMAT = re.compile(r"^[0-9]{6}$")
+OTPS_PER_PERSON = "otp_issuance:person"
+OTPS_PER_SIGNER = "otp_issuance:signer"
+# Commit-long row locks of a few milliseconds on 16 rows instead of one: a signer's requests
+# rarely queue on each other (see app.services.rate_limits).
+SIGNER_COUNTER_SHARDS = 16
 _PIN_FORMAT = re.compile(r"^[0-9]{6,8}$")
 
 
@@ -131,6 +140,9 @@ class SigningService:
         channel = "mobile" if device is not None else "email"
         if device is None and not user.email:
             raise NoEmailAddress("this person has no registered e-mail address for the OTP")
+        # Counted once nothing else refuses, and before anything is written: the refusal
+        # commits only the counts (the row locks they take last until the commit, so late).
+        self._count_issuance(caller, user, now)
         self._expire_stale_requests(user.id, new.document_hash, now)
 
         request = SigningRequest(
@@ -203,6 +215,34 @@ class SigningService:
             },
         )
         return request
+
+    def _count_issuance(self, caller: Caller, user: User, now: datetime) -> None:
+        """One OTP more for this person and this signer (`rate_limited` once over either)."""
+        try:
+            RateLimiter(self.session, self.keys.subject_ref).hit(
+                now,
+                Hit(
+                    RateLimit(OTPS_PER_PERSON, self.settings.otps_per_person_per_minute, 60),
+                    user.id,
+                    f"at most {self.settings.otps_per_person_per_minute} OTPs a minute for "
+                    "one person; try again later",
+                ),
+                Hit(
+                    # The hot counter (one backend makes nearly every request): sharded.
+                    RateLimit(
+                        OTPS_PER_SIGNER,
+                        self.settings.otps_per_signer_per_minute,
+                        60,
+                        shards=SIGNER_COUNTER_SHARDS,
+                    ),
+                    caller.id,
+                    f"at most {self.settings.otps_per_signer_per_minute} OTPs a minute for "
+                    "this client; try again later",
+                ),
+            )
+        except RateLimited:
+            logger.warning("otp.rate_limited", extra={"client": caller.name})
+            raise
 
     # -- signing ------------------------------------------------------------------------------
 

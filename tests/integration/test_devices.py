@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 from sqlalchemy import func, select, update
@@ -16,12 +16,8 @@ from app.clock import FrozenClock
 from app.crypto.sealing import SealBroken, open_sealed
 from app.db import unit_of_work
 from app.models import AuditEvent, User
-from app.models.device import (
-    Device,
-    DeviceMessage,
-    DeviceNonce,
-    DeviceRateWindow,
-)
+from app.models.device import Device, DeviceMessage, DeviceNonce
+from app.models.rate_limit import RateWindow
 from app.runtime import Runtime
 from app.services.audit import verify_audit_trail
 from app.services.clients import ClientService
@@ -242,14 +238,15 @@ def test_housekeeping_wipes_and_forgets_what_no_longer_matters(
         session.add(DeviceNonce(device_id=device_id, nonce="n" * 16, expires_at=clock.now()))
     clock.advance(hours=2)
     with unit_of_work(runtime.sessions) as session:
-        summary = purge_device_leftovers(session, clock.now(), timedelta(hours=1))
+        summary = purge_device_leftovers(session, clock.now())
+    # The registration's windows (MyKad, address) and the OTP's (person, signer).
     assert summary == (
-        "device leftovers: 1 expired messages wiped, 1 nonces and 2 rate windows forgotten"
+        "device leftovers: 1 expired messages wiped, 1 nonces and 4 rate windows forgotten"
     )
     with runtime.sessions() as session:
         message = session.scalars(select(DeviceMessage)).one()
         assert (message.status, message.sealed_payload) == ("expired", None)
-        assert session.scalar(select(func.count()).select_from(DeviceRateWindow)) == 0
+        assert session.scalar(select(func.count()).select_from(RateWindow)) == 0
 
 
 def test_the_audit_trail_verifies_after_the_device_work(runtime: Runtime, factory: Factory) -> None:

@@ -1,0 +1,192 @@
+"""Rate limits counted in the database, so that every worker and every host shares them.
+
+A limit allows at most `limit` hits per subject in any `window_seconds`. Hits are counted in
+time buckets of a sixth of the window (rows of `rate_windows`); a hit counts from the start of
+its bucket for one window and one bucket more, so no `window_seconds` ever holds more than
+`limit` accepted hits, and a hit is forgotten between one window and one window plus a bucket
+after it happened. `Retry-After` is when enough of the oldest buckets are forgotten to leave
+room for one more hit. Rows are keyed by a keyed digest of the limit's name and the subject:
+no MyKad, address or client name is stored.
+
+Count before check: every hit is counted first, refused ones too, and then compared; the
+refusal (`RateLimited`, which keeps its changes) commits the count, so hammering a closed limit
+keeps it closed, and two concurrent hits cannot both take the last place.
+
+Hot rows. Counting is an upsert of one (key, bucket, shard) row, whose row lock is held until
+the request's transaction commits. An unsharded key (a person, a MyKad, an address) is also
+locked as a whole for the transaction (a PostgreSQL advisory lock; SQLite has one writer
+anyway), so its hits are serialised even across a bucket boundary and its count is exact:
+each waits for the previous commit, then sums. That costs only the key's own requests. A
+signer's limit would serialise nearly every OTP the service issues (iGFMAS makes most
+requests) on one row, so it is counted on `shards` rows, a random one per hit, with no lock on
+the key, and summed over the window: concurrent hits mostly lock different rows. We chose
+this over counting in a separate autocommitted transaction, which needs a second connection
+per request (SQLite has only one) and still queues every issuance on one row, commit by
+commit. The price: a sum misses the hits that other in-flight transactions have not committed
+yet, so a sharded limit can be overshot by at most the number of concurrent transactions,
+which is why only limits in the hundreds or more are sharded, never a person's.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
+
+from app.crypto.secrets import keyed_digest
+from app.errors import RateLimited
+from app.models.rate_limit import RateWindow
+
+BUCKETS_PER_WINDOW = 6
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `limit` hits per subject in any `window_seconds`, counted on `shards` rows."""
+
+    name: str  # part of every key: two limits never share a counter
+    limit: int
+    window_seconds: int
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.window_seconds < 1 or not 1 <= self.shards <= 256:
+            raise ValueError(f"rate limit {self.name}: limit, window and shards out of range")
+
+    @property
+    def bucket_seconds(self) -> int:
+        return max(1, self.window_seconds // BUCKETS_PER_WINDOW)
+
+    def bucket_start(self, now: datetime) -> datetime:
+        """The start of the bucket `now` falls in (buckets are aligned on the Unix epoch)."""
+        seconds = math.floor(now.timestamp())
+        return datetime.fromtimestamp(seconds - seconds % self.bucket_seconds, UTC)
+
+    def forgotten_at(self, bucket_started_at: datetime) -> datetime:
+        """When the hits of a bucket stop counting: one window and one bucket after its start,
+        so each hit counts for at least a whole window."""
+        return bucket_started_at + timedelta(seconds=self.window_seconds + self.bucket_seconds)
+
+    def counts_since(self, now: datetime) -> datetime:
+        """Buckets that started after this instant still count at `now`."""
+        return now - timedelta(seconds=self.window_seconds + self.bucket_seconds)
+
+    def retry_after_seconds(self, buckets: Iterable[tuple[datetime, int]], now: datetime) -> int:
+        """Seconds until one more hit would be within the limit, given the counted buckets
+        (start, hits) at `now`: the oldest are forgotten one by one until there is room."""
+        ordered = sorted(buckets)
+        remaining = sum(count for _, count in ordered)
+        free_at = now
+        for started_at, count in ordered:
+            if remaining < self.limit:
+                break
+            remaining -= count
+            free_at = self.forgotten_at(started_at)
+        return max(1, math.ceil((free_at - now).total_seconds()))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One hit against `limit` for `subject`; `refusal` is the problem's detail if it is over."""
+
+    limit: RateLimit
+    subject: str
+    refusal: str
+
+
+class RateLimiter:
+    """Counts hits in the caller's session (never commits; see the module's docstring)."""
+
+    def __init__(self, session: Session, key: bytes) -> None:
+        self.session = session
+        self._key = key
+
+    def hit(self, now: datetime, *hits: Hit) -> None:
+        """Count one hit against each limit, then refuse (`RateLimited`, with the longest
+        `Retry-After` of the limits exceeded) if any is over; the counts survive the refusal."""
+        keyed = [(hit, keyed_digest(self._key, f"{hit.limit.name}:{hit.subject}")) for hit in hits]
+        if len({key for _, key in keyed}) != len(keyed):
+            raise ValueError("one hit per limit and subject")
+        rows = [
+            {
+                "key": key,
+                "bucket_started_at": hit.limit.bucket_start(now),
+                "shard": secrets.randbelow(hit.limit.shards) if hit.limit.shards > 1 else 0,
+                "count": 1,
+                "expires_at": hit.limit.forgotten_at(hit.limit.bucket_start(now)),
+            }
+            for hit, key in keyed
+        ]
+        # One lock order in every process, so two requests never wait for each other's rows.
+        rows.sort(key=lambda row: (row["key"], row["shard"]))
+        self._serialise(sorted(key for hit, key in keyed if hit.limit.shards == 1))
+        self.session.execute(self._upsert(rows))
+        counted = self.session.execute(
+            select(RateWindow.key, RateWindow.bucket_started_at, func.sum(RateWindow.count))
+            .where(
+                RateWindow.key.in_([key for _, key in keyed]),
+                RateWindow.bucket_started_at > min(hit.limit.counts_since(now) for hit in hits),
+            )
+            .group_by(RateWindow.key, RateWindow.bucket_started_at)
+        ).all()
+        refusals = []
+        for hit, key in keyed:
+            since = hit.limit.counts_since(now)
+            buckets = [
+                (started_at, int(count))
+                for row_key, started_at, count in counted
+                if row_key == key and started_at > since
+            ]
+            if sum(count for _, count in buckets) > hit.limit.limit:
+                refusals.append((hit, hit.limit.retry_after_seconds(buckets, now)))
+        if refusals:
+            retry_after = max(seconds for _, seconds in refusals)
+            raise RateLimited(refusals[0][0].refusal, retry_after_seconds=retry_after)
+
+    def _serialise(self, keys: list[str]) -> None:
+        """Hits on one unsharded key wait for each other until commit, whichever bucket they
+        fall in: a bucket row's lock alone would let a hit in a new bucket sum up without one
+        still in flight in the previous bucket. SQLite has one writer at a time anyway."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return
+        for key in keys:
+            # A transaction-scoped advisory lock on 64 bits of the key's digest.
+            lock_id = int(key[:16], 16) - 2**63
+            self.session.execute(select(func.pg_advisory_xact_lock(lock_id)))
+
+    def _upsert(self, rows: list[dict[str, object]]) -> Executable:
+        one_more = {"count": RateWindow.count + 1}
+        conflict = [RateWindow.key, RateWindow.bucket_started_at, RateWindow.shard]
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "postgresql":
+            return (
+                postgresql.insert(RateWindow)
+                .values(rows)
+                .on_conflict_do_update(index_elements=conflict, set_=one_more)
+            )
+        if dialect == "sqlite":
+            return (
+                sqlite.insert(RateWindow)
+                .values(rows)
+                .on_conflict_do_update(index_elements=conflict, set_=one_more)
+            )
+        raise NotImplementedError(f"rate limits on {dialect}")
+
+
+def forget_expired_windows(session: Session, now: datetime) -> int:
+    """Delete the buckets that no longer count; returns how many."""
+    return len(
+        session.execute(
+            delete(RateWindow)
+            .where(RateWindow.expires_at <= now)
+            .returning(RateWindow.key)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )

@@ -1,0 +1,45 @@
+"""The OTP limit per person holds across processes: two servers (as on two hosts), one PostgreSQL.
+
+Two single-worker servers rather than one server with two workers: the kernel decides which
+worker accepts a connection, so only separate servers make sure that both processes count.
+(Resends past their daily limit, across processes: tests/e2e/test_lifecycle_races.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from tests.e2e.conftest import Call, ServerStarter, at_once
+from tests.factories import Factory
+from tests.helpers import document_hash
+
+pytestmark = pytest.mark.postgres_only
+
+
+async def test_five_otps_a_minute_per_person_across_two_server_processes(
+    start_server: ServerStarter, e2e_factory: Factory
+) -> None:
+    person = e2e_factory.person()
+    signer = e2e_factory.client("igfmas", "signer")
+    servers = [start_server(ROAMSIGN_OTPS_PER_PERSON_PER_MINUTE="5") for _ in range(2)]
+    # Twelve OTPs for one person, each for its own document, at once, six on each server.
+    calls: list[Call] = [
+        (
+            "POST",
+            "/v1/signing-requests",
+            {
+                "mykad": person.mykad,
+                "document_hash": document_hash(f"PV-2026-{i:06d}"),
+                "document_name": f"Baucar Bayaran PV-2026-{i:06d}",
+            },
+        )
+        for i in range(12)
+    ]
+    answers = await asyncio.gather(
+        at_once(servers[0], signer, calls[0::2]), at_once(servers[1], signer, calls[1::2])
+    )
+    by_server = [Counter(answer.status_code for answer in server) for server in answers]
+    assert by_server[0] + by_server[1] == Counter({201: 5, 429: 7}), by_server
