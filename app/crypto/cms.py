@@ -1,7 +1,8 @@
 """Detached CMS signatures (RFC 5652) over a document hash, and their verification.
 
-We never hold the document, only its hash, so the SignedData is assembled here with
-asn1crypto: its messageDigest attribute is the caller's hash as given. The private key never
+We never hold the document, only its hash, so the SignedData is assembled here (its parts
+encoded by asn1crypto, the framing by `_der`): its messageDigest attribute is the caller's
+hash as given. The private key never
 comes here either: `build_detached_cms` hands the digest of the signed attributes to a `sign`
 callback (the key store, possibly an HSM), as `sign_digest_with` in app/crypto/keystore.py
 does. Hashing and signature checks are cryptography's.
@@ -98,38 +99,41 @@ def build_detached_cms(
         certificate.public_bytes(serialization.Encoding.DER),
         tuple(c.public_bytes(serialization.Encoding.DER) for c in chain),
     )
-    signed_attrs = cms.CMSAttributes(
-        [
-            {"type": "content_type", "values": ["data"]},
-            {"type": "signing_time", "values": [_cms_time(signing_time)]},
-            {"type": "message_digest", "values": [digest]},
-            {"type": "signing_certificate_v2", "values": [material.signing_certificate_v2]},
-        ]
+    rsa_key = _is_rsa(certificate)
+    # DER orders a SET OF by the encodings of its members.
+    attributes = b"".join(
+        sorted(
+            (
+                _CONTENT_TYPE_DATA_ATTRIBUTE,
+                _attribute_der("signing_time", _cms_time(signing_time)),
+                _attribute_der("message_digest", digest),
+                material.signing_certificate_v2_attribute,
+            )
+        )
     )
-    to_sign = signed_attrs.dump()
+    to_sign = _der(_SET, attributes)
     signature = sign(_digest(algorithm, to_sign), hash_algorithm)
-    if _signature_problem(certificate, signature, to_sign, algorithm, _is_rsa(certificate)):
+    if _signature_problem(certificate, signature, to_sign, algorithm, rsa_key):
         raise ValueError("the signature does not match the certificate's public key")
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": material.sid,
-            "digest_algorithm": _digest_algorithm(hash_algorithm),
-            "signed_attrs": signed_attrs,
-            "signature_algorithm": _signature_algorithm(certificate, hash_algorithm),
-            "signature": signature,
-        }
+    digest_algorithm = _digest_algorithm_der(hash_algorithm)
+    signer_info = _der(
+        _SEQUENCE,
+        _VERSION_1
+        + material.sid
+        + digest_algorithm
+        + _der(_CONTEXT_0, attributes)  # signedAttrs [0] IMPLICIT
+        + _signature_algorithm_der(rsa_key, hash_algorithm)
+        + _der(_OCTET_STRING, signature),
     )
-    signed_data = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [_digest_algorithm(hash_algorithm)],
-            "encap_content_info": {"content_type": "data"},
-            "certificates": material.certificates,
-            "signer_infos": [signer_info],
-        }
+    signed_data = _der(
+        _SEQUENCE,
+        _VERSION_1
+        + _der(_SET, digest_algorithm)
+        + _ENCAPSULATED_DATA
+        + material.certificates  # [0] IMPLICIT CertificateSet
+        + _der(_SET, signer_info),
     )
-    return bytes(cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump())
+    return _der(_SEQUENCE, _SIGNED_DATA_OID + _der(_CONTEXT_0, signed_data))
 
 
 def verify_cms(
@@ -229,29 +233,62 @@ def _digest_algorithm(hash_algorithm: str) -> algos.DigestAlgorithm:
     return algos.DigestAlgorithm({"algorithm": hash_algorithm, "parameters": None})
 
 
-def _signature_algorithm(
-    certificate: x509.Certificate, hash_algorithm: str
-) -> algos.SignedDigestAlgorithm:
+def _signature_algorithm(rsa_key: bool, hash_algorithm: str) -> algos.SignedDigestAlgorithm:
     # RFC 5754 s.3.2 and RFC 3370 s.3.2: ecdsa-with-SHAx, and for RSA the conventional
     # rsaEncryption (the hash is the SignerInfo digestAlgorithm).
-    if _is_rsa(certificate):
+    if rsa_key:
         return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
     return algos.SignedDigestAlgorithm({"algorithm": _ECDSA_OIDS[hash_algorithm]})
 
 
+# The SignedData is written as DER around parts that asn1crypto encodes: asn1crypto builds
+# a structure from dicts, copies and re-tags every part on each assembly, which cost 5 ms a
+# signature (fifty times the ECDSA signature itself). What is built here is only the
+# tag-length framing of RFC 5652's fixed layout; tests/unit/test_cms.py checks the result
+# byte for byte against asn1crypto assembling the same structure, and with openssl.
+_SEQUENCE, _SET, _OCTET_STRING, _CONTEXT_0 = 0x30, 0x31, 0x04, 0xA0
+_VERSION_1 = b"\x02\x01\x01"  # INTEGER 1: CMSVersion v1 (SignedData and SignerInfo)
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    """One DER tag-length-value (definite length, short or long form)."""
+    length = len(content)
+    if length < 0x80:
+        return bytes((tag, length)) + content
+    size = (length.bit_length() + 7) // 8
+    return bytes((tag, 0x80 | size)) + length.to_bytes(size, "big") + content
+
+
+def _attribute_der(name: str, value: Any) -> bytes:
+    return bytes(cms.CMSAttribute({"type": name, "values": [value]}).dump())
+
+
+_CONTENT_TYPE_DATA_ATTRIBUTE = _attribute_der("content_type", "data")
+_ENCAPSULATED_DATA = bytes(cms.EncapsulatedContentInfo({"content_type": "data"}).dump())
+_SIGNED_DATA_OID = bytes(cms.ContentType("signed_data").dump())
+
+
+@functools.cache
+def _digest_algorithm_der(hash_algorithm: str) -> bytes:
+    return bytes(_digest_algorithm(hash_algorithm).dump())
+
+
+@functools.cache
+def _signature_algorithm_der(rsa_key: bool, hash_algorithm: str) -> bytes:
+    return bytes(_signature_algorithm(rsa_key, hash_algorithm).dump())
+
+
 @dataclass(frozen=True)
 class _SignerMaterial:
-    """The parts of a SignedData that depend only on the signer's certificate and chain."""
+    """The DER parts of a SignedData that depend only on the signer's certificate and chain."""
 
-    sid: cms.SignerIdentifier
-    signing_certificate_v2: tsp.SigningCertificateV2
-    certificates: cms.CertificateSet
+    sid: bytes
+    signing_certificate_v2_attribute: bytes
+    certificates: bytes  # [0] IMPLICIT CertificateSet
 
 
 @functools.lru_cache(maxsize=1024)
 def _signer_material(certificate_der: bytes, chain_ders: tuple[bytes, ...]) -> _SignerMaterial:
-    # asn1crypto re-encodes a structure built from parts (about 20 ms for three certificates),
-    # so these are built once per signer.
     signer = asn1_x509.Certificate.load(certificate_der)
     sid = cms.SignerIdentifier(
         {
@@ -262,19 +299,14 @@ def _signer_material(certificate_der: bytes, chain_ders: tuple[bytes, ...]) -> _
         }
     )
     unique = list(dict.fromkeys((certificate_der, *chain_ders)))
-    certificates = cms.CertificateSet(
-        [cms.CertificateChoices({"certificate": asn1_x509.Certificate.load(der)}) for der in unique]
-    )
-    # Re-loaded from their own encoding: a parsed, untouched value dumps its bytes as they are,
-    # where one built from parts is encoded again, child by child, on every dump.
-    material = _SignerMaterial(
-        sid=cms.SignerIdentifier.load(sid.dump()),
-        signing_certificate_v2=tsp.SigningCertificateV2.load(
-            _signing_certificate_v2(signer).dump()
+    return _SignerMaterial(
+        sid=bytes(sid.dump()),
+        signing_certificate_v2_attribute=_attribute_der(
+            "signing_certificate_v2", _signing_certificate_v2(signer)
         ),
-        certificates=cms.CertificateSet.load(certificates.dump()),
+        # A SET OF: DER orders it by encoding, not signer first.
+        certificates=_der(_CONTEXT_0, b"".join(sorted(unique))),
     )
-    return material
 
 
 def _is_rsa(certificate: x509.Certificate) -> bool:

@@ -77,9 +77,12 @@ class ClientService:
 
     def authenticate(self, api_key: str) -> Caller:
         digest = api_key_hash(api_key)
-        client = self.session.scalar(
-            select(ApiClient).where(ApiClient.key_hash == digest, ApiClient.revoked_at.is_(None))
-        )
+        # Columns, not an ORM object: every request runs this, and the caller is a plain value.
+        client = self.session.execute(
+            select(
+                ApiClient.id, ApiClient.name, ApiClient.role, ApiClient.agency, ApiClient.key_hash
+            ).where(ApiClient.key_hash == digest, ApiClient.revoked_at.is_(None))
+        ).first()
         # The index lookup already matched the digest; compare again in constant time so the
         # answer never depends on how much of it matched.
         if client is None or not hmac.compare_digest(client.key_hash, digest):

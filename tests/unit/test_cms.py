@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -249,6 +250,85 @@ def test_cms_structure(signer: Signer, hash_algorithm: str):
         else f"{hash_algorithm}_ecdsa"
     )
     assert info["signature_algorithm"]["algorithm"].native == expected_algorithm
+
+
+@pytest.mark.parametrize("hash_algorithm", ["sha256", "sha384", "sha512"])
+def test_der_is_what_asn1crypto_assembles_from_the_same_parts(signer: Signer, hash_algorithm: str):
+    """build_detached_cms frames the SignedData itself (for speed); asn1crypto building the
+    same structure from dicts, with the same signature, must give the same bytes."""
+    signatures: list[bytes] = []
+
+    def sign(digest: bytes, name: str) -> bytes:
+        signatures.append(sign_digest_with(signer.key, digest, name))
+        return signatures[-1]
+
+    digest = document_digest(hash_algorithm)
+    der = build_detached_cms(
+        digest=digest,
+        hash_algorithm=hash_algorithm,
+        certificate=signer.certificate,
+        chain=[signer.issuing, signer.root],
+        signing_time=SIGNED_AT,
+        sign=sign,
+    )
+
+    certificate = asn1_x509.Certificate.load(
+        signer.certificate.public_bytes(serialization.Encoding.DER)
+    )
+    certificate_id = {
+        "cert_hash": hashlib.sha256(certificate.dump()).digest(),
+        "issuer_serial": {
+            "issuer": [asn1_x509.GeneralName({"directory_name": certificate.issuer})],
+            "serial_number": certificate.serial_number,
+        },
+    }
+    attributes = [
+        {"type": "content_type", "values": ["data"]},
+        {"type": "signing_time", "values": [cms.Time({"utc_time": SIGNED_AT})]},
+        {"type": "message_digest", "values": [digest]},
+        {"type": "signing_certificate_v2", "values": [{"certs": [certificate_id]}]},
+    ]
+    rsa_key = isinstance(signer.key, rsa.RSAPrivateKey)
+    signer_info = {
+        "version": "v1",
+        "sid": {
+            "issuer_and_serial_number": {
+                "issuer": certificate.issuer,
+                "serial_number": certificate.serial_number,
+            }
+        },
+        "digest_algorithm": {"algorithm": hash_algorithm, "parameters": None},
+        "signed_attrs": attributes,
+        "signature_algorithm": {
+            "algorithm": "rsassa_pkcs1v15" if rsa_key else f"{hash_algorithm}_ecdsa"
+        },
+        "signature": signatures[0],
+    }
+    chain = [signer.certificate, signer.issuing, signer.root]
+    expected = cms.ContentInfo(
+        {
+            "content_type": "signed_data",
+            "content": {
+                "version": "v1",
+                "digest_algorithms": [{"algorithm": hash_algorithm, "parameters": None}],
+                "encap_content_info": {"content_type": "data"},
+                "certificates": [
+                    cms.CertificateChoices(
+                        {
+                            "certificate": asn1_x509.Certificate.load(
+                                c.public_bytes(serialization.Encoding.DER)
+                            )
+                        }
+                    )
+                    for c in chain
+                ],
+                "signer_infos": [signer_info],
+            },
+        }
+    ).dump()
+
+    assert len(signatures) == 1
+    assert der == expected
 
 
 def test_signed_attributes(signer: Signer):
