@@ -12,6 +12,7 @@ digest (`subject_ref`, for filtering) and masked (`mykad_masked`, for reading).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,19 @@ from app.validation import MYKAD_PATTERN, mask_mykad
 DEFAULT_CHAINS = 16
 _EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
 _HEADS: Table = AuditChainHead.__table__  # type: ignore[assignment]
+# Built once: constructing a statement and its cache key costs more than running it (every
+# signing flow writes several events). Values come as parameters at execution.
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_LOCK_HEAD = (
+    select(_HEADS.c.seq, _HEADS.c.mac)
+    .where(_HEADS.c.chain == bindparam("head_chain"))
+    .with_for_update()
+)
+_MOVE_HEAD = (
+    update(_HEADS)
+    .where(_HEADS.c.chain == bindparam("head_chain"))
+    .values(seq=bindparam("head_seq"), mac=bindparam("head_mac"))
+)
 # The "previous mac" of every chain's first event.
 GENESIS_MAC = "0" * 64
 MAC_CONTEXT = "roamsign/audit-event/v1"
@@ -93,6 +107,24 @@ def chain_for(partition_key: str, chains: int) -> int:
     return int.from_bytes(digest[:8], "big") % chains
 
 
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One audit event as `AuditLog.record` stored it."""
+
+    id: int
+    chain: int
+    seq: int
+    occurred_at: datetime
+    action: str
+    actor: str
+    subject_ref: str | None
+    mykad_masked: str | None
+    target_id: str | None
+    outcome: str
+    details: dict[str, DetailValue]
+    mac: str
+
+
 class AuditLog:
     """Appends events to the audit trail inside the caller's transaction; never commits.
 
@@ -127,9 +159,9 @@ class AuditLog:
         mykad: str | None = None,
         target_id: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
-    ) -> AuditEvent:
+    ) -> RecordedEvent:
         """Append one event (written at once, not flushed with the session's objects); the
-        caller's commit makes it permanent. Returns a detached copy of what was stored."""
+        caller's commit makes it permanent. Returns what was stored."""
         if now.tzinfo is None:
             raise ValueError("audit events need a timezone-aware time")
         occurred_at = now.astimezone(UTC)
@@ -155,28 +187,28 @@ class AuditLog:
             outcome=outcome,
             details=clean_details,
         )
-        values = {
-            "chain": chain,
-            "seq": seq,
-            "occurred_at": occurred_at,
-            "action": action,
-            "actor": actor,
-            "subject_ref": ref,
-            "mykad_masked": masked,
-            "target_id": target_id,
-            "outcome": outcome,
-            "details": clean_details,
-            "mac": mac,
-        }
+        event = RecordedEvent(
+            id=0,
+            chain=chain,
+            seq=seq,
+            occurred_at=occurred_at,
+            action=action,
+            actor=actor,
+            subject_ref=ref,
+            mykad_masked=masked,
+            target_id=target_id,
+            outcome=outcome,
+            details=clean_details,
+            mac=mac,
+        )
         # Core statements on the session's connection (its transaction): an event is written
         # once and never changed, so the ORM's unit of work would only add cost (it was a
         # tenth of a signature's CPU).
         connection = self._session.connection()
-        event_id = connection.execute(
-            insert(_EVENTS).values(values).returning(_EVENTS.c.id)
-        ).scalar_one()
-        connection.execute(update(_HEADS).where(_HEADS.c.chain == chain).values(seq=seq, mac=mac))
-        return AuditEvent(id=event_id, **values)
+        row = {name: value for name, value in vars(event).items() if name != "id"}
+        event_id = connection.execute(_INSERT_EVENT, row).scalar_one()
+        connection.execute(_MOVE_HEAD, {"head_chain": chain, "head_seq": seq, "head_mac": mac})
+        return dataclasses.replace(event, id=event_id)
 
     def _chain(self, partition_key: str) -> int:
         transaction = self._session.get_transaction()
@@ -189,12 +221,11 @@ class AuditLog:
     def _lock_head(self, chain: int) -> tuple[int, str]:
         # Core statements, not ORM objects: the sessions keep objects across commits
         # (expire_on_commit=False), and a head read from the identity map could be stale.
-        locked = select(_HEADS.c.seq, _HEADS.c.mac).where(_HEADS.c.chain == chain).with_for_update()
         connection = self._session.connection()
-        row = connection.execute(locked).one_or_none()
+        row = connection.execute(_LOCK_HEAD, {"head_chain": chain}).one_or_none()
         if row is None:
             self._create_head(chain)
-            row = connection.execute(locked).one()
+            row = connection.execute(_LOCK_HEAD, {"head_chain": chain}).one()
         self._session.info[_PINNED_CHAIN] = (self._session.get_transaction(), chain)
         return row.seq, row.mac
 

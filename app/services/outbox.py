@@ -39,6 +39,7 @@ _UTF8.body_encoding = QP
 _UTF8.header_encoding = SHORTEST
 _LINE_BREAKS = ("\r", "\n")
 _MESSAGES: Table = OutboxMessage.__table__  # type: ignore[assignment]
+_INSERT_MESSAGE = insert(_MESSAGES)  # built once; the values come as parameters
 
 
 def associated_data(message_id: str, request_id: str | None, recipient: str) -> bytes:
@@ -120,7 +121,7 @@ class Outbox:
         }
         # A Core insert in the session's transaction: the row is only ever changed by the
         # delivery worker's own statements, so the ORM's unit of work would only add cost.
-        self.session.connection().execute(insert(_MESSAGES).values(values))
+        self.session.connection().execute(_INSERT_MESSAGE, values)
         logger.info(
             "outbox.message.queued",
             extra={"outbox_id": message_id, "purpose": purpose, "signing_request_id": request_id},

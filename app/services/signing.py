@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -70,6 +70,37 @@ OTPS_PER_SIGNER = "otp_issuance:signer"
 # rarely queue on each other (see app.services.rate_limits).
 SIGNER_COUNTER_SHARDS = 16
 _PIN_FORMAT = re.compile(r"^[0-9]{6,8}$")
+
+# The hot statements, built once (building a statement and its cache key costs more than
+# running it); Core on the table, so no ORM synchronisation either.
+_REQUESTS: Table = SigningRequest.__table__  # type: ignore[assignment]
+# Counts one check before anything is compared, atomically: parallel guesses cannot exceed
+# the limit, and the row lock it takes is held until the transaction ends.
+_COUNT_ATTEMPT = (
+    update(_REQUESTS)
+    .where(
+        _REQUESTS.c.id == bindparam("request_id"),
+        _REQUESTS.c.status == RequestStatus.PENDING,
+        _REQUESTS.c.authorized_at.is_(None),
+        _REQUESTS.c.attempts < bindparam("max_attempts"),
+        _REQUESTS.c.expires_at > bindparam("now"),
+    )
+    .values(attempts=_REQUESTS.c.attempts + 1)
+    .returning(_REQUESTS.c.attempts)
+)
+# Frees a person's document hash from pending requests whose window is over.
+_EXPIRE_STALE = (
+    update(_REQUESTS)
+    .where(
+        _REQUESTS.c.user_id == bindparam("person"),
+        _REQUESTS.c.document_hash == bindparam("hash"),
+        _REQUESTS.c.status == RequestStatus.PENDING,
+        _REQUESTS.c.expires_at <= bindparam("now"),
+        # A SAD outliving the OTP's window keeps its request (and its hash) until used.
+        or_(_REQUESTS.c.sad_expires_at.is_(None), _REQUESTS.c.sad_expires_at <= bindparam("now")),
+    )
+    .values(status=RequestStatus.EXPIRED, finished_at=bindparam("now"))
+)
 
 
 @dataclass(frozen=True)
@@ -460,19 +491,18 @@ class SigningService:
     def _count_attempt(self, request: SigningRequest, now: datetime) -> int:
         """Count one check before comparing anything, atomically: parallel guesses cannot
         exceed the limit. The row lock this takes is held until the transaction ends."""
-        counted = self.session.execute(
-            update(SigningRequest)
-            .where(
-                SigningRequest.id == request.id,
-                SigningRequest.status == RequestStatus.PENDING,
-                SigningRequest.authorized_at.is_(None),
-                SigningRequest.attempts < self.settings.otp_max_attempts,
-                SigningRequest.expires_at > now,
+        counted: int | None = (
+            self.session.connection()
+            .execute(
+                _COUNT_ATTEMPT,
+                {
+                    "request_id": request.id,
+                    "max_attempts": self.settings.otp_max_attempts,
+                    "now": now,
+                },
             )
-            .values(attempts=SigningRequest.attempts + 1)
-            .returning(SigningRequest.attempts)
-            .execution_options(synchronize_session=False)
-        ).scalar_one_or_none()
+            .scalar_one_or_none()
+        )
         if counted is None:
             # Another submission changed the request between our read and this update.
             self.session.refresh(request)
@@ -673,22 +703,9 @@ class SigningService:
             )
 
     def _expire_stale_requests(self, user_id: str, document_hash: str, now: datetime) -> None:
-        self.session.execute(
-            update(SigningRequest)
-            .where(
-                SigningRequest.user_id == user_id,
-                SigningRequest.document_hash == document_hash,
-                SigningRequest.status == RequestStatus.PENDING,
-                SigningRequest.expires_at <= now,
-                # A SAD outliving the OTP's window keeps its request (and its hash) until used.
-                or_(
-                    SigningRequest.sad_expires_at.is_(None),
-                    SigningRequest.sad_expires_at <= now,
-                ),
-            )
-            .values(status=RequestStatus.EXPIRED, finished_at=now)
-            # Nothing to synchronise: no request of this person is loaded in the session yet.
-            .execution_options(synchronize_session=False)
+        # No ORM synchronisation needed: no request of this person is loaded in the session.
+        self.session.connection().execute(
+            _EXPIRE_STALE, {"person": user_id, "hash": document_hash, "now": now}
         )
 
     @staticmethod
