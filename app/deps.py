@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.clock import Clock
@@ -74,7 +75,23 @@ async def get_audit(session: SessionDep, runtime: RuntimeDep) -> AuditLog:
 AuditDep = Annotated[AuditLog, Depends(get_audit)]
 
 
-def authenticate(request: Request, session: SessionDep, audit: AuditDep) -> Caller:
+# Documents the API key in openapi.yaml (components.securitySchemes.apiKey); the scopes of each
+# operation's requirement name the roles it admits (OpenAPI 3.1 allows role names there).
+# authenticate() reads the header itself, so that every refusal is our own 401 problem.
+api_key_scheme = HTTPBearer(
+    scheme_name="apiKey",
+    description="The caller's API key (`python -m app clients create NAME --role ROLE`), as "
+    "`Authorization: Bearer <key>`. An operation's scopes are the roles it admits.",
+    auto_error=False,
+)
+
+
+def authenticate(
+    request: Request,
+    session: SessionDep,
+    audit: AuditDep,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_scheme)],
+) -> Caller:
     scheme, _, api_key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not api_key.strip():
         raise Unauthenticated("send Authorization: Bearer <api key>")
@@ -89,7 +106,10 @@ CallerDep = Annotated[Caller, Depends(authenticate)]
 def require_role(*roles: Role) -> Callable[[Caller], Awaitable[Caller]]:
     allowed = frozenset(roles)
 
-    async def check(caller: CallerDep) -> Caller:
+    # A default rather than Annotated: annotations are strings here and cannot see `allowed`.
+    with_role = Security(authenticate, scopes=sorted(allowed))
+
+    async def check(caller: Caller = with_role) -> Caller:
         if caller.role not in allowed:
             raise Forbidden(f"this operation needs the role {' or '.join(sorted(allowed))}")
         return caller

@@ -24,3 +24,39 @@ def test_every_error_response_is_a_problem_document(project_root: Path) -> None:
             for status, response in operation["responses"].items():
                 if int(status) >= 400 and int(status) != 422:
                     assert "application/problem+json" in response["content"], (method, path, status)
+
+
+# The contract's calls without an API key; the device calls are signed by the device instead.
+KEYLESS = {
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/ca/certificates"),
+    ("get", "/v1/ca/crl"),
+    ("post", "/csc/v1/info"),
+    ("post", "/csc/v2/info"),
+    ("post", "/v1/devices"),
+    ("post", "/v1/devices/{device_id}/activation"),
+    ("get", "/v1/devices/{device_id}/messages"),
+    ("delete", "/v1/devices/{device_id}"),
+}
+ROLES = {"signer", "portal", "agency_admin", "jdn_admin"}
+
+
+def test_every_keyed_operation_declares_the_api_key_and_its_roles(project_root: Path) -> None:
+    spec = yaml.safe_load((project_root / "openapi.yaml").read_text())
+    assert spec["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["apiKey"]["description"],
+    }
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if (method, path) in KEYLESS:
+                assert "security" not in operation, (method, path)
+                continue
+            [requirement] = operation["security"]
+            roles = set(requirement["apiKey"])
+            assert roles and roles <= ROLES, (method, path, roles)
+            if path.startswith(("/v1/signing-requests", "/v1/signatures", "/csc/")):
+                assert roles == {"signer"}, (method, path, roles)
