@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.clock import Clock
 from app.errors import PROBLEM_JSON, DomainError, domain_problem, problem_body
@@ -212,12 +213,31 @@ def install_error_handlers(app: FastAPI) -> None:
         body = problem_body(
             status=error.status_code, code=code, title=title, detail=str(error.detail)
         )
-        return problem_response(error.status_code, body, dict(error.headers or {}))
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem_response(error.status_code, body, headers)
 
     app.add_exception_handler(OperationalError, on_database_down)
     app.add_exception_handler(PoolTimeout, on_database_down)
     # Normally UnexpectedErrorMiddleware answers first; this covers failures outside it.
     app.add_exception_handler(Exception, on_unexpected)
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method of the requested resource (RFC 9110 s.15.5.6): Starlette's 405 names only
+    the methods of the first route whose path matched, one of the resource's routes."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
 
 
 async def on_database_down(_request: Request, error: Exception) -> Response:

@@ -383,6 +383,24 @@ async def test_a_wrong_method_is_a_405_problem(client: httpx.AsyncClient, api_ke
     assert "POST" in response.headers["allow"]
 
 
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/v1/users/850101145555", {"GET", "PATCH"}),
+        ("/v1/users/850101145555/credentials", {"GET", "POST"}),
+        ("/v1/signing-requests/some-id", {"GET", "DELETE"}),
+        ("/v1/devices/some-id", {"DELETE"}),
+    ],
+)
+async def test_a_405_allows_every_method_of_the_resource(
+    client: httpx.AsyncClient, api_keys: Keys, path: str, methods: set[str]
+) -> None:
+    """RFC 9110 s.15.5.6: Allow lists the resource's methods, not only one route's."""
+    response = await client.options(path, headers=bearer(api_keys.jdn_admin))
+    assert_problem(response, 405, "method_not_allowed")
+    assert {method.strip() for method in response.headers["allow"].split(",")} == methods
+
+
 # An unexpected failure
 
 
