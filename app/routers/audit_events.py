@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from app.deps import JdnAdminDep
 from app.errors import Forbidden, Unauthenticated, ValidationFailed
 from app.routers.lifecycle_deps import AuditTrailDep
+from app.schemas.common import Rfc3339
 from app.schemas.lifecycle import AuditEventOut, AuditPageOut
 from app.schemas.problem import problem_responses
 from app.services.audit_trail import MAX_PAGE
@@ -29,7 +29,7 @@ def list_audit_events(
     action: Annotated[
         str | None, Query(max_length=64, description="e.g. credential.revoked")
     ] = None,
-    since: Annotated[AwareDatetime | None, Query(description="RFC 3339, inclusive")] = None,
+    since: Annotated[Rfc3339 | None, Query(description="RFC 3339, inclusive")] = None,
     after: Annotated[
         int | None, Query(ge=0, description="`next_after` of the previous page")
     ] = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.validation import check_display_text, check_pin, normalise_mykad, normalise_phone
 
@@ -13,6 +13,18 @@ _EMAIL = re.compile(
     r"^[^@\s<>()\[\],;:\"\x00-\x1f\x7f-\x9f]+"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$"
 )
+
+
+# RFC 3339 s.5.6 date-time; pydantic alone would also take a Unix time (a number, or digits).
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _require_rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 time with its offset, e.g. 2026-11-27T10:00:00Z")
+    return value
 
 
 class RequestModel(BaseModel):
@@ -35,6 +47,7 @@ def _check_agency(value: str) -> str:
     return check_display_text(value.strip(), max_length=100)
 
 
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_require_rfc3339)]
 MyKad = Annotated[
     str,
     Field(

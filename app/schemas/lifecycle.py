@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from app.schemas.common import Pin, RequestModel
+from app.schemas.common import Pin, RequestModel, Rfc3339
 
 KeyAlgorithmName = Literal["ecdsa-p256", "rsa-2048", "rsa-3072"]
 ApplicationStatusName = Literal["awaiting_email_verification", "email_verified", "approved"]
@@ -84,8 +84,8 @@ class EnrolmentReport(BaseModel):
 class MediumRecord(RequestModel):
     medium: Literal["token", "softcert"] = "token"
     serial: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/-]+$")
-    expires_at: AwareDatetime = Field(description="The end of the medium's validity")
-    not_before: AwareDatetime | None = None
+    expires_at: Rfc3339 = Field(description="The end of the medium's validity")
+    not_before: Rfc3339 | None = None
 
 
 class CredentialOut(BaseModel):

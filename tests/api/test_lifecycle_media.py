@@ -89,6 +89,9 @@ async def test_recording_refusals(
     expect_problem(unknown, 404, "not_found")
     for bad in (
         {"serial": "TKN-10", "expires_at": "2027-01-01T00:00:00"},  # no time zone
+        {"serial": "TKN-10", "expires_at": 1798761600},  # a number is not RFC 3339
+        {"serial": "TKN-10", "expires_at": "1798761600"},
+        {"serial": "TKN-10", "expires_at": "2027-01-01T00:00:00Z", "not_before": 0},
         {"serial": "TKN\n10", "expires_at": "2027-01-01T00:00:00Z"},
         {"serial": "TKN-10", "expires_at": "2027-01-01T00:00:00Z", "medium": "roaming"},
         {"serial": "TKN-10", "expires_at": "2027-01-01T00:00:00Z", "colour": "red"},
