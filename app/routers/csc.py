@@ -83,7 +83,12 @@ def versioned_router(version: CscVersion) -> APIRouter:
     """The CSC routes of one API version; both accept the v1 and the v2 spellings."""
     router = APIRouter(prefix=f"/csc/{version}", tags=[f"csc {version}"])
 
-    @router.post("/info", response_model=InfoOut, response_model_exclude_none=True)
+    @router.post(
+        "/info",
+        response_model=InfoOut,
+        response_model_exclude_none=True,
+        responses=csc_error_responses(keyed=False),
+    )
     def info(body: InfoIn | None = None) -> InfoOut:
         """The service and the methods it offers. Needs no API key (the CSC API's discovery)."""
         algorithms = [*ECDSA_WITH, *RSA_WITH, RSASSA_PSS]

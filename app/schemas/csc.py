@@ -278,8 +278,8 @@ def csc_invalid_request(description: str) -> tuple[int, CscError]:
     return 400, CscError(error="invalid_request", error_description=description)
 
 
-def csc_error_responses(*extra: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` of a CSC route."""
+def csc_error_responses(*extra: int, keyed: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a CSC route (`keyed=False`: one that needs no API key)."""
     descriptions = {
         400: "`invalid_request` (each cause with its own description) or `invalid_otp` "
         "(a wrong OTP or a wrong PIN, never said which)",
@@ -287,5 +287,5 @@ def csc_error_responses(*extra: int) -> dict[int | str, dict[str, Any]]:
         403: "`access_denied`: the API key's role is not `signer`",
         429: "`rate_limited`, with `Retry-After`",
     }
-    wanted = (400, 401, 403, *extra)
+    wanted = (400, *((401, 403) if keyed else ()), *extra)
     return {status: {"model": CscError, "description": descriptions[status]} for status in wanted}

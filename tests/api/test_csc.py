@@ -192,6 +192,21 @@ async def test_info_needs_no_key(client: httpx.AsyncClient, version: str) -> Non
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
+async def test_info_refuses_a_body_that_is_not_an_object_as_documented(
+    client: httpx.AsyncClient, version: str
+) -> None:
+    """Found by schemathesis: the 400 was answered but missing from openapi.yaml."""
+    answer = await client.post(f"/csc/{version}/info", json=[None, None])
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_request"
+    spec = (await client.get("/openapi.json")).json()
+    responses = spec["paths"][f"/csc/{version}/info"]["post"]["responses"]
+    assert responses["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CscError"
+    }
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
 async def test_credentials_list_by_mykad(
     csc: Csc, person: Person, factory: Factory, version: str
 ) -> None:
