@@ -33,7 +33,7 @@ from app.schemas.devices import (
     DeviceRegistrationIn,
     OtpMessageOut,
 )
-from app.schemas.problem import BODY_PROBLEMS, problem_responses
+from app.schemas.problem import BODY_PROBLEMS, problem_responses, response_links
 from app.services.device_auth import SignedRequest
 from app.services.device_messages import MAX_WAIT_SECONDS, MessageFeed
 from app.services.devices import (
@@ -109,6 +109,12 @@ SIGNATURE_PROBLEMS = (SignatureRejected, ServiceUnavailable)
         NoEmailAddress,
         RateLimited,
         ServiceUnavailable,
+    ),
+    openapi_extra=response_links(
+        202,
+        "device_id",
+        "/device_id",
+        ActivateDevice="activate_device_v1_devices__device_id__activation_post",
     ),
 )
 def register_device(

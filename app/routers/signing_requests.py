@@ -25,7 +25,7 @@ from app.errors import (
     Unauthenticated,
 )
 from app.models import SigningRequest
-from app.schemas.problem import BODY_PROBLEMS, problem_responses
+from app.schemas.problem import BODY_PROBLEMS, problem_responses, response_links
 from app.schemas.signing import (
     SignatureOut,
     SignatureSubmit,
@@ -53,6 +53,14 @@ router = APIRouter(prefix="/v1/signing-requests", tags=["signing"])
         OtpPending,
         RateLimited,
         ServiceUnavailable,
+    ),
+    openapi_extra=response_links(
+        201,
+        "request_id",
+        "/id",
+        GetSigningRequest="get_signing_request_v1_signing_requests__request_id__get",
+        CancelSigningRequest="cancel_signing_request_v1_signing_requests__request_id__delete",
+        SubmitSignature="submit_signature_v1_signing_requests__request_id__signature_post",
     ),
 )
 def create_signing_request(

@@ -30,7 +30,7 @@ from app.routers.lifecycle_deps import (
     PortalOrJdnDep,
 )
 from app.schemas.lifecycle import ApplicationOut, CredentialOut, MediumRecord
-from app.schemas.problem import BODY_PROBLEMS, problem_responses
+from app.schemas.problem import BODY_PROBLEMS, problem_responses, response_links
 from app.schemas.users import TokenConfirmation, UserCreate, UserOut, UserUpdate
 from app.services.people import UNCHANGED, ContactChanges, ContactService
 
@@ -173,6 +173,17 @@ def record_medium(
     response_model=ApplicationOut,
     responses=problem_responses(
         Unauthenticated, Forbidden, NotFound, Conflict, NoEmailAddress, ServiceUnavailable
+    ),
+    openapi_extra=response_links(
+        201,
+        "application_id",
+        "/id",
+        GetApplication="get_application_v1_roaming_applications__application_id__get",
+        VerifyEmail="verify_email_v1_roaming_applications__application_id__email_verification_post",
+        ResendNotification=(
+            "resend_notification_v1_roaming_applications__application_id__notifications_post"
+        ),
+        Approve="approve_v1_roaming_applications__application_id__approval_post",
     ),
 )
 def open_application(

@@ -51,3 +51,22 @@ def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, A
             "description": f"{' / '.join(error.title for error in group)} ({codes})",
         }
     return responses
+
+
+def response_links(status: int, parameter: str, pointer: str, **operations: str) -> dict[str, Any]:
+    """`openapi_extra` for OpenAPI links: the id in this response (at JSON `pointer`) is the
+    `parameter` of each named operation (link name -> operationId); clients and stateful
+    testers follow them, e.g. from a new signing request to its GET, DELETE and signature."""
+    return {
+        "responses": {
+            str(status): {
+                "links": {
+                    name: {
+                        "operationId": operation_id,
+                        "parameters": {parameter: f"$response.body#{pointer}"},
+                    }
+                    for name, operation_id in operations.items()
+                }
+            }
+        }
+    }

@@ -60,3 +60,23 @@ def test_every_keyed_operation_declares_the_api_key_and_its_roles(project_root: 
             assert roles and roles <= ROLES, (method, path, roles)
             if path.startswith(("/v1/signing-requests", "/v1/signatures", "/csc/")):
                 assert roles == {"signer"}, (method, path, roles)
+
+
+def test_every_link_names_an_operation_and_one_of_its_path_parameters(project_root: Path) -> None:
+    spec = yaml.safe_load((project_root / "openapi.yaml").read_text())
+    operations = {
+        operation["operationId"]: operation
+        for path_item in spec["paths"].values()
+        for operation in path_item.values()
+    }
+    links = [
+        link
+        for operation in operations.values()
+        for response in operation["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+    assert len(links) >= 8  # signing request, application and device follow-ups
+    for link in links:
+        target = operations[link["operationId"]]
+        path_parameters = {p["name"] for p in target["parameters"] if p["in"] == "path"}
+        assert set(link["parameters"]) <= path_parameters, link
