@@ -54,20 +54,26 @@ def sink(tmp_path: Path) -> Iterator[MailSink]:
         yield sink
 
 
-@pytest.fixture
-def e2e_settings(tmp_path: Path, database_url: str, master_key: bytes, sink: MailSink) -> Settings:
-    key_file = tmp_path / "master.key"
+def make_e2e_settings(
+    var_dir: Path, database_url: str, master_key: bytes, smtp_port: int
+) -> Settings:
+    key_file = var_dir / "master.key"
     key_file.write_text(base64.b64encode(master_key).decode())
     return Settings(
         profile="production",
         database_url=database_url,
         master_key_file=key_file,
-        var_dir=tmp_path,
+        var_dir=var_dir,
         smtp_host="127.0.0.1",
-        smtp_port=sink.port,
+        smtp_port=smtp_port,
         delivery_poll_seconds=0.2,
         delivery_backoff_base_seconds=0.5,
     )
+
+
+@pytest.fixture
+def e2e_settings(tmp_path: Path, database_url: str, master_key: bytes, sink: MailSink) -> Settings:
+    return make_e2e_settings(tmp_path, database_url, master_key, sink.port)
 
 
 @pytest.fixture
@@ -83,25 +89,29 @@ def e2e_factory(e2e_settings: Settings, engine: Engine, sessions: sessionmaker[S
 ServerStarter = Callable[..., Server]
 
 
-@pytest.fixture
-def start_server(e2e_settings: Settings, tmp_path: Path) -> Iterator[ServerStarter]:
-    started: list[Server] = []
+class Servers:
+    """Starts real `python -m app serve` processes on 127.0.0.1; `stop()` ends every one."""
 
-    def start(workers: int = 1, **overrides: str) -> Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started: list[Server] = []
+
+    def start(self, workers: int = 1, **overrides: str) -> Server:
+        settings = self.settings
         port = free_port()
         env = {
             **os.environ,
             "ROAMSIGN_PROFILE": "production",
-            "ROAMSIGN_DATABASE_URL": e2e_settings.database_url,
-            "ROAMSIGN_MASTER_KEY_FILE": str(e2e_settings.master_key_file),
-            "ROAMSIGN_VAR_DIR": str(tmp_path),
+            "ROAMSIGN_DATABASE_URL": settings.database_url,
+            "ROAMSIGN_MASTER_KEY_FILE": str(settings.master_key_file),
+            "ROAMSIGN_VAR_DIR": str(settings.var_dir),
             "ROAMSIGN_SMTP_HOST": "127.0.0.1",
-            "ROAMSIGN_SMTP_PORT": str(e2e_settings.smtp_port),
+            "ROAMSIGN_SMTP_PORT": str(settings.smtp_port),
             "ROAMSIGN_DELIVERY_POLL_SECONDS": "0.2",
             "ROAMSIGN_DELIVERY_BACKOFF_BASE_SECONDS": "0.5",
             **overrides,
         }
-        log_path = tmp_path / f"server-{port}.log"
+        log_path = Path(settings.var_dir) / f"server-{port}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
             env=env,
@@ -109,7 +119,7 @@ def start_server(e2e_settings: Settings, tmp_path: Path) -> Iterator[ServerStart
             stderr=subprocess.STDOUT,
         )
         server = Server(f"http://127.0.0.1:{port}", process, log_path)
-        started.append(server)
+        self.started.append(server)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -122,14 +132,21 @@ def start_server(e2e_settings: Settings, tmp_path: Path) -> Iterator[ServerStart
             time.sleep(0.1)
         raise RuntimeError(f"server did not become ready: {server.log()}")
 
-    yield start
-    for server in started:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    def stop(self) -> None:
+        for server in self.started:
+            server.process.terminate()
+            try:
+                server.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+
+
+@pytest.fixture
+def start_server(e2e_settings: Settings) -> Iterator[ServerStarter]:
+    servers = Servers(e2e_settings)
+    yield servers.start
+    servers.stop()
 
 
 Call = tuple[str, str, Any]  # method, path, JSON body (or None)
