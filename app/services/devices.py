@@ -392,17 +392,17 @@ class DeviceService:
         """Deactivate the person's active device and activate this one. The partial unique
         index settles a concurrent activation for the same person: the loser's savepoint
         fails once the winner commits, and it deactivates the winner in turn (the latest
-        activation wins, as FAQ 7 says)."""
-        replaced: list[str] = []
+        activation wins, as FAQ 7 says). A device no longer pending is refused, and then
+        nothing is deactivated."""
         for _ in range(3):
-            replaced += _deactivate(
-                self.session,
-                [Device.user_id == user.id, Device.status == DeviceStatus.ACTIVE],
-                DeactivationReason.REPLACED,
-                now,
-            )
             try:
                 with self.session.begin_nested():
+                    replaced = _deactivate(
+                        self.session,
+                        [Device.user_id == user.id, Device.status == DeviceStatus.ACTIVE],
+                        DeactivationReason.REPLACED,
+                        now,
+                    )
                     activated = self.session.execute(
                         update(Device)
                         .where(
@@ -418,10 +418,12 @@ class DeviceService:
                         .returning(Device.id)
                         .execution_options(synchronize_session=False)
                     ).first()
+                    if activated is None:
+                        # Raised inside the savepoint, which takes the deactivations back:
+                        # the refusal is committed (its counted try) but replaces nothing.
+                        raise ActivationCodeConsumed("this registration's code was already used")
             except IntegrityError:
                 continue
-            if activated is None:
-                raise ActivationCodeConsumed("this registration's code was already used")
             return replaced
         raise Conflict("another device of this person is being activated at this moment; retry")
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.clock import FrozenClock
 from app.crypto.sealing import SealBroken, open_sealed
 from app.db import unit_of_work
+from app.errors import ActivationCodeConsumed
 from app.models import AuditEvent, User
 from app.models.device import Device, DeviceMessage, DeviceNonce
 from app.models.rate_limit import RateWindow
@@ -93,6 +94,25 @@ def test_two_activations_at_once_end_with_one_active_device(
         first: ("deactivated", "replaced"),
         second: ("active", None),
     }
+
+
+def test_a_refused_activation_replaces_nothing(runtime: Runtime, factory: Factory) -> None:
+    person = factory.person()
+    active = pending_device(runtime, person, "111111")
+    gone = pending_device(runtime, person, "222222")
+    now = runtime.clock.now()
+    with unit_of_work(runtime.sessions) as session:
+        service(runtime, session).activate(active, "111111", MobileApp().public_key_pem, now)
+        session.execute(update(Device).where(Device.id == gone).values(status="deactivated"))
+
+    # The activation's last step on a device that is no longer pending (the earlier checks
+    # normally refuse it first): the refusal is committed, with nothing deactivated.
+    with pytest.raises(ActivationCodeConsumed), unit_of_work(runtime.sessions) as session:
+        device, user = session.get(Device, gone), session.get(User, person.user_id)
+        assert device is not None and user is not None
+        service(runtime, session)._make_only_active(device, user, MobileApp().public_key_pem, now)
+
+    assert statuses(runtime) == {active: ("active", None), gone: ("deactivated", None)}
 
 
 def test_the_database_refuses_a_second_active_device(runtime: Runtime, factory: Factory) -> None:
