@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -162,8 +162,21 @@ class SigningService:
     def request_signature(
         self, caller: Caller, new: NewSigningRequest, now: datetime
     ) -> SigningRequest:
-        user = self.session.scalar(select(User).where(User.mykad == new.mykad))
-        credential = self._usable_credential(user, now)
+        # The person and their roaming credential in one query.
+        row = self.session.execute(
+            select(User, Credential)
+            .outerjoin(
+                Credential,
+                and_(
+                    Credential.user_id == User.id,
+                    Credential.medium == Medium.ROAMING,
+                    Credential.status.in_([CredentialStatus.ACTIVE, CredentialStatus.LOCKED]),
+                ),
+            )
+            .where(User.mykad == new.mykad)
+        ).first()
+        user, found = (row[0], row[1]) if row is not None else (None, None)
+        credential = self._usable_credential(found, now)
         assert user is not None  # _usable_credential refuses a missing person
         if new.credential_id is not None and new.credential_id != credential.id:
             raise CredentialNotActive("this credential is not the person's active roaming one")
@@ -281,7 +294,7 @@ class SigningService:
         self, caller: Caller, request_id: str, otp: str, pin: str, now: datetime
     ) -> SignatureResult:
         """Check OTP and PIN in the contract's order and sign the stored hash once."""
-        request = self.get_own(caller, request_id)
+        request = self.get_own(caller, request_id, with_signer=True)
         credential, user = self.check_otp_and_pin(caller, request, otp, pin, now)
         self._spend_otp(request, status=RequestStatus.SIGNED, finished_at=now)
         return self._sign_once(caller, request, credential, user, now, RawMechanism())
@@ -388,8 +401,21 @@ class SigningService:
         _loaded_as(request, status=RequestStatus.SIGNED, finished_at=now)
         return self._sign_once(caller, request, credential, user, now, mechanism)
 
-    def get_own(self, caller: Caller, request_id: str) -> SigningRequest:
-        request = self.session.get(SigningRequest, request_id)
+    def get_own(
+        self, caller: Caller, request_id: str, *, with_signer: bool = False
+    ) -> SigningRequest:
+        """The caller's request, else NotFound. `with_signer` loads its credential and person
+        in the same query, for a check that needs them (later `session.get`s find them)."""
+        if with_signer:
+            row = self.session.execute(
+                select(SigningRequest, Credential, User)
+                .join(Credential, Credential.id == SigningRequest.credential_id)
+                .join(User, User.id == SigningRequest.user_id)
+                .where(SigningRequest.id == request_id)
+            ).first()
+            request = row[0] if row is not None else None
+        else:
+            request = self.session.get(SigningRequest, request_id)
         if request is None or request.signer_id != caller.id:
             raise NotFound("no such signing request")
         return request
@@ -449,16 +475,7 @@ class SigningService:
             raise NoActiveDevice("this person has no active MyGPKI Mobile device")
         return device
 
-    def _usable_credential(self, user: User | None, now: datetime) -> Credential:
-        credential = None
-        if user is not None:
-            credential = self.session.scalar(
-                select(Credential).where(
-                    Credential.user_id == user.id,
-                    Credential.medium == Medium.ROAMING,
-                    Credential.status.in_([CredentialStatus.ACTIVE, CredentialStatus.LOCKED]),
-                )
-            )
+    def _usable_credential(self, credential: Credential | None, now: datetime) -> Credential:
         if credential is None:
             # An unknown person and one without an active roaming credential look the same.
             raise CredentialNotActive("no active roaming credential for this MyKad")
