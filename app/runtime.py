@@ -14,20 +14,20 @@ from app.crypto.keystore import KeyStore, SoftwareKeyStore
 from app.db import connection_capacity, make_engine, make_sessionmaker
 from app.services.audit import AuditLog
 from app.services.ca import CaCache
-from app.services.delivery import DeliveryWorker, SmtpTransport
+from app.services.delivery import DeliveryWorker, Nudge, SmtpTransport
 from app.settings import Settings
 
 
 class Wakeup:
-    """A thread-safe nudge for an asyncio loop (worker threads wake the delivery loop)."""
+    """A thread-safe nudge for an asyncio loop (worker threads wake a delivery loop)."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.event: asyncio.Event | None = None
+        self.event: Nudge | None = None
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    def bind(self, loop: asyncio.AbstractEventLoop) -> Nudge:
         self._loop = loop
-        self.event = asyncio.Event()
+        self.event = Nudge()
         return self.event
 
     def set(self) -> None:

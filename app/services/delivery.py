@@ -27,6 +27,7 @@ or mail client can drop the duplicate.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -559,10 +560,53 @@ def _claim_fields(claim: _Claim) -> dict[str, Any]:
     }
 
 
+class Nudge:
+    """Wakes one idle delivery loop per nudge, where an `asyncio.Event` wakes them all (and
+    all but one would run an empty claim for a single message). A nudge while every loop is
+    busy is kept until one of them looks (`clear` before a pass drops it: that pass sees the
+    message). Use it from the event loop's thread only (`Runtime.Wakeup` hops there)."""
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def set(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._pending = True
+
+    def clear(self) -> None:
+        self._pending = False
+
+    def is_set(self) -> bool:
+        return self._pending
+
+    async def wait(self) -> None:
+        if self._pending:
+            self._pending = False
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+
+class WakeSignal(Protocol):
+    """What a delivery loop waits on: an `asyncio.Event`, or a `Nudge` shared by loops."""
+
+    def clear(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> Any: ...
+
+
 async def run_delivery_loop(
     worker: DeliveryWorker,
     poll_seconds: float,
-    wakeup: asyncio.Event | None,
+    wakeup: WakeSignal | None,
     stop: asyncio.Event,
     *,
     limit: int = CLAIM_BATCH,
@@ -572,7 +616,8 @@ async def run_delivery_loop(
     A full batch is followed at once by the next. A failing pass (the database is down) is
     logged and retried with a growing pause, up to 30 s; the loop itself never dies of it.
     The worker runs in a thread of its own, always the same one (it owns its SMTP connection);
-    several loops may share one `wakeup`: each takes small batches, so they share the work.
+    several loops may share one `wakeup` (a `Nudge`): each takes small batches, so they share
+    the work.
     """
     loop = asyncio.get_running_loop()
     thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery")
@@ -599,7 +644,7 @@ async def run_delivery_loop(
         thread.shutdown(wait=False)
 
 
-async def _wait(seconds: float, wakeup: asyncio.Event | None, stop: asyncio.Event) -> None:
+async def _wait(seconds: float, wakeup: WakeSignal | None, stop: asyncio.Event) -> None:
     waiters = [asyncio.ensure_future(stop.wait())]
     if wakeup is not None:
         waiters.append(asyncio.ensure_future(wakeup.wait()))

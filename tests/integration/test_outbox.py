@@ -30,6 +30,7 @@ from app.models.outbox import OutboxMessage, OutboxStatus
 from app.services.delivery import (
     DeliveryReport,
     DeliveryWorker,
+    Nudge,
     SmtpTransport,
     Transport,
     outbox_stats,
@@ -717,6 +718,28 @@ async def test_loop_delivers_at_once_when_woken(
         await asyncio.wait_for(task, timeout=5)
 
 
+async def test_a_nudge_wakes_one_waiting_loop_and_is_kept_when_none_waits() -> None:
+    nudge = Nudge()
+    waiters = [asyncio.create_task(nudge.wait()) for _ in range(3)]
+    await asyncio.sleep(0)  # let them all wait
+
+    nudge.set()
+    await asyncio.sleep(0)
+    assert sum(waiter.done() for waiter in waiters) == 1
+    nudge.set()
+    nudge.set()
+    await asyncio.sleep(0)
+    assert all(waiter.done() for waiter in waiters)
+
+    nudge.set()  # nobody waits: kept for the next look
+    assert nudge.is_set()
+    await asyncio.wait_for(nudge.wait(), timeout=1)  # returns at once, and takes it
+    assert not nudge.is_set()
+    nudge.set()
+    nudge.clear()  # a pass is starting: it will see what the nudge was about
+    assert not nudge.is_set()
+
+
 async def test_loops_sharing_a_wakeup_deliver_each_message_once(
     sessions: sessionmaker[Session],
     keys: DerivedKeys,
@@ -726,7 +749,7 @@ async def test_loops_sharing_a_wakeup_deliver_each_message_once(
     settings: Settings,
 ) -> None:
     # What the server runs: ROAMSIGN_DELIVERY_CONCURRENCY loops, one SMTP connection each.
-    stop, wakeup = asyncio.Event(), asyncio.Event()
+    stop, wakeup = asyncio.Event(), Nudge()
     tasks = [
         asyncio.create_task(run_delivery_loop(workers(settings), 3600, wakeup, stop, limit=2))
         for _ in range(3)
