@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
@@ -43,6 +43,8 @@ from sqlalchemy.sql.expression import Executable
 from app.crypto.secrets import keyed_digest
 from app.errors import RateLimited
 from app.models.rate_limit import RateWindow
+
+_WINDOWS: Table = RateWindow.__table__  # type: ignore[assignment]
 
 BUCKETS_PER_WINDOW = 6
 
@@ -126,15 +128,18 @@ class RateLimiter:
         ]
         # One lock order in every process, so two requests never wait for each other's rows.
         rows.sort(key=lambda row: (row["key"], row["shard"]))
-        self._serialise(sorted(key for hit, key in keyed if hit.limit.shards == 1))
-        self.session.execute(self._upsert(rows))
-        counted = self.session.execute(
-            select(RateWindow.key, RateWindow.bucket_started_at, func.sum(RateWindow.count))
+        # Core statements on the session's connection: the counters are never loaded as
+        # objects, and the ORM's statement handling cost more than the counting itself.
+        connection = self.session.connection()
+        self._serialise(connection, sorted(key for hit, key in keyed if hit.limit.shards == 1))
+        connection.execute(self._upsert(connection.dialect.name, rows))
+        counted = connection.execute(
+            select(_WINDOWS.c.key, _WINDOWS.c.bucket_started_at, func.sum(_WINDOWS.c.count))
             .where(
-                RateWindow.key.in_([key for _, key in keyed]),
-                RateWindow.bucket_started_at > min(hit.limit.counts_since(now) for hit in hits),
+                _WINDOWS.c.key.in_([key for _, key in keyed]),
+                _WINDOWS.c.bucket_started_at > min(hit.limit.counts_since(now) for hit in hits),
             )
-            .group_by(RateWindow.key, RateWindow.bucket_started_at)
+            .group_by(_WINDOWS.c.key, _WINDOWS.c.bucket_started_at)
         ).all()
         refusals = []
         for hit, key in keyed:
@@ -150,30 +155,30 @@ class RateLimiter:
             retry_after = max(seconds for _, seconds in refusals)
             raise RateLimited(refusals[0][0].refusal, retry_after_seconds=retry_after)
 
-    def _serialise(self, keys: list[str]) -> None:
+    def _serialise(self, connection: Connection, keys: list[str]) -> None:
         """Hits on one unsharded key wait for each other until commit, whichever bucket they
         fall in: a bucket row's lock alone would let a hit in a new bucket sum up without one
         still in flight in the previous bucket. SQLite has one writer at a time anyway."""
-        if self.session.get_bind().dialect.name != "postgresql":
+        if connection.dialect.name != "postgresql":
             return
         for key in keys:
             # A transaction-scoped advisory lock on 64 bits of the key's digest.
             lock_id = int(key[:16], 16) - 2**63
-            self.session.execute(select(func.pg_advisory_xact_lock(lock_id)))
+            connection.execute(select(func.pg_advisory_xact_lock(lock_id)))
 
-    def _upsert(self, rows: list[dict[str, object]]) -> Executable:
-        one_more = {"count": RateWindow.count + 1}
-        conflict = [RateWindow.key, RateWindow.bucket_started_at, RateWindow.shard]
-        dialect = self.session.get_bind().dialect.name
+    @staticmethod
+    def _upsert(dialect: str, rows: list[dict[str, object]]) -> Executable:
+        one_more = {"count": _WINDOWS.c.count + 1}
+        conflict = [_WINDOWS.c.key, _WINDOWS.c.bucket_started_at, _WINDOWS.c.shard]
         if dialect == "postgresql":
             return (
-                postgresql.insert(RateWindow)
+                postgresql.insert(_WINDOWS)
                 .values(rows)
                 .on_conflict_do_update(index_elements=conflict, set_=one_more)
             )
         if dialect == "sqlite":
             return (
-                sqlite.insert(RateWindow)
+                sqlite.insert(_WINDOWS)
                 .values(rows)
                 .on_conflict_do_update(index_elements=conflict, set_=one_more)
             )
