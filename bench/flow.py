@@ -248,7 +248,6 @@ def start_server(
         "ROAMSIGN_VAR_DIR": str(var_dir),
         "ROAMSIGN_SMTP_HOST": "127.0.0.1",
         "ROAMSIGN_SMTP_PORT": str(smtp_port),
-        "ROAMSIGN_DELIVERY_POLL_SECONDS": "0.05",
         "ROAMSIGN_LOG_LEVEL": "WARNING",
         # A benchmark signs for a few people as fast as it can: far past the abuse limits.
         "ROAMSIGN_OTPS_PER_PERSON_PER_MINUTE": "1000000",
