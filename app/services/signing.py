@@ -45,14 +45,13 @@ from app.models import (
     User,
 )
 from app.models.base import new_id
-from app.models.device import Device
+from app.models.device import Device, DeviceStatus
 from app.services.audit import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller
 from app.services.device_messages import (
     DeviceMessageStore,
     OtpMessage,
-    active_device,
     mobile_destination,
 )
 from app.services.notices import queue_credential_locked_notice, queue_signing_notice
@@ -162,9 +161,10 @@ class SigningService:
     def request_signature(
         self, caller: Caller, new: NewSigningRequest, now: datetime
     ) -> SigningRequest:
-        # The person and their roaming credential in one query.
+        # The person, their roaming credential and their active device in one query (partial
+        # unique indexes: at most one of each).
         row = self.session.execute(
-            select(User, Credential)
+            select(User, Credential, Device)
             .outerjoin(
                 Credential,
                 and_(
@@ -173,14 +173,17 @@ class SigningService:
                     Credential.status.in_([CredentialStatus.ACTIVE, CredentialStatus.LOCKED]),
                 ),
             )
+            .outerjoin(
+                Device, and_(Device.user_id == User.id, Device.status == DeviceStatus.ACTIVE)
+            )
             .where(User.mykad == new.mykad)
         ).first()
-        user, found = (row[0], row[1]) if row is not None else (None, None)
+        user, found, active = (row[0], row[1], row[2]) if row is not None else (None, None, None)
         credential = self._usable_credential(found, now)
         assert user is not None  # _usable_credential refuses a missing person
         if new.credential_id is not None and new.credential_id != credential.id:
             raise CredentialNotActive("this credential is not the person's active roaming one")
-        device = self._mobile_device(user, new.channel)
+        device = self._mobile_device(active, new.channel)
         channel = "mobile" if device is not None else "email"
         if device is None and not user.email:
             raise NoEmailAddress("this person has no registered e-mail address for the OTP")
@@ -465,12 +468,11 @@ class SigningService:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def _mobile_device(self, user: User, requested_channel: str) -> Device | None:
+    def _mobile_device(self, device: Device | None, requested_channel: str) -> Device | None:
         """The device the OTP goes to: `mobile` needs the person's active device, `auto` takes
         it when there is one (else e-mail), `email` never does."""
         if requested_channel == "email":
             return None
-        device = active_device(self.session, user.id)
         if device is None and requested_channel == "mobile":
             raise NoActiveDevice("this person has no active MyGPKI Mobile device")
         return device
