@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     expiry_notice_interval_seconds: int = Field(default=3600, ge=1)
     job_lease_seconds: int = Field(default=900, ge=10)
 
+    # Signing requests that never signed (expired, locked, cancelled), finished e-mail and
+    # device messages, and one-time tokens are deleted this many days after their end by the
+    # retention job; signatures, the requests they signed and the audit trail are kept.
+    retention_days: int = Field(default=90, ge=1, le=3650)
+
     # --- Cloud Signature Consortium API ---
     # Lifetime of a SAD (credentials/authorize -> signatures/signHash); the contract caps it at 60.
     csc_sad_ttl_seconds: int = Field(default=60, ge=5, le=60)

@@ -62,7 +62,7 @@ from app.services.device_messages import (
     withdraw_pending,
 )
 from app.services.outbox import Outbox
-from app.services.rate_limits import Hit, RateLimit, RateLimiter, forget_expired_windows
+from app.services.rate_limits import Hit, RateLimit, RateLimiter
 from app.settings import Settings
 
 logger = logging.getLogger("roamsign.devices")
@@ -555,8 +555,8 @@ def deactivate_for_phone_change(
 
 
 def purge_device_leftovers(session: Session, now: datetime) -> str:
-    """For the periodic jobs: wipe expired messages no device fetched, forget nonces and
-    registration windows that can no longer matter. Returns a one-line summary."""
+    """For the periodic jobs: wipe expired messages no device fetched, forget nonces that can
+    no longer matter. Returns a one-line summary."""
     wiped = wipe_expired(session, now)
     nonces = session.execute(
         delete(DeviceNonce)
@@ -564,11 +564,7 @@ def purge_device_leftovers(session: Session, now: datetime) -> str:
         .returning(DeviceNonce.nonce)
         .execution_options(synchronize_session=False)
     ).all()
-    windows = forget_expired_windows(session, now)
-    return (
-        f"device leftovers: {wiped} expired messages wiped, {len(nonces)} nonces and "
-        f"{windows} rate windows forgotten"
-    )
+    return f"device leftovers: {wiped} expired messages wiped, {len(nonces)} nonces forgotten"
 
 
 def _deactivate(

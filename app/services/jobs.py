@@ -1,4 +1,4 @@
-"""Periodic jobs (the certificate expiry notices), run once across workers and hosts.
+"""Periodic jobs (expiry notices, device leftovers, retention), run once across workers and hosts.
 
 Each job has a row in `job_runs` with its next due time and a lease. A process runs a due job
 only after winning a conditional `UPDATE ... WHERE next_due_at <= now AND the lease is free`,
@@ -35,6 +35,7 @@ from app.models import Credential, CredentialStatus, JobRun, Medium, User
 from app.services.audit import AuditLog
 from app.services.devices import purge_device_leftovers
 from app.services.notices import queue_expiry_notice
+from app.services.retention import RetentionPurge
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -45,6 +46,9 @@ logger = logging.getLogger("roamsign.jobs")
 RETRY_AFTER_FAILURE = timedelta(minutes=5)
 EXPIRY_BATCH = 200
 DEVICE_CLEANUP_INTERVAL = timedelta(minutes=5)
+# Often, so that forgotten rate windows (one row per person and 10 s at least) never pile up;
+# each pass has a bounded cost (app.services.retention).
+RETENTION_INTERVAL = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -257,12 +261,17 @@ def default_jobs(runtime: Runtime) -> list[Job]:
             interval=DEVICE_CLEANUP_INTERVAL,
             run=DeviceLeftovers(runtime.sessions),
         ),
+        Job(
+            name="retention",
+            interval=RETENTION_INTERVAL,
+            run=RetentionPurge(runtime.sessions, runtime.audit_log, settings.retention_days),
+        ),
     ]
 
 
 class DeviceLeftovers:
     """Wipe OTP messages no device fetched before they expired (an uninstalled app never calls
-    again), and forget nonces and registration windows that can no longer matter."""
+    again), and forget nonces that can no longer matter."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions

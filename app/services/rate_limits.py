@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Table, delete, func, select
+from sqlalchemy import Connection, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
@@ -183,15 +183,3 @@ class RateLimiter:
                 .on_conflict_do_update(index_elements=conflict, set_=one_more)
             )
         raise NotImplementedError(f"rate limits on {dialect}")
-
-
-def forget_expired_windows(session: Session, now: datetime) -> int:
-    """Delete the buckets that no longer count; returns how many."""
-    return len(
-        session.execute(
-            delete(RateWindow)
-            .where(RateWindow.expires_at <= now)
-            .returning(RateWindow.key)
-            .execution_options(synchronize_session=False)
-        ).all()
-    )

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,6 @@ from app.db import unit_of_work
 from app.errors import ActivationCodeConsumed
 from app.models import AuditEvent, User
 from app.models.device import Device, DeviceMessage, DeviceNonce
-from app.models.rate_limit import RateWindow
 from app.runtime import Runtime
 from app.services.audit import verify_audit_trail
 from app.services.clients import ClientService
@@ -259,14 +258,10 @@ def test_housekeeping_wipes_and_forgets_what_no_longer_matters(
     clock.advance(hours=2)
     with unit_of_work(runtime.sessions) as session:
         summary = purge_device_leftovers(session, clock.now())
-    # The registration's windows (MyKad, address) and the OTP's (person, signer).
-    assert summary == (
-        "device leftovers: 1 expired messages wiped, 1 nonces and 4 rate windows forgotten"
-    )
+    assert summary == "device leftovers: 1 expired messages wiped, 1 nonces forgotten"
     with runtime.sessions() as session:
         message = session.scalars(select(DeviceMessage)).one()
         assert (message.status, message.sealed_payload) == ("expired", None)
-        assert session.scalar(select(func.count()).select_from(RateWindow)) == 0
 
 
 def test_the_audit_trail_verifies_after_the_device_work(runtime: Runtime, factory: Factory) -> None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import SystemClock
-from app.models import Credential, OutboxMessage, RoamingApplication
+from app.db import unit_of_work
+from app.models import ApiClient, Credential, OutboxMessage, RoamingApplication, SigningRequest
+from app.models.base import new_id
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.factories import Factory
@@ -170,8 +173,38 @@ def test_credential_commands(cli: Cli, factory: Factory, sessions: sessionmaker[
         assert old is not None and old.status == "revoked" and old.key_blob is None
 
 
-def test_jobs_run_runs_the_due_jobs_once(cli: Cli, factory: Factory) -> None:
+def test_jobs_run_runs_the_due_jobs_once(
+    cli: Cli, factory: Factory, sessions: sessionmaker[Session]
+) -> None:
+    person = factory.person()
+    factory.client("igfmas", "signer")
+    long_ago = datetime.now(UTC) - timedelta(days=100)
+    with unit_of_work(sessions) as session:
+        session.add(
+            SigningRequest(
+                id=new_id(),
+                signer_id=session.scalars(select(ApiClient.id)).one(),
+                user_id=person.user_id,
+                credential_id=person.credential_id,
+                document_hash="00" * 32,
+                hash_algorithm="sha256",
+                document_name="PV",
+                channel="email",
+                destination="a***@jdn.gov.my",
+                signature_format="cms",
+                otp_mac=b"\0" * 32,
+                status="cancelled",
+                attempts=0,
+                created_at=long_ago,
+                expires_at=long_ago + timedelta(minutes=2),
+            )
+        )
     first = cli("jobs", "run").stdout
     assert "expiry_notices: expiry notices: 0 queued" in first
+    assert "retention: retention: deleted 0 device_messages, 1 signing_requests, " in first
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(SigningRequest)) == 0
     assert "e-mail delivery:" in first
-    assert "expiry_notices: not due or running" in cli("jobs", "run").stdout
+    second = cli("jobs", "run").stdout
+    assert "expiry_notices: not due or running" in second
+    assert "retention: not due or running" in second
