@@ -780,6 +780,7 @@ class Measurement:
     wall: float = 0.0
     memory: list[tuple[str, int, int]] = field(default_factory=list)
     error: str | None = None
+    role: str = "people"  # or "repeat" (the baseline measured again), "history"
 
     @property
     def rate(self) -> float:
@@ -1148,9 +1149,14 @@ def run_database(
                 context.people = len(flow_people) + step
                 result.builds.append(note)
                 print(f"  {note}", flush=True)
-                result.measurements.append(
-                    report(measure(context, f"{step:,} + {len(flow_people)} people", args))
-                )
+                label = f"{step:,} + {len(flow_people)} people"
+                result.measurements.append(report(measure(context, label, args)))
+                if step == people_steps[0] and args.repeat_baseline:
+                    # The same configuration once more: the noise of this run, to read the
+                    # ratios against.
+                    again = report(measure(context, f"{label}, again", args))
+                    again.role = "repeat"
+                    result.measurements.append(again)
             builder = HistoryBuilder(runtime, flow_people, filler.cms_length)
             for step in history_steps:
                 seconds = builder.add(step - builder.total)
@@ -1166,15 +1172,10 @@ def run_database(
                 )
                 result.builds.append(note)
                 print(f"  {note}", flush=True)
-                result.measurements.append(
-                    report(
-                        measure(
-                            context,
-                            f"{inserted:,} + {len(flow_people)} people, {step:,} history",
-                            args,
-                        )
-                    )
-                )
+                label = f"{inserted:,} + {len(flow_people)} people, {step:,} history"
+                measured = report(measure(context, label, args))
+                measured.role = "history"
+                result.measurements.append(measured)
             if args.explain_flows:
                 result.plans = explain_phase(context, args)
                 flagged = full_scans(result.plans["plans"])
@@ -1235,15 +1236,17 @@ COLUMNS = (
 )
 
 
-def rows_of(result: DatabaseResult, people_steps: int) -> Iterator[list[str]]:
+def rows_of(result: DatabaseResult) -> Iterator[list[str]]:
     name = f"{result.database}, {result.workers}w"
-    if not result.measurements:
+    people = [m for m in result.measurements if m.role == "people"]
+    if not people:
         return
-    people_base = result.measurements[0]
-    history_base = result.measurements[min(people_steps, len(result.measurements)) - 1]
-    for index, m in enumerate(result.measurements):
-        base = people_base if index < people_steps else history_base
-        base_mark = " (base)" if m is base else ""
+    people_base, history_base = people[0], people[-1]
+    for m in result.measurements:
+        base = history_base if m.role == "history" else people_base
+        base_mark = " (base)" if m is people_base else ""
+        if m is history_base and m is not people_base:
+            base_mark = " (history base)"
         p50 = percentile(m.stats.latencies_ms, 0.5)
         p99 = percentile(m.stats.latencies_ms, 0.99)
         workers = " / ".join(f"{hwm / 1024:.0f}" for role, hwm, _ in m.memory if role == "worker")
@@ -1360,6 +1363,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--explain-flows", type=int, default=120, help="flows run to record plans (0: skip)"
     )
+    parser.add_argument(
+        "--repeat-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the first configuration twice (the run's noise)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (people choice)")
     args = parser.parse_args(argv)
     if not args.people_steps:
@@ -1399,8 +1408,7 @@ def main(argv: list[str] | None = None) -> int:
             interrupted = True
             print("\ninterrupted: the figures below cover what finished")
     elapsed = time.perf_counter() - started
-    people_steps = len(args.people_steps)
-    rows = [row for result in results for row in rows_of(result, people_steps)]
+    rows = [row for result in results for row in rows_of(result)]
     print()
     if rows:
         print(plain_table(rows))
