@@ -7,9 +7,9 @@ measurement so each worker's peak RSS belongs to that configuration):
 1. People: `--people-steps` (default 1, 10,000, 100,000) people with an active roaming ECDSA
    P-256 credential besides the flow's own `--flow-people`, added by bulk inserts.
 2. History: with the largest population, `--history-steps` (default 100,000 and 1,000,000)
-   historical signing requests (signed with their signature, expired, cancelled, locked), with
-   their delivered OTP e-mails, signing notices and audit events, spread over a year and over
-   every person, added in large batches (COPY on PostgreSQL, Core executemany on SQLite).
+   historical signing requests (signed with their signature, run out unused, expired,
+   cancelled, locked), with their delivered OTP e-mails, signing notices and audit events,
+   spread over a year and over every person, made by INSERT ... SELECT in the database.
    The last people step is the 0-history baseline.
 3. Per configuration: the same fixed number of complete flows (request -> OTP e-mail -> sign,
    bench/flow.py's FlowDriver) in a closed loop, after an uncounted warm-up: flows/s, p50/p99,
@@ -23,8 +23,8 @@ measurement so each worker's peak RSS belongs to that configuration):
 What the bulk rows hold (see bench/README.md): every filler person has a real P-256 key, sealed
 under its own credential id, and a real certificate from the database's CA, made once per run
 and shared by both databases (same master key, same CA rows). Historical rows carry random
-document hashes, OTP MACs and signature bytes of real lengths; their audit events form valid
-MAC chains (`python -m app audit verify` passes).
+document hashes, OTP MACs and signature bytes of real lengths; their audit events have the
+right chains and sequence numbers but placeholder MACs (see HistoryBuilder).
 
     .venv/bin/python bench/scale.py [--db sqlite|postgresql|both] [--flows 300]
         [--people-steps 1,10000,100000] [--history-steps 100000,1000000]
@@ -111,9 +111,19 @@ BATCH_ROWS = 20_000  # rows per executemany / COPY
 HISTORY_DAYS = 365
 FLOW_PEOPLE_HISTORY_SHARE = 0.05  # of historical requests: the people who sign in the run
 # Historical requests: (status, share); signed ones have a signature, an OTP e-mail and a notice.
-STATUS_MIX = (("signed", 0.70), ("expired", 0.15), ("cancelled", 0.10), ("locked", 0.05))
+# Historical requests by how they ended; cumulative shares. Nothing marks an unused OTP's request
+# `expired` except a new request for the same person and hash (SigningService), so most requests
+# that ran out stay `pending` with `expires_at` in the past ("stale").
+STATUS_MIX = (
+    ("signed", 0.70),
+    ("stale", 0.82),
+    ("expired", 0.85),
+    ("cancelled", 0.95),
+    ("locked", 1.0),
+)
 RAW_SHARE = 0.10  # signed requests in the `raw` format (a bare ECDSA signature), else `cms`
 PHASE_CAP_SECONDS = 240.0  # no new flow starts after this, whatever --flows says
+ROWS_READ = 1000  # a hot-path statement reading more rows than this in one execution is flagged
 BIG_TABLES = {
     "users",
     "credentials",
@@ -461,7 +471,8 @@ class HistoryBuilder:
     SELECT in the database itself (PostgreSQL's generate_series, SQLite's recursive CTE):
     Python would spend minutes per million rows on the values alone.
 
-    Per request: a signing request (70 % signed, 15 % expired, 10 % cancelled, 5 % locked;
+    Per request: a signing request (70 % signed, 12 % run out unused and still `pending`, 3 %
+    marked `expired`, 10 % cancelled, 5 % locked;
     10 % of the signed ones `raw`, the rest `cms`), its OTP e-mail (sent and wiped), and for a
     signed one its signature (random bytes of the real length) and the signing notice (sent);
     audit events: `otp.issued`, then `signature.created` / `signing_request.locked` /
@@ -580,8 +591,9 @@ class HistoryBuilder:
             f"ELSE {min(self.flow_count, self.people - 1)} + {sql.floor(f'r_n * {others}')} END"
         )
         status = (
-            "CASE WHEN r_status < 0.70 THEN 'signed' WHEN r_status < 0.85 THEN 'expired' "
-            "WHEN r_status < 0.95 THEN 'cancelled' ELSE 'locked' END"
+            "CASE "
+            + " ".join(f"WHEN r_status < {share} THEN '{name}'" for name, share in STATUS_MIX[:-1])
+            + f" ELSE '{STATUS_MIX[-1][0]}' END"
         )
         created = f"({self.end} - r_time * {HISTORY_DAYS * 86400.0})"
         connection.exec_driver_sql(
@@ -602,9 +614,10 @@ class HistoryBuilder:
             f"INSERT INTO signing_requests ({', '.join(REQUEST_COLUMNS)}) SELECT st.request_id, "
             f"{signer}, s.user_id, s.credential_id, {sql.random_hex32()}, 'sha256', "
             "'Baucar PV-' || st.i, 'email', 'p***@agensi.gov.my', st.fmt, "
-            f"{sql.random_bytes32()}, st.status, CASE st.status WHEN 'signed' THEN 1 "
+            f"{sql.random_bytes32()}, CASE st.status WHEN 'stale' THEN 'pending' "
+            "ELSE st.status END, CASE st.status WHEN 'signed' THEN 1 "
             f"WHEN 'locked' THEN 3 ELSE 0 END, {t('st.created')}, {t('st.created + 120')}, "
-            f"{t('st.finished')} {joined}",
+            f"CASE WHEN st.status = 'stale' THEN NULL ELSE {t('st.finished')} END {joined}",
             f"INSERT INTO signatures ({', '.join(SIGNATURE_COLUMNS)}) SELECT st.signature_id, "
             "st.request_id, CASE st.fmt WHEN 'raw' THEN b.raw ELSE b.cms END, st.fmt, "
             f"'ecdsa-with-SHA256', s.certificate_serial, {t('st.finished')} {joined} "
@@ -629,7 +642,7 @@ class HistoryBuilder:
             "ELSE 'signing_request.' || st.status END, "
             "CASE st.status WHEN 'signed' THEN '{\"certificate_serial\": \"' || "
             's.certificate_serial || \'", "signature_format": "\' || st.fmt || \'"}\' '
-            f"ELSE '{{}}' END {joined} WHERE st.status <> 'expired'"
+            f"ELSE '{{}}' END {joined} WHERE st.status NOT IN ('expired', 'stale')"
             ") e LEFT JOIN audit_chain_heads h ON h.chain = e.chain",
         ]
         for statement in statements:
@@ -897,6 +910,7 @@ def postgres_plans(log_text: str) -> dict[str, dict[str, Any]]:
         duration = float(re.search(r"duration: ([0-9.]+) ms", entry).group(1))  # type: ignore[union-attr]
         scans: set[str] = set()
         generic = False
+        rows_read = 0
         stack = [plan.get("Plan", {})]
         while stack:
             node = stack.pop()
@@ -905,10 +919,24 @@ def postgres_plans(log_text: str) -> dict[str, dict[str, Any]]:
             if relation:
                 index = node.get("Index Name")
                 scans.add(f"{kind} on {relation}" + (f" using {index}" if index else ""))
+                if relation in BIG_TABLES and "Scan" in kind:
+                    loops = int(node.get("Actual Loops", 1) or 1)
+                    read = sum(
+                        int(node.get(key, 0) or 0)
+                        for key in (
+                            "Actual Rows",
+                            "Rows Removed by Filter",
+                            "Rows Removed by Index Recheck",
+                        )
+                    )
+                    rows_read = max(rows_read, read * loops)
             for key in ("Index Cond", "Filter", "Recheck Cond"):
                 if "$" in str(node.get(key, "")):
                     generic = True
-        seen = found.setdefault(text, {"count": 0, "max_ms": 0.0, "scans": set(), "generic": False})
+        seen = found.setdefault(
+            text, {"count": 0, "max_ms": 0.0, "scans": set(), "generic": False, "rows_read": 0}
+        )
+        seen["rows_read"] = max(seen["rows_read"], rows_read)
         seen["count"] += 1
         seen["max_ms"] = max(seen["max_ms"], duration)
         seen["scans"] |= scans
@@ -943,6 +971,7 @@ def sqlite_plans(trace_dir: Path, database: Path) -> dict[str, dict[str, Any]]:
                 "max_ms": 0.0,
                 "scans": {str(row[3]) for row in rows},
                 "generic": False,
+                "rows_read": 0,
             }
     finally:
         connection.close()
@@ -964,10 +993,15 @@ def full_scans(plans: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return flagged
 
 
-def explain_phase(context: DatabaseContext, args: argparse.Namespace) -> dict[str, Any]:
+def explain_phase(
+    context: DatabaseContext, args: argparse.Namespace, *, force_generic: bool = False
+) -> dict[str, Any]:
     """Flows on the biggest tables with the statements recorded (SQLite) or their plans logged
     by PostgreSQL itself (auto_explain), at low concurrency so each pooled connection runs each
-    statement often enough to be prepared and given a generic plan."""
+    statement often enough to be prepared and given a generic plan. `force_generic`: every
+    prepared statement (psycopg prepares from the 6th execution on a connection) gets its
+    generic plan, the one PostgreSQL may settle on by itself after five custom plans: a
+    statement that relies on a parameter's value (a partial index's predicate) shows here."""
     trace_dir = context.directory / "trace"
     trace_dir.mkdir(exist_ok=True)
     (trace_dir / "sitecustomize.py").write_text(TRACE_HOOK)
@@ -983,6 +1017,9 @@ def explain_phase(context: DatabaseContext, args: argparse.Namespace) -> dict[st
                 ("session_preload_libraries", "auto_explain"),
                 ("auto_explain.log_min_duration", "0"),
                 ("auto_explain.log_format", "json"),
+                ("auto_explain.log_analyze", "on"),
+                ("auto_explain.log_timing", "off"),
+                *([("plan_cache_mode", "force_generic_plan")] if force_generic else []),
             ):
                 connection.exec_driver_sql(f"ALTER DATABASE {database} SET {setting} = '{value}'")
     saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "ROAMSIGN_BENCH_TRACE_DIR")}
@@ -993,6 +1030,8 @@ def explain_phase(context: DatabaseContext, args: argparse.Namespace) -> dict[st
         measurement = measure(
             context, "plans", args, flows=args.explain_flows, concurrency=2, warmup=0
         )
+        if force_generic:
+            measurement.label = "plans, generic forced"
     finally:
         for name, value in saved.items():
             if value is None:
@@ -1012,6 +1051,7 @@ def explain_phase(context: DatabaseContext, args: argparse.Namespace) -> dict[st
         assert context.sqlite_path is not None
         plans = sqlite_plans(trace_dir, context.sqlite_path)
     return {
+        "title": "generic plans forced" if force_generic else None,
         "plans": plans,
         "flows": len(measurement.stats.latencies_ms),
         "failures": dict(measurement.stats.failures),
@@ -1046,7 +1086,7 @@ class DatabaseResult:
     workers: int
     measurements: list[Measurement] = field(default_factory=list)
     builds: list[str] = field(default_factory=list)
-    plans: dict[str, Any] | None = None
+    plan_sets: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
 
@@ -1177,13 +1217,17 @@ def run_database(
                 measured.role = "history"
                 result.measurements.append(measured)
             if args.explain_flows:
-                result.plans = explain_phase(context, args)
-                flagged = full_scans(result.plans["plans"])
-                print(
-                    f"  plans: {len(result.plans['plans'])} statements, "
-                    f"{len(flagged)} full scans of big tables",
-                    flush=True,
-                )
+                passes = [False, True] if pg is not None else [False]
+                for force_generic in passes:
+                    plans = explain_phase(context, args, force_generic=force_generic)
+                    result.plan_sets.append(plans)
+                    flagged = full_scans(plans["plans"])
+                    print(
+                        f"  plans{' (generic forced)' if force_generic else ''}: "
+                        f"{len(plans['plans'])} statements, {len(flagged)} full scans of big "
+                        "tables",
+                        flush=True,
+                    )
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             print(f"  FAILED: {result.error}", flush=True)
@@ -1290,51 +1334,61 @@ def markdown_table(rows: list[list[str]]) -> str:
 
 
 def plan_lines(result: DatabaseResult) -> Iterator[str]:
-    if result.plans is None:
-        return
-    plans = result.plans["plans"]
-    how = (
-        "auto_explain in the server's own sessions"
-        if result.database == "postgresql"
-        else "EXPLAIN QUERY PLAN of the statements the server sent"
-    )
-    generic = sum(1 for plan in plans.values() if plan["generic"])
-    yield (
-        f"- **{result.database}**: {len(plans)} distinct statements in "
-        f"{result.plans['flows']} flows at the largest size ({how}"
-        + (f"; {generic} ran with a generic plan" if result.database == "postgresql" else "")
-        + ")"
-    )
-    if result.plans["failures"]:
-        yield f"  - failed flows meanwhile: {result.plans['failures']}"
-    flagged = full_scans(plans)
-    if not flagged:
-        yield "  - no full scan of a table that grows with people or history"
-    for text, scan in flagged:
-        yield f"  - **{scan}**: `{text[:300]}`"
-    small = sorted(
-        {
-            scan
-            for plan in plans.values()
-            for scan in plan["scans"]
-            if (scan.startswith("Seq Scan") or scan.startswith("SCAN "))
-            and (text_table := scan.split()[3 if scan.startswith("Seq") else 1]) not in BIG_TABLES
-            and text_table
-        }
-    )
-    if small:
-        yield "  - full scans of small tables (fixed size): " + ", ".join(f"`{s}`" for s in small)
+    for plan_set in result.plan_sets:
+        plans = plan_set["plans"]
+        how = (
+            "auto_explain (analyze) in the server's own sessions"
+            if result.database == "postgresql"
+            else "EXPLAIN QUERY PLAN of the statements the server sent"
+        )
+        if plan_set["title"]:
+            how += f", {plan_set['title']}"
+        generic = sum(1 for plan in plans.values() if plan["generic"])
+        yield (
+            f"- **{result.database}**: {len(plans)} distinct statements in "
+            f"{plan_set['flows']} flows at the largest size ({how}"
+            + (f"; {generic} ran a generic plan" if result.database == "postgresql" else "")
+            + ")"
+        )
+        if plan_set["failures"]:
+            yield f"  - failed flows meanwhile: {plan_set['failures']}"
+        flagged = full_scans(plans)
+        if not flagged:
+            yield "  - no full scan of a table that grows with people or history"
+        for text, scan in flagged:
+            yield f"  - **{scan}**: `{text[:300]}`"
+        heavy = [
+            (rows, text) for text, plan in plans.items() if (rows := plan["rows_read"]) > ROWS_READ
+        ]
+        for rows, text in sorted(heavy, reverse=True):
+            yield f"  - **reads {rows:,} rows** in one execution: `{text[:300]}`"
+        if result.database == "postgresql" and not heavy:
+            worst = max((plan["rows_read"] for plan in plans.values()), default=0)
+            yield f"  - no statement read more than {worst:,} rows in one execution"
+        small = sorted(
+            {
+                scan
+                for plan in plans.values()
+                for scan in plan["scans"]
+                if (scan.startswith("Seq Scan") or scan.startswith("SCAN "))
+                and scan.split()[3 if scan.startswith("Seq") else 1] not in BIG_TABLES
+            }
+        )
+        if small:
+            yield "  - full scans of small tables (fixed size): " + ", ".join(
+                f"`{s}`" for s in small
+            )
 
 
 def all_plans(result: DatabaseResult) -> Iterator[str]:
     """Every statement with the scans of its plan(s), for the record."""
-    if result.plans is None:
-        return
-    yield f"{result.database}:"
-    for text, plan in sorted(result.plans["plans"].items()):
-        mark = " [generic]" if plan["generic"] else ""
-        yield f"  {text[:160]}"
-        yield f"    x{plan['count']}{mark}: " + "; ".join(sorted(plan["scans"]) or ["-"])
+    for plan_set in result.plan_sets:
+        yield f"{result.database}" + (f", {plan_set['title']}" if plan_set["title"] else "") + ":"
+        for text, plan in sorted(plan_set["plans"].items()):
+            mark = " [generic]" if plan["generic"] else ""
+            rows = f", at most {plan['rows_read']:,} rows read" if plan["rows_read"] else ""
+            yield f"  {text[:160]}"
+            yield f"    x{plan['count']}{mark}{rows}: " + "; ".join(sorted(plan["scans"]) or ["-"])
 
 
 def parse_steps(text: str) -> list[int]:
