@@ -1440,6 +1440,10 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The servers' retention job (issue 7) would delete the history this benchmark builds, in
+    # the middle of a measurement: with the longest retention it finds nothing to delete and
+    # only its own index probes are measured. Set ROAMSIGN_RETENTION_DAYS to measure it purging.
+    os.environ.setdefault("ROAMSIGN_RETENTION_DAYS", "3650")
     signal.signal(signal.SIGTERM, _terminate)
     load_before = os.getloadavg()
     started = time.perf_counter()
