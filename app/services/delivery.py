@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import Clock
 from app.crypto.sealing import SealBroken, open_sealed
+from app.db import status_constant
 from app.errors import ConfigurationError
 from app.metrics import MAILS_DELIVERED
 from app.models.outbox import OutboxMessage, OutboxStatus
@@ -308,9 +309,9 @@ class DeliveryWorker:
                 .where(
                     _MESSAGES.c.not_after <= now,
                     or_(
-                        _MESSAGES.c.status == OutboxStatus.PENDING,
+                        _MESSAGES.c.status == status_constant(OutboxStatus.PENDING),
                         and_(
-                            _MESSAGES.c.status == OutboxStatus.SENDING,
+                            _MESSAGES.c.status == status_constant(OutboxStatus.SENDING),
                             _MESSAGES.c.lease_until <= now,
                         ),
                     ),
@@ -342,12 +343,12 @@ class DeliveryWorker:
                 .where(
                     or_(
                         and_(
-                            _MESSAGES.c.status == OutboxStatus.PENDING,
+                            _MESSAGES.c.status == status_constant(OutboxStatus.PENDING),
                             _MESSAGES.c.next_attempt_at <= now,
                         ),
                         # A worker died holding it.
                         and_(
-                            _MESSAGES.c.status == OutboxStatus.SENDING,
+                            _MESSAGES.c.status == status_constant(OutboxStatus.SENDING),
                             _MESSAGES.c.lease_until <= now,
                         ),
                     ),
@@ -519,7 +520,7 @@ class DeliveryWorker:
                 update(_MESSAGES)
                 .where(
                     _MESSAGES.c.id == claim.id,
-                    _MESSAGES.c.status == OutboxStatus.SENDING,
+                    _MESSAGES.c.status == status_constant(OutboxStatus.SENDING),
                     _MESSAGES.c.attempts == claim.attempts,
                 )
                 .values(**values)

@@ -19,7 +19,7 @@ from app.crypto.cms import build_detached_cms, signature_algorithm_name
 from app.crypto.keys import DerivedKeys
 from app.crypto.keystore import KeyStore, PublicKey, RsaPadding
 from app.crypto.secrets import OtpBinding, generate_otp, macs_equal, otp_mac, pin_mac
-from app.db import after_commit
+from app.db import after_commit, status_constant
 from app.errors import (
     AuthorizationFailed,
     CredentialLocked,
@@ -93,7 +93,7 @@ _EXPIRE_STALE = (
     .where(
         _REQUESTS.c.user_id == bindparam("person"),
         _REQUESTS.c.document_hash == bindparam("hash"),
-        _REQUESTS.c.status == RequestStatus.PENDING,
+        _REQUESTS.c.status == status_constant(RequestStatus.PENDING),
         _REQUESTS.c.expires_at <= bindparam("now"),
         # A SAD outliving the OTP's window keeps its request (and its hash) until used.
         or_(_REQUESTS.c.sad_expires_at.is_(None), _REQUESTS.c.sad_expires_at <= bindparam("now")),
