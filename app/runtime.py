@@ -52,7 +52,7 @@ class Runtime:
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         settings.check_production_safety()
         keys = DerivedKeys.from_master(settings.load_master_key())
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
         return cls(
             settings=settings,
             engine=engine,

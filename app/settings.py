@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     profile: Profile = Profile.PRODUCTION
     var_dir: Path = DEFAULT_VAR_DIR
     database_url: str = ""
+    # PostgreSQL connections each server process keeps (opened as needed, never more): size
+    # it to the requests a process serves at once; workers x this must stay under the
+    # server's max_connections. SQLite always uses one.
+    database_pool_size: int = Field(default=20, ge=1, le=200)
     master_key_file: Path | None = None
 
     otp_ttl_seconds: int = Field(default=120, ge=10, le=3600)
