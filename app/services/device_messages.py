@@ -85,12 +85,6 @@ def associated_data(device_id: str, request_id: str) -> bytes:
     return f"device-message:{device_id}:{request_id}".encode()
 
 
-def active_device(session: Session, user_id: str) -> Device | None:
-    return session.scalar(
-        select(Device).where(Device.user_id == user_id, Device.status == DeviceStatus.ACTIVE)
-    )
-
-
 def mobile_destination(device: Device) -> str:
     """Where an OTP went, as the signing request shows it: platform and the number's end."""
     return f"MyGPKI Mobile ({device.platform}, ****{device.phone_last4})"
