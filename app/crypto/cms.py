@@ -228,19 +228,6 @@ def _signing_certificate_v2(signer: asn1_x509.Certificate) -> tsp.SigningCertifi
     return tsp.SigningCertificateV2({"certs": [cert_id]})
 
 
-def _digest_algorithm(hash_algorithm: str) -> algos.DigestAlgorithm:
-    # RFC 5754 s.2: the SHA-2 AlgorithmIdentifier parameters are absent.
-    return algos.DigestAlgorithm({"algorithm": hash_algorithm, "parameters": None})
-
-
-def _signature_algorithm(rsa_key: bool, hash_algorithm: str) -> algos.SignedDigestAlgorithm:
-    # RFC 5754 s.3.2 and RFC 3370 s.3.2: ecdsa-with-SHAx, and for RSA the conventional
-    # rsaEncryption (the hash is the SignerInfo digestAlgorithm).
-    if rsa_key:
-        return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
-    return algos.SignedDigestAlgorithm({"algorithm": _ECDSA_OIDS[hash_algorithm]})
-
-
 # The SignedData is written as DER around parts that asn1crypto encodes: asn1crypto builds
 # a structure from dicts, copies and re-tags every part on each assembly, which cost 5 ms a
 # signature (fifty times the ECDSA signature itself). What is built here is only the
@@ -270,12 +257,16 @@ _SIGNED_DATA_OID = bytes(cms.ContentType("signed_data").dump())
 
 @functools.cache
 def _digest_algorithm_der(hash_algorithm: str) -> bytes:
-    return bytes(_digest_algorithm(hash_algorithm).dump())
+    # RFC 5754 s.2: the SHA-2 AlgorithmIdentifier parameters are absent.
+    return bytes(algos.DigestAlgorithm({"algorithm": hash_algorithm, "parameters": None}).dump())
 
 
 @functools.cache
 def _signature_algorithm_der(rsa_key: bool, hash_algorithm: str) -> bytes:
-    return bytes(_signature_algorithm(rsa_key, hash_algorithm).dump())
+    # RFC 5754 s.3.2 and RFC 3370 s.3.2: ecdsa-with-SHAx, and for RSA the conventional
+    # rsaEncryption (the hash is the SignerInfo digestAlgorithm).
+    algorithm = "rsassa_pkcs1v15" if rsa_key else _ECDSA_OIDS[hash_algorithm]
+    return bytes(algos.SignedDigestAlgorithm({"algorithm": algorithm}).dump())
 
 
 @dataclass(frozen=True)

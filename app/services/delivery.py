@@ -390,15 +390,7 @@ class DeliveryWorker:
                     )
                 )
         for row in exhausted:
-            logger.error(
-                "outbox.delivery.failed",
-                extra={
-                    "outbox_id": row.id,
-                    "purpose": row.purpose,
-                    "signing_request_id": row.request_id,
-                    "attempts": row.attempts,
-                },
-            )
+            logger.error("outbox.delivery.failed", extra=_claim_fields(row))
         claims = [
             _Claim(
                 id=row.id,
@@ -552,7 +544,20 @@ class DeliveryWorker:
         return min(delay * jitter, MAX_BACKOFF_SECONDS)
 
 
-def _claim_fields(claim: _Claim) -> dict[str, Any]:
+class _MessageFields(Protocol):
+    """A claim, or a row of the claim query: what a delivery log line names."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def purpose(self) -> str: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+def _claim_fields(claim: _MessageFields) -> dict[str, Any]:
     return {
         "outbox_id": claim.id,
         "purpose": claim.purpose,
