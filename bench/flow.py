@@ -48,6 +48,7 @@ from types import FrameType
 import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SQLITE_FILE = "roamsign.db"
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
@@ -691,6 +692,26 @@ def postmaster_pid(pg: TemporaryPostgres) -> int | None:
     return None
 
 
+def open_sink_and_database(
+    database: str, directory: Path, stack: contextlib.ExitStack
+) -> tuple[Mailbox, MailSink, str, TemporaryPostgres | None]:
+    """An SMTP sink feeding a `Mailbox`, and a fresh migrated database (SQLite under
+    `directory`, or a private PostgreSQL); both stopped by `stack`. Returns the database URL
+    and the PostgreSQL server, if any."""
+    mailbox = Mailbox()
+    sink = MailSink(None, on_message=mailbox.on_message).start()
+    stack.callback(sink.stop)
+    pg: TemporaryPostgres | None = None
+    if database == "postgresql":
+        pg = TemporaryPostgres().start()
+        stack.callback(pg.stop)
+        url = pg.url
+    else:
+        url = f"sqlite:///{directory / SQLITE_FILE}"
+    upgrade(url)
+    return mailbox, sink, url, pg
+
+
 def run_configuration(
     database: str, workers: int, args: argparse.Namespace, plan: LoadPlan
 ) -> ConfigResult:
@@ -704,18 +725,7 @@ def run_configuration(
     ):
         try:
             directory = Path(tmp)
-            mailbox = Mailbox()
-            sink = MailSink(None, on_message=mailbox.on_message).start()
-            stack.callback(sink.stop)
-
-            pg: TemporaryPostgres | None = None
-            if database == "postgresql":
-                pg = TemporaryPostgres().start()
-                stack.callback(pg.stop)
-                url = pg.url
-            else:
-                url = f"sqlite:///{directory / 'roamsign.db'}"
-            upgrade(url)
+            mailbox, sink, url, pg = open_sink_and_database(database, directory, stack)
 
             key_file = directory / "master.key"
             key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")

@@ -66,7 +66,6 @@ from app.crypto.ca import certificate_pem, serial_hex  # noqa: E402
 from app.crypto.cms import build_detached_cms  # noqa: E402
 from app.crypto.secrets import pin_mac  # noqa: E402
 from app.mailsink import MailSink  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
 from app.models import (  # noqa: E402
     ApiClient,
     AuditChainHead,
@@ -90,6 +89,7 @@ from app.validation import mask_mykad  # noqa: E402
 from bench.enrol import mykad_for  # noqa: E402
 from bench.flow import (  # noqa: E402
     REQUEST_TIMEOUT_SECONDS,
+    SQLITE_FILE,
     CpuMeter,
     FlowDriver,
     IdlePeople,
@@ -99,6 +99,7 @@ from bench.flow import (  # noqa: E402
     Server,
     drain,
     machine,
+    open_sink_and_database,
     percentile,
     postmaster_pid,
     seed,
@@ -1115,19 +1116,8 @@ def run_database(
     ):
         try:
             directory = Path(tmp)
-            mailbox = Mailbox()
-            sink = MailSink(None, on_message=mailbox.on_message).start()
-            stack.callback(sink.stop)
-            pg: TemporaryPostgres | None = None
-            sqlite_path: Path | None = None
-            if database == "postgresql":
-                pg = TemporaryPostgres().start()
-                stack.callback(pg.stop)
-                url = pg.url
-            else:
-                sqlite_path = directory / "roamsign.db"
-                url = f"sqlite:///{sqlite_path}"
-            upgrade(url)
+            mailbox, sink, url, pg = open_sink_and_database(database, directory, stack)
+            sqlite_path = directory / SQLITE_FILE if pg is None else None
             settings = Settings(
                 profile="production",
                 database_url=url,
