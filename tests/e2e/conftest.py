@@ -143,7 +143,12 @@ class Servers:
 
 
 @pytest.fixture
-def start_server(e2e_settings: Settings) -> Iterator[ServerStarter]:
+def start_server(
+    e2e_settings: Settings, sessions: sessionmaker[Session]
+) -> Iterator[ServerStarter]:
+    # Depending on `sessions` orders the teardown: the servers stop before the database is
+    # wiped. Otherwise a server still delivering (the signing notice writes an audit event)
+    # could write into the next test's empty database.
     servers = Servers(e2e_settings)
     yield servers.start
     servers.stop()
