@@ -155,6 +155,9 @@ class SigningService:
         self.ca = ca
         self.audit = audit
         self.on_outbox = on_outbox
+        # The session's identity map holds objects weakly: what get_own(with_signer=True)
+        # loaded stays referenced here for the request, so session.get() finds it.
+        self._kept_loaded: list[object] = []
 
     # -- issuing ------------------------------------------------------------------------------
 
@@ -417,6 +420,8 @@ class SigningService:
                 .where(SigningRequest.id == request_id)
             ).first()
             request = row[0] if row is not None else None
+            if row is not None:
+                self._kept_loaded.extend(row[1:])
         else:
             request = self.session.get(SigningRequest, request_id)
         if request is None or request.signer_id != caller.id:

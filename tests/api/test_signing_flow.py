@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app.clock import FrozenClock
 from app.models import AuditEvent, Credential, Signature, SigningRequest
@@ -380,3 +381,27 @@ async def test_the_stored_otp_is_only_a_mac(
         request = session.get(SigningRequest, created["id"])
         assert request is not None
         assert otp.encode() not in request.otp_mac and len(request.otp_mac) == 32
+
+
+async def test_a_signature_reads_its_request_credential_and_person_once(
+    client: httpx.AsyncClient, api_keys: Keys, person: Person, runtime: Runtime
+) -> None:
+    created = (await request_otp(client, api_keys.signer, person)).json()
+    otp = queued_otp(runtime.sessions, runtime.keys.outbox_seal, created["id"])
+    statements: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", capture)
+    try:
+        signed = await submit(client, api_keys.signer, created["id"], otp, person.pin)
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", capture)
+
+    assert signed.status_code == 201, signed.text
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    # The API key, then request + credential + person in one join; nothing read twice.
+    signer_reads = [s for s in reads if "FROM credentials" in s or "FROM users" in s]
+    assert signer_reads == []
+    assert sum("FROM signing_requests JOIN credentials" in " ".join(s.split()) for s in reads) == 1
