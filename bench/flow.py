@@ -2,19 +2,23 @@
 
 Per database configuration (SQLite with one worker, PostgreSQL with `--workers`), in one run:
 a fresh database, a master key, the CA, one signer API client and `--people` people with ECDSA
-P-256 roaming credentials; an in-memory SMTP sink and the server; then
+P-256 roaming credentials (and, for the device channel, each an active MyGPKI Mobile device);
+an in-memory SMTP sink and the server; then
 
 1. `GET /healthz` at `--concurrency` for `--healthz-seconds` (the HTTP stack's ceiling here);
-2. a short warm-up (not counted);
-3. closed loop: `--concurrency` flows always in flight for `--duration` seconds;
-4. open loop: flows started at a fixed rate (`--rate`, default half the closed-loop flows/s)
-   for `--duration` seconds, whatever the completions (in flight capped at `--max-in-flight`).
+2. per channel (`--channel`: e-mail, then the device inbox):
+   a. a short warm-up (not counted);
+   b. closed loop: `--concurrency` flows always in flight for `--duration` seconds;
+   c. open loop: flows started at a fixed rate (`--rate`, default half that channel's
+      closed-loop flows/s) for `--duration` seconds, whatever the completions (in flight
+      capped at `--max-in-flight`).
 
-A flow = POST /v1/signing-requests -> the OTP e-mail arrives at the sink -> POST
-.../signature with that OTP and the PIN -> 201. Failed flows are counted, never retried.
+A flow = POST /v1/signing-requests -> the OTP arrives (e-mail: at the SMTP sink; device: in
+the answer to the app's RFC 9421-signed GET /v1/devices/{id}/messages) -> POST .../signature
+with that OTP and the PIN -> 201. Failed flows are counted, never retried.
 
     .venv/bin/python bench/flow.py [--db sqlite|postgresql|both] [--workers 2] [--people 50]
-        [--concurrency 32] [--duration 10] [--rate R]
+        [--channel email|device|both] [--concurrency 32] [--duration 10] [--rate R]
 
 See bench/README.md for what each figure means.
 """
@@ -59,16 +63,24 @@ from app.runtime import Runtime  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.factories import Factory, Person  # noqa: E402
 from tests.helpers import otp_from_message  # noqa: E402
+from tests.mobile_app import MobileApp  # noqa: E402
 from tests.pg_server import TemporaryPostgres  # noqa: E402
 
 # Hard caps: nothing waits longer than this, whatever the server does.
 REQUEST_TIMEOUT_SECONDS = 30.0
 OTP_TIMEOUT_SECONDS = 30.0
+INBOX_WAIT_SECONDS = 25  # the app's long-poll (`wait`), the contract's maximum
+ACTIVATION_MAIL_SECONDS = 30.0  # for the seeded devices' activation e-mails to be delivered
 DRAIN_CAP_SECONDS = 60.0  # after a phase's end, for the flows still in flight
 SERVER_START_SECONDS = 60.0
 SERVER_STOP_SECONDS = 15.0
 LOG_TAIL_LINES = 40
 MAX_PEOPLE = 9999  # tests.factories makes MyKads 90010114NNNN
+
+# `--channel` value -> the `channel` of POST /v1/signing-requests (the contract's spelling).
+CHANNELS = {"email": "email", "device": "mobile"}
+# The median step between the create and the sign, per channel.
+OTP_STEP = {"email": "e-mail", "device": "inbox"}
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -153,12 +165,13 @@ class PhaseStats:
     """What one phase measured: latencies of successful flows and failures by kind."""
 
     name: str
+    channel: str = "email"
     duration: float = 0.0
     window_end: float = 0.0  # perf_counter() at the end of the measured window
     started: int = 0
     ok_in_window: int = 0
     latencies_ms: list[float] = field(default_factory=list)
-    # Of successful flows: ms spent in each step (create, e-mail, sign).
+    # Of successful flows: ms spent in each step (create, e-mail or inbox, sign).
     steps_ms: dict[str, list[float]] = field(default_factory=dict)
     failures: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
@@ -300,6 +313,20 @@ def seed(settings: Settings, people: int) -> tuple[str, list[Person]]:
     return key, made
 
 
+def seed_devices(settings: Settings, people: list[Person]) -> dict[str, MobileApp]:
+    """An active MyGPKI Mobile device for each person, registered and activated through the
+    real services (`Factory.mobile_device`), as the simulated app holding its private key;
+    by MyKad. The registrations all come from one client address ("factory"): its limit per
+    address is raised for the seeding (the server's own settings are untouched)."""
+    seeding = settings.model_copy(update={"device_registrations_per_address": max(len(people), 1)})
+    runtime = Runtime.build(seeding, SystemClock())
+    try:
+        factory = Factory(runtime)
+        return {person.mykad: factory.mobile_device(person) for person in people}
+    finally:
+        runtime.close()
+
+
 # --------------------------------------------------------------------------- the load
 
 
@@ -310,6 +337,9 @@ class Mailbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[str, asyncio.Future[EmailMessage]] = {}
         self._early: dict[str, EmailMessage] = {}
+        # E-mails without a request id (device activation notices, signing notices), counted
+        # in the sink's thread (an int increment under the GIL).
+        self.others = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -322,7 +352,9 @@ class Mailbox:
     def on_message(self, _path: Path | None, message: EmailMessage) -> None:
         """MailSink's callback, in the sink's thread."""
         loop, request_id = self._loop, message["X-Roamsign-Request-Id"]
-        if loop is not None and request_id:
+        if not request_id:
+            self.others += 1
+        elif loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
                 loop.call_soon_threadsafe(self._arrived, str(request_id), message)
 
@@ -386,9 +418,10 @@ class Lanes:
     comparison.
     """
 
-    def __init__(self, base_url: str, api_key: str, *, shared: bool = False) -> None:
+    def __init__(self, base_url: str, api_key: str | None, *, shared: bool = False) -> None:
         self._base_url = base_url
-        self._headers = {"Authorization": f"Bearer {api_key}"}
+        # No API key for the devices' own lanes: the app authenticates by its signatures.
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._idle: list[httpx.AsyncClient] = []
         self._all: list[httpx.AsyncClient] = []
         self._shared = self._new(connections=1024) if shared else None
@@ -428,13 +461,56 @@ def _problem_code(response: httpx.Response) -> str:
     return "-"
 
 
-class FlowDriver:
-    """Runs complete flows and records them in the current phase's stats."""
+class StepFailed(Exception):
+    """A step of a flow refused; the message is the kind the failure is counted under."""
 
-    def __init__(self, lanes: Lanes, mailbox: Mailbox, label: str) -> None:
+
+class DeviceInbox:
+    """The people's MyGPKI Mobile apps (by MyKad) fetching their OTP messages, as the real app
+    does: `GET /v1/devices/{id}/messages?wait=25`, signed (RFC 9421, the app's P-256 key, a
+    fresh nonce) by `tests.mobile_app.MobileApp`, on lanes of their own that carry no API key.
+
+    The app asks once the OTP request has answered (as after a push notification), so the
+    message is normally there already; the long-poll only matters when it is not."""
+
+    def __init__(self, lanes: Lanes, apps: dict[str, MobileApp]) -> None:
+        self._lanes = lanes
+        self._apps = apps
+
+    async def otp(self, person: Person, request_id: str) -> str:
+        """The OTP of this request from the person's inbox; the caller bounds the wait.
+        Messages of other requests (an earlier flow that gave up) are passed over."""
+        app = self._apps[person.mykad]
+        while True:
+            async with self._lanes.client() as client:
+                response = await client.send(app.fetch_request(client, wait=INBOX_WAIT_SECONDS))
+            if response.status_code != 200:
+                raise StepFailed(f"inbox {response.status_code} {_problem_code(response)}")
+            for message in response.json()["messages"]:
+                if message["request_id"] == request_id:
+                    return str(message["otp"])
+
+
+class FlowDriver:
+    """Runs complete flows over one OTP channel (`email`, or `device` with `inbox`) and
+    records them in the current phase's stats."""
+
+    def __init__(
+        self,
+        lanes: Lanes,
+        mailbox: Mailbox,
+        label: str,
+        *,
+        channel: str = "email",
+        inbox: DeviceInbox | None = None,
+    ) -> None:
+        if channel not in CHANNELS or (channel == "device") != (inbox is not None):
+            raise ValueError("the device channel needs the inbox, and only it does")
         self._lanes = lanes
         self._mailbox = mailbox
         self._label = label
+        self._channel = channel
+        self._inbox = inbox
         self._counter = 0
 
     def _document_hash(self) -> str:
@@ -462,7 +538,7 @@ class FlowDriver:
                         "mykad": person.mykad,
                         "document_hash": self._document_hash(),
                         "document_name": f"Bench PV-{self._counter}",
-                        "channel": "email",
+                        "channel": CHANNELS[self._channel],
                     },
                 )
             if created.status_code != 201:
@@ -471,18 +547,22 @@ class FlowDriver:
             request_id = created.json()["id"]
             lap("create")
             step = "otp"
+            received = OTP_STEP[self._channel]
             try:
                 async with asyncio.timeout(OTP_TIMEOUT_SECONDS):
-                    message = await self._mailbox.wait(request_id)
+                    otp = await self._receive(person, request_id)
             except TimeoutError:
-                stats.failures[f"otp e-mail timeout ({OTP_TIMEOUT_SECONDS:.0f} s)"] += 1
+                stats.failures[f"otp {received} timeout ({OTP_TIMEOUT_SECONDS:.0f} s)"] += 1
                 return
-            lap("e-mail")
+            except StepFailed as refused:
+                stats.failures[str(refused)] += 1
+                return
+            lap(received)
             step = "sign"
             async with self._lanes.client() as client:
                 signed = await client.post(
                     f"/v1/signing-requests/{request_id}/signature",
-                    json={"otp": otp_from_message(message), "pin": person.pin},
+                    json={"otp": otp, "pin": person.pin},
                 )
             if signed.status_code != 201:
                 stats.failures[f"{step} {signed.status_code} {_problem_code(signed)}"] += 1
@@ -493,6 +573,11 @@ class FlowDriver:
             stats.failures[f"{step} timeout ({type(exc).__name__})"] += 1
         except httpx.TransportError as exc:
             stats.failures[f"{step} transport {type(exc).__name__}"] += 1
+
+    async def _receive(self, person: Person, request_id: str) -> str:
+        if self._inbox is not None:
+            return await self._inbox.otp(person, request_id)
+        return otp_from_message(await self._mailbox.wait(request_id))
 
 
 async def drain(tasks: set[asyncio.Task[None]], stats: PhaseStats) -> None:
@@ -620,6 +705,7 @@ class LoadPlan:
     rate: float | None
     max_in_flight: int
     shared_client: bool
+    channels: tuple[str, ...] = ("email",)
 
 
 async def cpu_over_window(
@@ -634,10 +720,25 @@ async def cpu_over_window(
     return shares
 
 
+def settle_activation_mail(mailbox: Mailbox, expected: int) -> None:
+    """Wait (capped) until the seeded devices' activation e-mails, sent by the server once it
+    starts, have reached the sink, so their delivery does not run inside a measured phase."""
+    deadline = time.perf_counter() + ACTIVATION_MAIL_SECONDS
+    while mailbox.others < expected and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    if mailbox.others < expected:
+        print(
+            f"  note: {mailbox.others} of {expected} activation e-mails delivered after "
+            f"{ACTIVATION_MAIL_SECONDS:.0f} s; measuring anyway",
+            flush=True,
+        )
+
+
 async def run_load(
     server: Server,
     api_key: str,
     people: list[Person],
+    apps: dict[str, MobileApp],
     mailbox: Mailbox,
     plan: LoadPlan,
     cpu_trees: dict[str, int | None],
@@ -646,6 +747,7 @@ async def run_load(
 ) -> None:
     mailbox.bind(asyncio.get_running_loop())
     lanes = Lanes(server.url, api_key, shared=plan.shared_client)
+    device_lanes = Lanes(server.url, None, shared=plan.shared_client)
     try:
         meter = CpuMeter(cpu_trees)
         await measure_healthz(lanes, plan.concurrency, plan.healthz_seconds, result)
@@ -653,34 +755,49 @@ async def run_load(
         print(f"  healthz: {result.healthz_rps:,.0f} req/s", flush=True)
 
         idle = IdlePeople(people, rng)
-        driver = FlowDriver(lanes, mailbox, result.name)
-        if plan.warmup_seconds > 0:
-            warmup = PhaseStats("warm-up")
-            await closed_loop(driver, idle, plan.concurrency, plan.warmup_seconds, warmup)
-            if warmup.errors:
-                print(f"  warm-up failures: {dict(warmup.failures)}", flush=True)
-
-        closed = PhaseStats(f"closed loop ({plan.concurrency} in flight)")
-        closed.cpu = await cpu_over_window(
-            closed_loop(driver, idle, plan.concurrency, plan.duration, closed),
-            plan.duration,
-            cpu_trees,
-        )
-        result.phases.append(closed)
-        print(f"  closed loop: {closed.rate:.1f} flows/s, {closed.errors} errors", flush=True)
-
-        rate = plan.rate if plan.rate is not None else max(closed.rate / 2, 1.0)
-        opened = PhaseStats(f"open loop ({rate:.1f}/s offered)")
-        opened.cpu = await cpu_over_window(
-            open_loop(driver, idle, rate, plan.duration, plan.max_in_flight, opened),
-            plan.duration,
-            cpu_trees,
-        )
-        result.phases.append(opened)
-        print(f"  open loop: {opened.rate:.1f} flows/s, {opened.errors} errors", flush=True)
+        for channel in plan.channels:
+            inbox = DeviceInbox(device_lanes, apps) if channel == "device" else None
+            driver = FlowDriver(lanes, mailbox, result.name, channel=channel, inbox=inbox)
+            await run_channel(driver, idle, channel, plan, cpu_trees, result)
     finally:
         mailbox.unbind()
         await lanes.aclose()
+        await device_lanes.aclose()
+
+
+async def run_channel(
+    driver: FlowDriver,
+    idle: IdlePeople,
+    channel: str,
+    plan: LoadPlan,
+    cpu_trees: dict[str, int | None],
+    result: ConfigResult,
+) -> None:
+    """Warm-up, closed loop, open loop: flows over one OTP channel."""
+    if plan.warmup_seconds > 0:
+        warmup = PhaseStats("warm-up", channel)
+        await closed_loop(driver, idle, plan.concurrency, plan.warmup_seconds, warmup)
+        if warmup.errors:
+            print(f"  {channel} warm-up failures: {dict(warmup.failures)}", flush=True)
+
+    closed = PhaseStats(f"closed loop ({plan.concurrency} in flight)", channel)
+    closed.cpu = await cpu_over_window(
+        closed_loop(driver, idle, plan.concurrency, plan.duration, closed),
+        plan.duration,
+        cpu_trees,
+    )
+    result.phases.append(closed)
+    print(f"  {channel} closed loop: {closed.rate:.1f} flows/s, {closed.errors} errors", flush=True)
+
+    rate = plan.rate if plan.rate is not None else max(closed.rate / 2, 1.0)
+    opened = PhaseStats(f"open loop ({rate:.1f}/s offered)", channel)
+    opened.cpu = await cpu_over_window(
+        open_loop(driver, idle, rate, plan.duration, plan.max_in_flight, opened),
+        plan.duration,
+        cpu_trees,
+    )
+    result.phases.append(opened)
+    print(f"  {channel} open loop: {opened.rate:.1f} flows/s, {opened.errors} errors", flush=True)
 
 
 # --------------------------------------------------------------------------- one configuration
@@ -743,6 +860,14 @@ def run_configuration(
             print(
                 f"  seeded {len(people)} people in {time.perf_counter() - began:.1f} s", flush=True
             )
+            apps: dict[str, MobileApp] = {}
+            if "device" in plan.channels:
+                began = time.perf_counter()
+                apps = seed_devices(settings, people)
+                print(
+                    f"  seeded {len(apps)} active devices in {time.perf_counter() - began:.1f} s",
+                    flush=True,
+                )
 
             server = start_server(
                 database_url=url,
@@ -752,12 +877,14 @@ def run_configuration(
                 workers=workers,
             )
             stack.callback(server.stop)
+            settle_activation_mail(mailbox, len(apps))
             trees = {"server": server.process.pid, "database": postmaster_pid(pg) if pg else None}
             asyncio.run(
                 run_load(
                     server,
                     api_key,
                     people,
+                    apps,
                     mailbox,
                     plan,
                     trees,
@@ -787,6 +914,7 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 COLUMNS = (
     "configuration",
+    "channel",
     "phase",
     "flows/s",
     "p50 ms",
@@ -801,6 +929,7 @@ COLUMNS = (
     "healthz req/s",
     "flows/s ÷ (healthz/3)",
 )
+TEXT_COLUMNS = 3  # left-aligned; the figures after them are right-aligned
 
 
 def cpu_ms_per_unit(cpu: dict[str, float | None], rate: float) -> float | None:
@@ -819,6 +948,7 @@ def table_rows(results: list[ConfigResult]) -> list[list[str]]:
             rows.append(
                 [
                     result.name,
+                    phase.channel,
                     phase.name,
                     _fmt(phase.rate, 1),
                     _fmt(percentile(phase.latencies_ms, 0.50)),
@@ -843,7 +973,7 @@ def plain_table(rows: list[list[str]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         cells = [
-            cell.ljust(w) if i < 2 else cell.rjust(w)
+            cell.ljust(w) if i < TEXT_COLUMNS else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells))
@@ -852,7 +982,9 @@ def plain_table(rows: list[list[str]]) -> str:
 
 def markdown_table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |"]
-    lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|")
+    lines.append(
+        "|" + "|".join("---" if i < TEXT_COLUMNS else "---:" for i in range(len(COLUMNS))) + "|"
+    )
     lines.extend("| " + " | ".join(row) + " |" for row in rows)
     return "\n".join(lines)
 
@@ -890,7 +1022,7 @@ def details(results: list[ConfigResult]) -> Iterator[str]:
                 extra.append(
                     "dropped starts " + ", ".join(f"{k} x{v}" for k, v in phase.dropped.items())
                 )
-            yield f"  - {phase.name}: " + "; ".join(extra)
+            yield f"  - {phase.channel}, {phase.name}: " + "; ".join(extra)
         if result.error:
             yield f"  - **run failed**: {result.error}"
 
@@ -913,6 +1045,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--workers", type=int, default=2, help="server workers on PostgreSQL")
     parser.add_argument("--people", type=int, default=50)
+    parser.add_argument(
+        "--channel",
+        choices=("email", "device", "both"),
+        default="both",
+        help="how the OTP travels: e-mail, the device inbox, or both in turn (default)",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop flows in flight")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
     parser.add_argument("--rate", type=float, default=None, help="open-loop flows/s offered")
@@ -956,6 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         max_in_flight=args.max_in_flight,
         shared_client=args.client == "shared",
+        channels=("email", "device") if args.channel == "both" else (args.channel,),
     )
     configurations = {
         "sqlite": [("sqlite", 1)],
