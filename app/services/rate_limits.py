@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
@@ -45,6 +45,28 @@ from app.errors import RateLimited
 from app.models.rate_limit import RateWindow
 
 _WINDOWS: Table = RateWindow.__table__  # type: ignore[assignment]
+# Built once: on the OTP path building these cost more than running them.
+_COUNTED = (
+    select(_WINDOWS.c.key, _WINDOWS.c.bucket_started_at, func.sum(_WINDOWS.c.count))
+    .where(
+        _WINDOWS.c.key.in_(bindparam("keys", expanding=True)),
+        _WINDOWS.c.bucket_started_at > bindparam("since"),
+    )
+    .group_by(_WINDOWS.c.key, _WINDOWS.c.bucket_started_at)
+)
+# One more hit on a (key, bucket, shard) row, created at 1 if new.
+_ROW_KEY = [_WINDOWS.c.key, _WINDOWS.c.bucket_started_at, _WINDOWS.c.shard]
+_ONE_MORE = {"count": _WINDOWS.c.count + 1}
+_UPSERTS: dict[str, Executable] = {
+    "postgresql": postgresql.insert(_WINDOWS).on_conflict_do_update(
+        index_elements=_ROW_KEY, set_=_ONE_MORE
+    ),
+    "sqlite": sqlite.insert(_WINDOWS).on_conflict_do_update(
+        index_elements=_ROW_KEY, set_=_ONE_MORE
+    ),
+}
+# A transaction-scoped PostgreSQL advisory lock on 64 bits of a key's digest.
+_LOCK_KEY = select(func.pg_advisory_xact_lock(bindparam("lock_id")))
 
 BUCKETS_PER_WINDOW = 6
 
@@ -132,14 +154,14 @@ class RateLimiter:
         # objects, and the ORM's statement handling cost more than the counting itself.
         connection = self.session.connection()
         self._serialise(connection, sorted(key for hit, key in keyed if hit.limit.shards == 1))
-        connection.execute(self._upsert(connection.dialect.name, rows))
+        # Executed once per row, in that order (a prebuilt one-row upsert; executemany).
+        connection.execute(_UPSERTS[connection.dialect.name], rows)
         counted = connection.execute(
-            select(_WINDOWS.c.key, _WINDOWS.c.bucket_started_at, func.sum(_WINDOWS.c.count))
-            .where(
-                _WINDOWS.c.key.in_([key for _, key in keyed]),
-                _WINDOWS.c.bucket_started_at > min(hit.limit.counts_since(now) for hit in hits),
-            )
-            .group_by(_WINDOWS.c.key, _WINDOWS.c.bucket_started_at)
+            _COUNTED,
+            {
+                "keys": [key for _, key in keyed],
+                "since": min(hit.limit.counts_since(now) for hit in hits),
+            },
         ).all()
         refusals = []
         for hit, key in keyed:
@@ -162,24 +184,4 @@ class RateLimiter:
         if connection.dialect.name != "postgresql":
             return
         for key in keys:
-            # A transaction-scoped advisory lock on 64 bits of the key's digest.
-            lock_id = int(key[:16], 16) - 2**63
-            connection.execute(select(func.pg_advisory_xact_lock(lock_id)))
-
-    @staticmethod
-    def _upsert(dialect: str, rows: list[dict[str, object]]) -> Executable:
-        one_more = {"count": _WINDOWS.c.count + 1}
-        conflict = [_WINDOWS.c.key, _WINDOWS.c.bucket_started_at, _WINDOWS.c.shard]
-        if dialect == "postgresql":
-            return (
-                postgresql.insert(_WINDOWS)
-                .values(rows)
-                .on_conflict_do_update(index_elements=conflict, set_=one_more)
-            )
-        if dialect == "sqlite":
-            return (
-                sqlite.insert(_WINDOWS)
-                .values(rows)
-                .on_conflict_do_update(index_elements=conflict, set_=one_more)
-            )
-        raise NotImplementedError(f"rate limits on {dialect}")
+            connection.execute(_LOCK_KEY, {"lock_id": int(key[:16], 16) - 2**63})

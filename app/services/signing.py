@@ -100,6 +100,38 @@ _EXPIRE_STALE = (
     )
     .values(status=RequestStatus.EXPIRED, finished_at=bindparam("now"))
 )
+# Spends a pending OTP once. No values clause: the SET columns are the parameters the caller
+# passes besides `request_id` (signed, or a SAD), each set of them compiled once.
+_SPEND_OTP = (
+    update(_REQUESTS)
+    .where(
+        _REQUESTS.c.id == bindparam("request_id"),
+        _REQUESTS.c.status == RequestStatus.PENDING,
+        _REQUESTS.c.authorized_at.is_(None),
+    )
+    .returning(_REQUESTS.c.id)
+)
+# The person, their roaming credential and their active device (partial unique indexes: at
+# most one of each).
+_PERSON_WITH_SIGNER = (
+    select(User, Credential, Device)
+    .outerjoin(
+        Credential,
+        and_(
+            Credential.user_id == User.id,
+            Credential.medium == Medium.ROAMING,
+            Credential.status.in_([CredentialStatus.ACTIVE, CredentialStatus.LOCKED]),
+        ),
+    )
+    .outerjoin(Device, and_(Device.user_id == User.id, Device.status == DeviceStatus.ACTIVE))
+    .where(User.mykad == bindparam("mykad"))
+)
+_REQUEST_WITH_SIGNER = (
+    select(SigningRequest, Credential, User)
+    .join(Credential, Credential.id == SigningRequest.credential_id)
+    .join(User, User.id == SigningRequest.user_id)
+    .where(SigningRequest.id == bindparam("request_id"))
+)
 
 
 @dataclass(frozen=True)
@@ -164,23 +196,7 @@ class SigningService:
     def request_signature(
         self, caller: Caller, new: NewSigningRequest, now: datetime
     ) -> SigningRequest:
-        # The person, their roaming credential and their active device in one query (partial
-        # unique indexes: at most one of each).
-        row = self.session.execute(
-            select(User, Credential, Device)
-            .outerjoin(
-                Credential,
-                and_(
-                    Credential.user_id == User.id,
-                    Credential.medium == Medium.ROAMING,
-                    Credential.status.in_([CredentialStatus.ACTIVE, CredentialStatus.LOCKED]),
-                ),
-            )
-            .outerjoin(
-                Device, and_(Device.user_id == User.id, Device.status == DeviceStatus.ACTIVE)
-            )
-            .where(User.mykad == new.mykad)
-        ).first()
+        row = self.session.execute(_PERSON_WITH_SIGNER, {"mykad": new.mykad}).first()
         user, found, active = (row[0], row[1], row[2]) if row is not None else (None, None, None)
         credential = self._usable_credential(found, now)
         assert user is not None  # _usable_credential refuses a missing person
@@ -361,17 +377,11 @@ class SigningService:
     def _spend_otp(self, request: SigningRequest, **values: object) -> None:
         """Spend the OTP `check_otp_and_pin` just accepted, once: on a signature (native API) or
         on a SAD (CSC). The conditional update settles concurrent submissions."""
-        spent = self.session.execute(
-            update(SigningRequest)
-            .where(
-                SigningRequest.id == request.id,
-                SigningRequest.status == RequestStatus.PENDING,
-                SigningRequest.authorized_at.is_(None),
-            )
-            .values(**values)
-            .returning(SigningRequest.id)
-            .execution_options(synchronize_session=False)
-        ).first()
+        spent = (
+            self.session.connection()
+            .execute(_SPEND_OTP, {"request_id": request.id, **values})
+            .first()
+        )
         if spent is None:
             raise OtpConsumed("this OTP was already used")
         _loaded_as(request, **values)
@@ -413,12 +423,7 @@ class SigningService:
         """The caller's request, else NotFound. `with_signer` loads its credential and person
         in the same query, for a check that needs them (later `session.get`s find them)."""
         if with_signer:
-            row = self.session.execute(
-                select(SigningRequest, Credential, User)
-                .join(Credential, Credential.id == SigningRequest.credential_id)
-                .join(User, User.id == SigningRequest.user_id)
-                .where(SigningRequest.id == request_id)
-            ).first()
+            row = self.session.execute(_REQUEST_WITH_SIGNER, {"request_id": request_id}).first()
             request = row[0] if row is not None else None
             if row is not None:
                 self._kept_loaded.extend(row[1:])
