@@ -1,0 +1,286 @@
+"""Where a signing flow's CPU goes: the same code paths, one process, no sockets, no SMTP.
+
+`bench/flow.py` measures the real server; this splits the cost of one flow (OTP request, then
+signature) into its layers, each measured on its own, in the same run, on one database:
+
+1. domain + database: `SigningService.request_signature` and `.sign` called directly, each in
+   its own unit of work (authentication included), as the endpoints call them;
+2. the same two calls over HTTP through the application (`httpx.ASGITransport`, the real
+   middleware, dependencies, validation and serialisation), minus the in-process client's own
+   cost, measured against a bare ASGI application that answers at once;
+3. for scale: `/healthz` and an authenticated `GET /v1/signing-requests/{id}` the same way, and
+   one thread hop (`run_in_threadpool` of a function that does nothing) against one `await`,
+   the way FastAPI runs every plain `def` dependency and endpoint.
+
+All figures are CPU time of this process (`time.process_time`) per unit, under uvloop like
+`python -m app serve`; medians of `--rounds` interleaved rounds. The OTP is read from the
+outbox between the two calls (not counted). Nothing asserts: it prints figures.
+
+    .venv/bin/python bench/breakdown.py [--flows 200] [--rounds 5] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+import httpx  # noqa: E402
+import uvloop  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+
+from app.clock import SystemClock  # noqa: E402
+from app.db import unit_of_work  # noqa: E402
+from app.deps import ca_service  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
+from app.runtime import Runtime  # noqa: E402
+from app.services.clients import ClientService  # noqa: E402
+from app.services.signing import NewSigningRequest, SigningService  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from tests.factories import Factory, Person  # noqa: E402
+from tests.helpers import document_hash, queued_otp  # noqa: E402
+
+PEOPLE = 20
+
+
+class Bench:
+    def __init__(self, database_url: str, var_dir: Path) -> None:
+        key_file = var_dir / "master.key"
+        key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        upgrade(database_url)
+        settings = Settings(
+            profile="production",
+            database_url=database_url,
+            master_key_file=key_file,
+            var_dir=var_dir,
+            delivery_worker=False,
+            log_level="WARNING",
+            # Raised for the run: every round asks many OTPs for the same few people.
+            otps_per_person_per_minute=1_000_000,
+            otps_per_signer_per_minute=1_000_000,
+        )
+        self.runtime = Runtime.build(settings, SystemClock())
+        factory = Factory(self.runtime)
+        factory.init_ca()
+        self.api_key = factory.client("breakdown", "signer")
+        self.people: list[Person] = [factory.person() for _ in range(PEOPLE)]
+        self.app = create_app(runtime=self.runtime, background_workers=False)
+        self.serial = 0
+
+    def new_hash(self) -> str:
+        self.serial += 1
+        return document_hash(f"breakdown-{self.serial}-{time.time_ns()}")
+
+    def _service(self, session: Any) -> SigningService:
+        runtime = self.runtime
+        return SigningService(
+            session,
+            settings=runtime.settings,
+            keys=runtime.keys,
+            key_store=runtime.key_store,
+            ca=ca_service(session, runtime),
+            audit=runtime.audit_log(session),
+        )
+
+    def direct_flows(self, count: int) -> tuple[float, float]:
+        """CPU ms per OTP request and per signature, domain + database only."""
+        runtime, create_cpu, sign_cpu = self.runtime, 0.0, 0.0
+        for i in range(count):
+            person = self.people[i % PEOPLE]
+            started = time.process_time()
+            with unit_of_work(runtime.sessions) as session:
+                caller = ClientService(session, runtime.audit_log(session)).authenticate(
+                    self.api_key
+                )
+                request_id = (
+                    self._service(session)
+                    .request_signature(
+                        caller,
+                        NewSigningRequest(
+                            mykad=person.mykad,
+                            document_hash=self.new_hash(),
+                            hash_algorithm="sha256",
+                            document_name="PV-2026-000123",
+                            channel="email",
+                            signature_format="cms",
+                        ),
+                        runtime.clock.now(),
+                    )
+                    .id
+                )
+            create_cpu += time.process_time() - started
+            otp = queued_otp(runtime.sessions, runtime.keys.outbox_seal, request_id)
+            started = time.process_time()
+            with unit_of_work(runtime.sessions) as session:
+                caller = ClientService(session, runtime.audit_log(session)).authenticate(
+                    self.api_key
+                )
+                self._service(session).sign(
+                    caller, request_id, otp, person.pin, runtime.clock.now()
+                )
+            sign_cpu += time.process_time() - started
+        return create_cpu / count * 1000, sign_cpu / count * 1000
+
+    async def http_flows(self, client: httpx.AsyncClient, count: int) -> tuple[float, float]:
+        """CPU ms per OTP request and per signature through the application (client included)."""
+        create_cpu = sign_cpu = 0.0
+        for i in range(count):
+            person = self.people[i % PEOPLE]
+            started = time.process_time()
+            created = await client.post(
+                "/v1/signing-requests",
+                json={
+                    "mykad": person.mykad,
+                    "document_hash": self.new_hash(),
+                    "document_name": "PV-2026-000123",
+                },
+            )
+            create_cpu += time.process_time() - started
+            request_id = created.json()["id"]
+            otp = queued_otp(self.runtime.sessions, self.runtime.keys.outbox_seal, request_id)
+            started = time.process_time()
+            signed = await client.post(
+                f"/v1/signing-requests/{request_id}/signature",
+                json={"otp": otp, "pin": person.pin},
+            )
+            sign_cpu += time.process_time() - started
+            if created.status_code != 201 or signed.status_code != 201:
+                raise RuntimeError(f"flow failed: {created.text} / {signed.text}")
+        return create_cpu / count * 1000, sign_cpu / count * 1000
+
+
+async def cpu_per_call(call: Callable[[], Awaitable[Any]], count: int) -> float:
+    started = time.process_time()
+    for _ in range(count):
+        await call()
+    return (time.process_time() - started) / count * 1000
+
+
+async def bare_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI application that answers at once: what the in-process client costs alone."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def nothing() -> None:
+    return None
+
+
+def do_nothing() -> None:
+    return None
+
+
+async def measure(bench: Bench, flows: int, rounds: int) -> dict[str, list[float]]:
+    figures: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        figures.setdefault(name, []).append(value)
+
+    headers = {"Authorization": f"Bearer {bench.api_key}"}
+    async with (
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=bench.app), base_url="http://bench", headers=headers
+        ) as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=bare_app), base_url="http://bench"
+        ) as bare,
+    ):
+        created = await client.post(
+            "/v1/signing-requests",
+            json={
+                "mykad": bench.people[0].mykad,
+                "document_hash": bench.new_hash(),
+                "document_name": "PV-2026-000124",
+            },
+        )
+        if created.status_code != 201:
+            raise RuntimeError(f"OTP request failed: {created.text}")
+        request_path = f"/v1/signing-requests/{created.json()['id']}"
+        # Warm-up: lazy route tables, statement caches, the CA material.
+        bench.direct_flows(20)
+        await bench.http_flows(client, 20)
+        for _ in range(rounds):
+            add("client alone (bare ASGI app)", await cpu_per_call(lambda: bare.get("/"), 500))
+            add("one await", await cpu_per_call(nothing, 5000))
+            add("one thread hop", await cpu_per_call(lambda: run_in_threadpool(do_nothing), 500))
+            add("GET /healthz", await cpu_per_call(lambda: client.get("/healthz"), 300))
+            add("GET a signing request", await cpu_per_call(lambda: client.get(request_path), 300))
+            create, sign = bench.direct_flows(flows)
+            add("OTP request, domain + database", create)
+            add("signature, domain + database", sign)
+            create, sign = await bench.http_flows(client, flows)
+            add("OTP request over HTTP (client included)", create)
+            add("signature over HTTP (client included)", sign)
+    return figures
+
+
+def report(figures: dict[str, list[float]], database: str, flows: int, rounds: int) -> None:
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    client = median["client alone (bare ASGI app)"]
+    print(f"\nCPU per unit, {database}, medians of {rounds} rounds ({flows} flows a round)\n")
+    for name, values in figures.items():
+        spread = f"{min(values):.3f}-{max(values):.3f}"
+        print(f"  {name:42s} {median[name]:8.3f} ms   (range {spread})")
+    domain = median["OTP request, domain + database"] + median["signature, domain + database"]
+    http = (
+        median["OTP request over HTTP (client included)"]
+        + median["signature over HTTP (client included)"]
+    )
+    framework = http - domain - 2 * client
+    hop = median["one thread hop"] - median["one await"]
+    print(
+        f"\nOne flow's two calls: {http:.2f} ms over HTTP in-process = "
+        f"{domain:.2f} domain + database ({domain / http:.0%}), "
+        f"{2 * client:.2f} in-process client ({2 * client / http:.0%}), "
+        f"{framework:.2f} application framework ({framework / http:.0%}: middleware, routing, "
+        f"dependencies, validation, serialisation and thread hops)."
+    )
+    print(
+        f"A thread hop costs {hop:.3f} ms; each of these requests takes three (authentication, "
+        f"endpoint, commit): {6 * hop:.2f} ms a flow ({6 * hop / http:.0%})."
+    )
+    healthz = median["GET /healthz"] - client
+    print(
+        f"/healthz costs {healthz:.3f} ms without the client; the two flow calls cost "
+        f"{(http - 2 * client) / healthz:.1f} times that (the issue's ratio counts a flow as 3 "
+        f"requests; e-mail delivery is not in these figures)."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--flows", type=int, default=200, help="flows per round and per mode")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--database-url", help="a SQLAlchemy URL to a database it may fill (default: SQLite)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="roamsign-breakdown-") as tmp:
+        url = args.database_url or f"sqlite:///{Path(tmp) / 'roamsign.db'}"
+        bench = Bench(url, Path(tmp))
+        try:
+            figures = uvloop.run(measure(bench, args.flows, args.rounds))
+        finally:
+            bench.runtime.close()
+    database = url.split(":", 1)[0].split("+", 1)[0]
+    report(figures, database, args.flows, args.rounds)
+    print(f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    main()
