@@ -27,8 +27,10 @@ class Readiness(BaseModel):
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
+async def healthz() -> Health:
     """The process is up. Says nothing about its dependencies (see /readyz)."""
+    # Answered on the event loop: a plain `def` would wait for a worker thread, so a pool
+    # busy with slow database calls would make a live process look dead.
     return Health(status="ok")
 
 

@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from cryptography import x509
@@ -577,6 +578,25 @@ async def test_an_unknown_person_is_404(
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_healthz_answers_while_every_worker_thread_is_taken(
+    client: httpx.AsyncClient,
+) -> None:
+    # Liveness must not depend on the thread pool: a pool busy with slow database calls is
+    # no reason to restart a live process.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    for holder in holders:
+        await limiter.acquire_on_behalf_of(holder)
+    try:
+        with anyio.fail_after(5):
+            response = await client.get("/healthz")
+    finally:
+        for holder in holders:
+            limiter.release_on_behalf_of(holder)
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
