@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BindParameter, DateTime, Engine, MetaData, create_engine, event, literal
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -61,6 +62,15 @@ def status_constant(status: str) -> BindParameter[str]:
     the status to skip that history, and scans it all (seen with 1 million rows).
     """
     return literal(status, literal_execute=True)
+
+
+def insert_with_on_conflict(dialect: str, table: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can take ON CONFLICT (the two databases we run on spell it alike)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"INSERT ... ON CONFLICT on {dialect}")
 
 
 def make_engine(url: str, *, pool_size: int = 20) -> Engine:

@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.crypto.secrets import keyed_digest
+from app.db import insert_with_on_conflict
 from app.models import AuditChainHead, AuditEvent
 from app.validation import MYKAD_PATTERN, mask_mykad
 
@@ -233,18 +233,12 @@ class AuditLog:
         # Two transactions may write the first event of a chain at once: the loser's insert
         # waits for the winner's commit, then does nothing, and its SELECT FOR UPDATE
         # (a new snapshot under READ COMMITTED) finds the winner's head.
-        values = {"chain": chain, "seq": 0, "mac": GENESIS_MAC}
         dialect = self._session.get_bind().dialect.name
-        if dialect == "postgresql":
-            self._session.execute(
-                postgresql.insert(AuditChainHead).values(values).on_conflict_do_nothing()
-            )
-        elif dialect == "sqlite":
-            self._session.execute(
-                sqlite.insert(AuditChainHead).values(values).on_conflict_do_nothing()
-            )
-        else:
-            raise NotImplementedError(f"audit chain heads on {dialect}")
+        self._session.execute(
+            insert_with_on_conflict(dialect, AuditChainHead)
+            .values(chain=chain, seq=0, mac=GENESIS_MAC)
+            .on_conflict_do_nothing()
+        )
 
 
 def event_mac(

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Table, bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
 from app.crypto.secrets import keyed_digest
+from app.db import insert_with_on_conflict
 from app.errors import RateLimited
 from app.models.rate_limit import RateWindow
 
@@ -58,12 +58,10 @@ _COUNTED = (
 _ROW_KEY = [_WINDOWS.c.key, _WINDOWS.c.bucket_started_at, _WINDOWS.c.shard]
 _ONE_MORE = {"count": _WINDOWS.c.count + 1}
 _UPSERTS: dict[str, Executable] = {
-    "postgresql": postgresql.insert(_WINDOWS).on_conflict_do_update(
+    dialect: insert_with_on_conflict(dialect, _WINDOWS).on_conflict_do_update(
         index_elements=_ROW_KEY, set_=_ONE_MORE
-    ),
-    "sqlite": sqlite.insert(_WINDOWS).on_conflict_do_update(
-        index_elements=_ROW_KEY, set_=_ONE_MORE
-    ),
+    )
+    for dialect in ("postgresql", "sqlite")
 }
 # A transaction-scoped PostgreSQL advisory lock on 64 bits of a key's digest.
 _LOCK_KEY = select(func.pg_advisory_xact_lock(bindparam("lock_id")))
