@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
 from app.deps import ClockDep, SignerDep, SigningServiceDep
 from app.errors import (
@@ -36,6 +37,18 @@ from app.schemas.signing import (
 from app.services.signing import NewSigningRequest, SignatureResult, SigningService
 
 router = APIRouter(prefix="/v1/signing-requests", tags=["signing"])
+
+
+def own_signing_request(
+    request_id: str, caller: SignerDep, signing: SigningServiceDep
+) -> SigningRequest:
+    """The caller's request with its credential and person, else `not_found`. A dependency:
+    FastAPI runs dependencies before it validates the body, and the contract answers
+    `not_found` before `validation_error` (a body that is not JSON at all is refused first)."""
+    return signing.get_own(caller, request_id, with_signer=True)
+
+
+OwnRequestDep = Annotated[SigningRequest, Depends(own_signing_request)]
 
 
 @router.post(
@@ -117,8 +130,9 @@ def create_signing_request(
 )
 def submit_signature(
     request_id: str,
-    body: SignatureSubmit,
     caller: SignerDep,
+    request: OwnRequestDep,
+    body: SignatureSubmit,
     signing: SigningServiceDep,
     clock: ClockDep,
 ) -> SignatureOut:
@@ -129,7 +143,7 @@ def submit_signature(
     `credential_locked`, `rate_limited`, then the check itself, which counts one attempt: a
     wrong OTP and a wrong PIN both answer `authorization_failed` with `attempts_remaining`.
     """
-    return signature_out(signing.sign(caller, request_id, body.otp, body.pin, clock.now()))
+    return signature_out(signing.sign_own(caller, request, body.otp, body.pin, clock.now()))
 
 
 @router.get(

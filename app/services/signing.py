@@ -316,7 +316,14 @@ class SigningService:
         self, caller: Caller, request_id: str, otp: str, pin: str, now: datetime
     ) -> SignatureResult:
         """Check OTP and PIN in the contract's order and sign the stored hash once."""
-        request = self.get_own(caller, request_id, with_signer=True)
+        return self.sign_own(
+            caller, self.get_own(caller, request_id, with_signer=True), otp, pin, now
+        )
+
+    def sign_own(
+        self, caller: Caller, request: SigningRequest, otp: str, pin: str, now: datetime
+    ) -> SignatureResult:
+        """`sign` for a request `get_own(with_signer=True)` has already returned."""
         credential, user = self.check_otp_and_pin(caller, request, otp, pin, now)
         self._spend_otp(request, status=RequestStatus.SIGNED, finished_at=now)
         return self._sign_once(caller, request, credential, user, now, RawMechanism())

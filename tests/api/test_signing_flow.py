@@ -248,6 +248,13 @@ async def test_answers_come_in_the_contract_order(
     # Another signer's request looks absent, even with the right OTP.
     foreign = await submit(client, api_keys.other_signer, created["id"], otp, person.pin)
     assert foreign.status_code == 404 and foreign.json()["code"] == "not_found"
+    # Before the body's own validation too: a body the schema refuses changes nothing.
+    for bad_body in ({"otp": otp}, {"otp": 123456, "pin": person.pin}):
+        path = f"/v1/signing-requests/{created['id']}/signature"
+        foreign = await client.post(path, json=bad_body, headers=bearer(api_keys.other_signer))
+        assert foreign.status_code == 404 and foreign.json()["code"] == "not_found"
+        own = await client.post(path, json=bad_body, headers=bearer(api_keys.signer))
+        assert own.status_code == 422 and own.json()["code"] == "validation_error"
     # A malformed OTP is a validation error and costs no attempt.
     malformed = await submit(client, api_keys.signer, created["id"], "12ab56", person.pin)
     assert malformed.status_code == 422 and malformed.json()["errors"][0]["pointer"] == "/otp"
