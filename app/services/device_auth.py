@@ -38,9 +38,9 @@ from http_message_signatures import (
     algorithms,
 )
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.db import insert_with_on_conflict
 from app.errors import SignatureRejected
 from app.models.device import Device, DeviceNonce, DeviceStatus
 
@@ -128,17 +128,19 @@ class DeviceAuthenticator:
         # Remembered past the last instant its signature could be fresh, with the same margin
         # again for workers whose clocks differ a little.
         remember_until = verified.created + 2 * self.max_skew
-        try:
-            with self.session.begin_nested():
-                self.session.add(
-                    DeviceNonce(
-                        device_id=device_id, nonce=verified.nonce, expires_at=remember_until
-                    )
-                )
-        except IntegrityError:
+        # One statement, no savepoint: a nonce already stored inserts nothing (a concurrent
+        # twin waits for the first one's commit, then finds it), and nothing returned is a replay.
+        dialect = self.session.get_bind().dialect.name
+        stored = self.session.execute(
+            insert_with_on_conflict(dialect, DeviceNonce)
+            .values(device_id=device_id, nonce=verified.nonce, expires_at=remember_until)
+            .on_conflict_do_nothing()
+            .returning(DeviceNonce.nonce)
+        ).first()
+        if stored is None:
             raise self._rejected(
                 device_id, "this nonce was already used: sign every request with a new nonce"
-            ) from None
+            )
 
     @staticmethod
     def _rejected(device_id: str, reason: str) -> SignatureRejected:
