@@ -130,9 +130,7 @@ def ca_service(session: Session, runtime: Runtime) -> CertificateAuthorityServic
     )
 
 
-async def get_signing_service(
-    session: SessionDep, runtime: RuntimeDep, audit: AuditDep
-) -> SigningService:
+def signing_service(session: Session, runtime: Runtime, audit: AuditLog) -> SigningService:
     return SigningService(
         session,
         settings=runtime.settings,
@@ -142,6 +140,12 @@ async def get_signing_service(
         audit=audit,
         on_outbox=runtime.delivery_wakeup.set,
     )
+
+
+async def get_signing_service(
+    session: SessionDep, runtime: RuntimeDep, audit: AuditDep
+) -> SigningService:
+    return signing_service(session, runtime, audit)
 
 
 async def get_people_service(session: SessionDep, audit: AuditDep) -> PeopleService:

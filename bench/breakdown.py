@@ -44,7 +44,7 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from app.clock import SystemClock  # noqa: E402
 from app.db import unit_of_work  # noqa: E402
-from app.deps import ca_service  # noqa: E402
+from app.deps import signing_service  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
@@ -86,15 +86,8 @@ class Bench:
         return document_hash(f"breakdown-{self.serial}-{time.time_ns()}")
 
     def _service(self, session: Any) -> SigningService:
-        runtime = self.runtime
-        return SigningService(
-            session,
-            settings=runtime.settings,
-            keys=runtime.keys,
-            key_store=runtime.key_store,
-            ca=ca_service(session, runtime),
-            audit=runtime.audit_log(session),
-        )
+        # As the endpoints get it (app.deps.get_signing_service).
+        return signing_service(session, self.runtime, self.runtime.audit_log(session))
 
     def direct_flows(self, count: int) -> tuple[float, float]:
         """CPU ms per OTP request and per signature, domain + database only."""
