@@ -41,6 +41,7 @@ from app.routers import (
 )
 from app.runtime import Runtime
 from app.schemas.csc import CscError, csc_error, csc_invalid_request, is_csc_path
+from app.schemas.problem import body_schemas
 from app.services.delivery import run_delivery_loop
 from app.services.jobs import job_runner, run_jobs_loop
 from app.settings import Settings, get_settings
@@ -149,9 +150,11 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
                     }
                     if status == "422" and response.get("description") == "Validation Error":
                         response["description"] = "Invalid request (`validation_error`)"
-    schemas = spec.get("components", {}).get("schemas", {})
+    components = spec.setdefault("components", {})
+    schemas = {**body_schemas(), **components.get("schemas", {})}
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    components["schemas"] = dict(sorted(schemas.items()))
     app.openapi_schema = spec
     return spec
 

@@ -70,3 +70,32 @@ def response_links(status: int, parameter: str, pointer: str, **operations: str)
             }
         }
     }
+
+
+# Bodies of the endpoints that parse their JSON themselves (`app.deps.json_body`): FastAPI knows
+# nothing of them, so `json_request_body` documents each and `body_schemas` adds its schema to
+# the document's components, as FastAPI would for a body parameter.
+_BODY_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a required JSON body of `model`, parsed by the endpoint itself."""
+    _BODY_MODELS[model.__name__] = model
+    return {
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+            "required": True,
+        }
+    }
+
+
+def body_schemas() -> dict[str, Any]:
+    """The component schemas of the bodies `json_request_body` documented."""
+    schemas: dict[str, Any] = {}
+    for name, model in _BODY_MODELS.items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    return schemas

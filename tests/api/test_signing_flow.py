@@ -271,6 +271,35 @@ async def test_answers_come_in_the_contract_order(
     assert fetched.json()["status"] == "expired"
 
 
+@pytest.mark.parametrize("content", [b"", b"{", b"\xef\xbb\xbf\xff", b'{"otp": 1}'])
+async def test_both_calls_refuse_callers_before_bodies(
+    client: httpx.AsyncClient, api_keys: Keys, person: Person, content: bytes
+) -> None:
+    """They authenticate in their own unit of work (app.deps.in_one_unit): still 401, then 403,
+    then (the signature) 404, and only then the body's 400 or 422."""
+    created = (await request_otp(client, api_keys.signer, person)).json()
+    json_type = {"Content-Type": "application/json"}
+    for path in ("/v1/signing-requests", f"/v1/signing-requests/{created['id']}/signature"):
+        nobody = await client.post(path, content=content, headers=json_type)
+        assert nobody.status_code == 401 and nobody.json()["code"] == "unauthenticated"
+        assert nobody.headers["www-authenticate"].startswith("Bearer")
+        portal = await client.post(
+            path, content=content, headers={**json_type, **bearer(api_keys.portal)}
+        )
+        assert portal.status_code == 403 and portal.json()["code"] == "forbidden"
+        own = await client.post(
+            path, content=content, headers={**json_type, **bearer(api_keys.signer)}
+        )
+        assert own.status_code in {400, 422}, own.text
+        assert own.headers["content-type"] == "application/problem+json"
+    foreign = await client.post(
+        f"/v1/signing-requests/{created['id']}/signature",
+        content=content,
+        headers={**json_type, **bearer(api_keys.other_signer)},
+    )
+    assert foreign.status_code == 404 and foreign.json()["code"] == "not_found"
+
+
 async def test_last_second_of_the_window_still_signs(
     client: httpx.AsyncClient, api_keys: Keys, person: Person, runtime: Runtime, clock: FrozenClock
 ) -> None:
