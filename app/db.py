@@ -130,8 +130,9 @@ def _make_sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False, autoflush=True)
+def make_sessionmaker(engine: Engine, info: dict[str, Any] | None = None) -> sessionmaker[Session]:
+    """`info` is copied into each session's `Session.info` (e.g. the process's courier)."""
+    return sessionmaker(engine, expire_on_commit=False, autoflush=True, info=info)
 
 
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:

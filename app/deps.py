@@ -152,7 +152,6 @@ def signing_service(session: Session, runtime: Runtime, audit: AuditLog) -> Sign
         key_store=runtime.key_store,
         ca=ca_service(session, runtime),
         audit=audit,
-        on_outbox=runtime.delivery_wakeup.set,
     )
 
 

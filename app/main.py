@@ -117,10 +117,10 @@ def create_app(
 
 
 def background_work(runtime: Runtime, stop: asyncio.Event) -> list[Any]:
-    wakeup = runtime.delivery_wakeup.bind(asyncio.get_running_loop())
+    runtime.courier.bind(asyncio.get_running_loop())
     poll = runtime.settings.delivery_poll_seconds
     delivery = [
-        run_delivery_loop(runtime.delivery_worker(), poll, wakeup, stop)
+        run_delivery_loop(runtime.delivery_worker(), poll, runtime.courier, stop)
         for _ in range(runtime.settings.delivery_concurrency)
     ]
     return [

@@ -14,26 +14,9 @@ from app.crypto.keystore import KeyStore, SoftwareKeyStore
 from app.db import connection_capacity, make_engine, make_sessionmaker
 from app.services.audit import AuditLog
 from app.services.ca import CaCache
-from app.services.delivery import DeliveryWorker, Nudge, SmtpTransport
+from app.services.courier import COURIER_KEY, Courier
+from app.services.delivery import DeliveryWorker, SmtpTransport
 from app.settings import Settings
-
-
-class Wakeup:
-    """A thread-safe nudge for an asyncio loop (worker threads wake a delivery loop)."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.event: Nudge | None = None
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> Nudge:
-        self._loop = loop
-        self.event = Nudge()
-        return self.event
-
-    def set(self) -> None:
-        loop, event = self._loop, self.event
-        if loop is not None and event is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
 
 
 @dataclass
@@ -44,7 +27,9 @@ class Runtime:
     keys: DerivedKeys = field(repr=False)
     key_store: KeyStore
     clock: Clock
-    delivery_wakeup: Wakeup = field(default_factory=Wakeup)
+    # Hands the messages this process queues to its own delivery loops (app.services.courier);
+    # the sessions carry it, so that `Outbox.enqueue` finds it.
+    courier: Courier = field(default_factory=Courier)
     ca_cache: CaCache = field(default_factory=CaCache)
     _database_slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
@@ -53,13 +38,15 @@ class Runtime:
         settings.check_production_safety()
         keys = DerivedKeys.from_master(settings.load_master_key())
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
+        courier = Courier()
         return cls(
             settings=settings,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=make_sessionmaker(engine, info={COURIER_KEY: courier}),
             keys=keys,
             key_store=SoftwareKeyStore(keys.key_store),
             clock=clock or SystemClock(),
+            courier=courier,
         )
 
     def audit_log(self, session: Session) -> AuditLog:

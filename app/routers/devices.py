@@ -49,14 +49,12 @@ router = APIRouter(tags=["devices"])
 async def get_device_service(
     session: SessionDep, runtime: RuntimeDep, audit: AuditDep
 ) -> DeviceService:
-    wake_delivery = runtime.delivery_wakeup.set
     return DeviceService(
         session,
         settings=runtime.settings,
         keys=runtime.keys,
         audit=audit,
-        code_sender=EmailActivationCodeSender(session, runtime.keys.outbox_seal, wake_delivery),
-        on_outbox=wake_delivery,
+        code_sender=EmailActivationCodeSender(session, runtime.keys.outbox_seal),
     )
 
 

@@ -350,7 +350,6 @@ class CredentialLifecycle:
             now=now,
             not_after=issued.row.expires_at,
         )
-        self.context.mail_queued()
         return issued
 
     def renew(
@@ -455,8 +454,7 @@ class CredentialLifecycle:
         self.session.refresh(credential)
         self.context.tokens.supersede_subject(credential.id, now)
         user = credential.user
-        if queue_revoked_notice(self.session, self.context.seal_key, user, credential, now):
-            self.context.mail_queued()
+        queue_revoked_notice(self.session, self.context.seal_key, user, credential, now)
         self.audit.record(
             now=now,
             action="credential.revoked",

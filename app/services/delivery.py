@@ -13,7 +13,9 @@ Guarantees, in order of importance:
   after the server's 250, one message at a time.
 - Several worker processes share one PostgreSQL safely: a claim is `SELECT ... FOR UPDATE SKIP
   LOCKED` in a short committed transaction, then a time-limited lease. SQLite has one process
-  (its `BEGIN IMMEDIATE` serialises claims anyway).
+  (its `BEGIN IMMEDIATE` serialises claims anyway). A message queued in a process whose loops
+  run needs no claim: the transaction that queues it takes the lease, and the claim is handed
+  to a loop in memory (`app.services.courier`).
 - Sent, failed and expired messages are wiped (`sealed_message = NULL`).
 
 The remaining window: if the process dies (or the database is lost) between the server's 250 and
@@ -27,8 +29,8 @@ or mail client can drop the duplicate.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import functools
 import logging
 import random
 import smtplib
@@ -51,6 +53,7 @@ from app.errors import ConfigurationError
 from app.metrics import MAILS_DELIVERED
 from app.models.outbox import OutboxMessage, OutboxStatus
 from app.services.audit import AuditLog
+from app.services.courier import DEFAULT_LEASE_SECONDS, Claim, Courier, Nudge
 from app.services.outbox import associated_data
 from app.settings import Settings
 
@@ -58,7 +61,6 @@ logger = logging.getLogger("roamsign.delivery")
 
 MAX_BACKOFF_SECONDS = 300.0
 BACKOFF_JITTER = 0.2  # up to +20 %, so retries of one outage do not arrive in lockstep
-DEFAULT_LEASE_SECONDS = 60.0
 # Messages claimed by one pass of one loop: small, so that several loops (one SMTP connection
 # each) share a burst instead of one of them taking it all and sending it in sequence.
 CLAIM_BATCH = 4
@@ -219,7 +221,8 @@ def _truncate(text: str) -> str:
 
 @dataclass(frozen=True)
 class DeliveryReport:
-    """What one `deliver_due` pass did. `released`: claimed but handed back unsent (lease low)."""
+    """What one `deliver_due` pass did. `claimed`: from the database; `handed`: by the courier;
+    `released`: claimed but handed back unsent (lease low)."""
 
     sent: int = 0
     retried: int = 0
@@ -227,18 +230,7 @@ class DeliveryReport:
     failed: int = 0
     released: int = 0
     claimed: int = 0
-
-
-@dataclass(frozen=True)
-class _Claim:
-    id: str
-    purpose: str
-    request_id: str | None
-    recipient: str
-    sealed_message: bytes | None
-    attempts: int
-    not_after: datetime | None
-    lease_until: datetime
+    handed: int = 0
 
 
 class DeliveryWorker:
@@ -280,24 +272,42 @@ class DeliveryWorker:
             "From", SMTP.header_factory("From", settings.mail_from)
         )
 
-    def deliver_due(self, limit: int = 100) -> DeliveryReport:
-        """One pass: expire what is overdue (at most once a second), claim up to `limit` due
-        messages, send them."""
+    def deliver_due(
+        self, limit: int = 100, handed: Sequence[Claim] = (), *, claim_database: bool = True
+    ) -> DeliveryReport:
+        """One pass: send the claims the courier `handed` over, then (unless not
+        `claim_database`) expire what is overdue (at most once a second), claim up to `limit`
+        due messages from the database and send them."""
         now = self._clock.now()
-        expired = 0
-        # The sweep only wipes what can no longer be sent (claims skip it and sending checks
-        # again), so once a second is enough; under load passes follow each other closely.
-        if self._next_sweep is None or now >= self._next_sweep:
-            expired = self._expire_overdue(now)
-            self._next_sweep = now + EXPIRY_SWEEP_INTERVAL
-        claims, failed = self._claim(now, limit)
+        expired = failed = 0
+        claims: list[Claim] = []
+        if claim_database:
+            # The sweep only wipes what can no longer be sent (claims skip it and sending checks
+            # again), so once a second is enough; under load passes follow each other closely.
+            if self._next_sweep is None or now >= self._next_sweep:
+                expired = self._expire_overdue(now)
+                self._next_sweep = now + EXPIRY_SWEEP_INTERVAL
+            claims, failed = self._claim(now, limit)
         counts = {"sent": 0, "retried": 0, "expired": expired, "failed": failed, "released": 0}
-        for claim in claims:
+        for claim in (*handed, *claims):
             counts[self._deliver(claim)] += 1
-        if not claims:
+        if not claims and not handed:
             # Idle: do not hold a connection to the relay open between quiet polls.
             self._transport.close()
-        return DeliveryReport(claimed=len(claims), **counts)
+        return DeliveryReport(claimed=len(claims), handed=len(handed), **counts)
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        """Hand claims back unsent (pending again, the attempt not counted), so that a loop of
+        any process claims them now rather than when their lease runs out."""
+        now = self._clock.now()
+        for claim in claims:
+            self._settle(
+                claim,
+                status=OutboxStatus.PENDING,
+                lease_until=None,
+                next_attempt_at=now,
+                attempts=claim.attempts - 1,
+            )
 
     def close(self) -> None:
         self._transport.close()
@@ -323,7 +333,7 @@ class DeliveryWorker:
             logger.info("outbox.message.expired", extra={"outbox_id": message_id})
         return len(expired)
 
-    def _claim(self, now: datetime, limit: int) -> tuple[list[_Claim], int]:
+    def _claim(self, now: datetime, limit: int) -> tuple[list[Claim], int]:
         """Take due messages in a short committed transaction; returns (claims, failed).
 
         Core statements: a pass reads a few columns and changes all its rows in one UPDATE,
@@ -392,7 +402,7 @@ class DeliveryWorker:
         for row in exhausted:
             logger.error("outbox.delivery.failed", extra=_claim_fields(row))
         claims = [
-            _Claim(
+            Claim(
                 id=row.id,
                 purpose=row.purpose,
                 request_id=row.request_id,
@@ -406,7 +416,7 @@ class DeliveryWorker:
         ]
         return claims, len(exhausted)
 
-    def _deliver(self, claim: _Claim) -> str:
+    def _deliver(self, claim: Claim) -> str:
         message = self._ready_message(claim)
         if isinstance(message, str):
             return message
@@ -444,7 +454,7 @@ class DeliveryWorker:
         logger.info("outbox.delivery.sent", extra=fields)
         return "sent"
 
-    def _ready_message(self, claim: _Claim) -> bytes | str:
+    def _ready_message(self, claim: Claim) -> bytes | str:
         """The message to send now, or the outcome ("expired", ...) that replaces sending it."""
         now = self._clock.now()
         if claim.not_after is not None and now >= claim.not_after:
@@ -454,13 +464,7 @@ class DeliveryWorker:
         if now + self._send_budget > claim.lease_until:
             # Too little of the lease is left to finish an SMTP exchange before another worker
             # may claim the message: hand it back untried rather than risk a second copy.
-            self._settle(
-                claim,
-                status=OutboxStatus.PENDING,
-                lease_until=None,
-                next_attempt_at=now,
-                attempts=claim.attempts - 1,
-            )
+            self.release([claim])
             return "released"
         if claim.sealed_message is None:
             self._fail(claim, "nothing to send (the message was wiped)")
@@ -475,7 +479,7 @@ class DeliveryWorker:
             self._fail(claim, "the sealed message does not open (other key, or altered)")
             return "failed"
 
-    def _retry(self, claim: _Claim, error: str) -> str:
+    def _retry(self, claim: Claim, error: str) -> str:
         fields = {**_claim_fields(claim), "error": error}
         if claim.attempts >= self._max_attempts:
             self._fail(claim, error)
@@ -495,7 +499,7 @@ class DeliveryWorker:
         )
         return "retried"
 
-    def _fail(self, claim: _Claim, error: str) -> None:
+    def _fail(self, claim: Claim, error: str) -> None:
         self._settle(
             claim,
             status=OutboxStatus.FAILED,
@@ -505,7 +509,7 @@ class DeliveryWorker:
         )
         logger.error("outbox.delivery.failed", extra={**_claim_fields(claim), "error": error})
 
-    def _settle(self, claim: _Claim, **values: Any) -> None:
+    def _settle(self, claim: Claim, **values: Any) -> None:
         """Record an outcome, only while the claim is still ours (the attempt count fences it)."""
         with self._sessions.begin() as session:
             matched = session.scalars(
@@ -525,7 +529,7 @@ class DeliveryWorker:
             logger.warning("outbox.delivery.lease_lost", extra=_claim_fields(claim))
 
     def _record(
-        self, session: Session, claim: _Claim, action: str, outcome: str, now: datetime
+        self, session: Session, claim: Claim, action: str, outcome: str, now: datetime
     ) -> None:
         if self._audit is not None:
             self._audit(session).record(
@@ -566,96 +570,74 @@ def _claim_fields(claim: _MessageFields) -> dict[str, Any]:
     }
 
 
-class Nudge:
-    """Wakes one idle delivery loop per nudge, where an `asyncio.Event` wakes them all (and
-    all but one would run an empty claim for a single message). A nudge while every loop is
-    busy is kept until one of them looks (`clear` before a pass drops it: that pass sees the
-    message). Use it from the event loop's thread only (`Runtime.Wakeup` hops there)."""
-
-    def __init__(self) -> None:
-        self._pending = False
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def set(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._pending = True
-
-    def clear(self) -> None:
-        self._pending = False
-
-    def is_set(self) -> bool:
-        return self._pending
-
-    async def wait(self) -> None:
-        if self._pending:
-            self._pending = False
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        await waiter
-
-
-class WakeSignal(Protocol):
-    """What a delivery loop waits on: an `asyncio.Event`, or a `Nudge` shared by loops."""
-
-    def clear(self) -> None: ...
-
-    def is_set(self) -> bool: ...
-
-    async def wait(self) -> Any: ...
-
-
 async def run_delivery_loop(
     worker: DeliveryWorker,
     poll_seconds: float,
-    wakeup: WakeSignal | None,
+    courier: Courier,
     stop: asyncio.Event,
     *,
     limit: int = CLAIM_BATCH,
 ) -> None:
-    """Deliver until `stop` is set: after each pass, wait for `wakeup`, `stop` or the poll.
+    """Deliver until `stop` is set; between passes, wait for the courier's wakeup, `stop` or
+    the poll. The courier must be bound to this event loop (`Courier.bind`).
 
-    A full batch is followed at once by the next. A failing pass (the database is down) is
-    logged and retried with a growing pause, up to 30 s; the loop itself never dies of it.
-    The worker runs in a thread of its own, always the same one (it owns its SMTP connection);
-    several loops may share one `wakeup` (a `Nudge`): each takes small batches, so they share
-    the work.
+    Each pass sends what the courier carries; it claims from the database only on the first
+    pass, on a poll, when a nudge asks for it, or after a full database batch. A full batch, or
+    more carried claims, is followed at once by the next pass. A failing pass (the database is
+    down) is logged and retried with a growing pause, up to 30 s; the loop itself never dies of
+    it. The worker runs in a thread of its own, always the same one (it owns its SMTP
+    connection); several loops share one courier, each taking small batches, so they share the
+    work.
     """
     loop = asyncio.get_running_loop()
     thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery")
     failures = 0
+    claim_database = True
     try:
         while not stop.is_set():
-            if wakeup is not None:
-                # Cleared before the pass: an enqueue committed during it triggers another.
-                wakeup.clear()
+            # Cleared before the pass: what a nudge until now was about, this pass sees.
+            courier.wakeup.clear()
+            handed = courier.take(limit)
+            claim_database = courier.database_due() or claim_database
             try:
-                report = await loop.run_in_executor(thread, worker.deliver_due, limit)
+                report = await loop.run_in_executor(
+                    thread,
+                    functools.partial(
+                        worker.deliver_due, limit, handed, claim_database=claim_database
+                    ),
+                )
             except Exception:
                 failures += 1
                 logger.exception("outbox.delivery.error", extra={"consecutive_failures": failures})
+                # Whatever was handed over is leased: back to the database with it.
+                with contextlib.suppress(Exception):
+                    await loop.run_in_executor(thread, worker.release, handed)
                 await _wait(min(poll_seconds * 2.0**failures, 30.0), None, stop)
+                claim_database = True
                 continue
             failures = 0
-            if report.claimed + report.failed < limit:
-                await _wait(poll_seconds, wakeup, stop)
+            claim_database = claim_database and report.claimed + report.failed >= limit
+            if not claim_database and not courier.carrying():
+                # Nothing came for a whole poll: look at the database.
+                claim_database = not await _wait(poll_seconds, courier.wakeup, stop)
         # Not in the `finally`: if this task is cancelled mid-pass, the pass's thread still
         # uses the connection, and closing it under that thread would break a send half-way.
+        await loop.run_in_executor(thread, worker.release, courier.unbind())
         await loop.run_in_executor(thread, worker.close)
     finally:
         thread.shutdown(wait=False)
 
 
-async def _wait(seconds: float, wakeup: WakeSignal | None, stop: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(stop.wait())]
+async def _wait(seconds: float, wakeup: Nudge | None, stop: asyncio.Event) -> bool:
+    """Until the wakeup, `stop` or `seconds`; whether it was not the time that ran out."""
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     if wakeup is not None:
         waiters.append(asyncio.ensure_future(wakeup.wait()))
     try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        done, _pending = await asyncio.wait(
+            waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        return bool(done)
     finally:
         for waiter in waiters:
             waiter.cancel()

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -143,12 +142,9 @@ class ActivationCodeSender(Protocol):
 class EmailActivationCodeSender:
     """Queues the code in the outbox, to the person's registered address only."""
 
-    def __init__(
-        self, session: Session, seal_key: bytes, on_outbox: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, session: Session, seal_key: bytes) -> None:
         self.session = session
         self._seal_key = seal_key
-        self._on_outbox = on_outbox
 
     def send(self, *, user: User, device: Device, code: str, now: datetime) -> None:
         if not user.email:
@@ -171,8 +167,6 @@ class EmailActivationCodeSender:
             now=now,
             not_after=device.activation_expires_at,
         )
-        if self._on_outbox is not None:
-            after_commit(self.session, self._on_outbox)
 
 
 class DeviceService:
@@ -186,14 +180,12 @@ class DeviceService:
         keys: DerivedKeys,
         audit: AuditLog,
         code_sender: ActivationCodeSender,
-        on_outbox: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
         self.keys = keys
         self.audit = audit
         self.code_sender = code_sender
-        self.on_outbox = on_outbox
 
     # -- registration -------------------------------------------------------------------------
 
@@ -446,8 +438,6 @@ class DeviceService:
             body=notice.body(),
             now=now,
         )
-        if self.on_outbox is not None:
-            after_commit(self.session, self.on_outbox)
 
     def _refused(
         self,

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.clock import Clock
-from app.db import after_commit, unit_of_work
+from app.db import unit_of_work
 from app.models import Credential, CredentialStatus, JobRun, Medium, User
 from app.services.audit import AuditLog
 from app.services.devices import purge_device_leftovers
@@ -162,13 +162,11 @@ class ExpiryNotices:
         seal_key: bytes,
         audit: Callable[[Session], AuditLog],
         days: int,
-        on_outbox: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._seal_key = seal_key
         self._audit = audit
         self._window = timedelta(days=days)
-        self._on_outbox = on_outbox
 
     def __call__(self, now: datetime) -> str:
         sent = skipped = 0
@@ -181,8 +179,6 @@ class ExpiryNotices:
                             sent += 1
                         else:
                             skipped += 1
-                if batch and self._on_outbox is not None:
-                    after_commit(session, self._on_outbox)
             if len(batch) < EXPIRY_BATCH:
                 return f"expiry notices: {sent} queued, {skipped} without an e-mail address"
 
@@ -253,7 +249,6 @@ def default_jobs(runtime: Runtime) -> list[Job]:
                 runtime.keys.outbox_seal,
                 runtime.audit_log,
                 settings.expiry_notice_days,
-                on_outbox=runtime.delivery_wakeup.set,
             ),
         ),
         Job(

@@ -340,8 +340,6 @@ class ApplicationService:
                 target_id=mailing.notice.application_id,
                 details={"origin": "enrolment"},
             )
-        if mailings:
-            self.context.mail_queued()
         self.session.flush()
         return results
 

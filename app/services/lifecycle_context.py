@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -10,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from app.crypto.keys import DerivedKeys
 from app.crypto.keystore import KeyStore
-from app.db import after_commit
 from app.services.audit import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.tokens import TokenService
@@ -22,11 +20,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class LifecycleContext:
-    """One unit of work's session, settings, keys, CA and audit log, for the lifecycle services.
-
-    `on_outbox` wakes the delivery worker; `mail_queued()` schedules it for after the commit
-    (before it the worker cannot see the rows), once per unit of work.
-    """
+    """One unit of work's session, settings, keys, CA and audit log, for the lifecycle services."""
 
     session: Session
     settings: Settings
@@ -34,8 +28,6 @@ class LifecycleContext:
     key_store: KeyStore
     ca: CertificateAuthorityService
     audit: AuditLog
-    on_outbox: Callable[[], None] | None = None
-    _wake_scheduled: bool = field(default=False, repr=False)
 
     @classmethod
     def for_runtime(cls, runtime: Runtime, session: Session) -> LifecycleContext:
@@ -52,7 +44,6 @@ class LifecycleContext:
                 runtime.settings.public_base_url,
             ),
             audit=runtime.audit_log(session),
-            on_outbox=runtime.delivery_wakeup.set,
         )
 
     @property
@@ -62,8 +53,3 @@ class LifecycleContext:
     @property
     def seal_key(self) -> bytes:
         return self.keys.outbox_seal
-
-    def mail_queued(self) -> None:
-        if self.on_outbox is not None and not self._wake_scheduled:
-            self._wake_scheduled = True
-            after_commit(self.session, self.on_outbox)

@@ -9,6 +9,7 @@ purposes, never a code or a token.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from email.charset import QP, SHORTEST, Charset
@@ -20,8 +21,10 @@ from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from app.crypto.sealing import open_sealed, seal
+from app.db import after_commit
 from app.models.base import new_id
 from app.models.outbox import OutboxMessage, OutboxStatus
+from app.services.courier import COURIER_KEY, Claim, Courier
 
 logger = logging.getLogger("roamsign.outbox")
 
@@ -84,8 +87,7 @@ class Outbox:
         transaction; returns a detached copy of the row.
 
         `not_after` is the instant after which the message must never go out (an OTP past its
-        window). To wake a delivery loop, do it after the commit, not here: before the commit the
-        worker cannot see the row.
+        window). The session's courier, if it has one, learns of the message after the commit.
         """
         if not purpose or len(purpose) > 32:
             raise ValueError("purpose must be 1 to 32 characters")
@@ -105,16 +107,25 @@ class Outbox:
             message_id=f"<{message_id}@{MESSAGE_ID_DOMAIN}>",
             extra_headers=_extra_headers(request_id, headers),
         )
+        # Leased to this process's delivery loops at once when they run here (see
+        # app.services.courier); otherwise pending, for a loop to claim from the database.
+        courier: Courier | None = self.session.info.get(COURIER_KEY)
+        lease_until = (
+            courier.lease_until(now)
+            # A savepoint may yet be rolled back, but a claim handed over would still be sent.
+            if courier is not None and not self.session.in_nested_transaction()
+            else None
+        )
+        sealed = seal(self._seal_key, message, associated_data(message_id, request_id, recipient))
         values = {
             "id": message_id,
             "purpose": purpose,
             "request_id": request_id,
             "recipient": recipient,
-            "sealed_message": seal(
-                self._seal_key, message, associated_data(message_id, request_id, recipient)
-            ),
-            "status": OutboxStatus.PENDING,
-            "attempts": 0,
+            "sealed_message": sealed,
+            "status": OutboxStatus.PENDING if lease_until is None else OutboxStatus.SENDING,
+            "attempts": 0 if lease_until is None else 1,
+            "lease_until": lease_until,
             "created_at": now,
             "next_attempt_at": now,
             "not_after": not_after,
@@ -122,6 +133,22 @@ class Outbox:
         # A Core insert in the session's transaction: the row is only ever changed by the
         # delivery worker's own statements, so the ORM's unit of work would only add cost.
         self.session.connection().execute(_INSERT_MESSAGE, values)
+        # Either way the delivery loops learn of it after the commit: before it they cannot
+        # see the row, and after a rollback there is nothing to send.
+        if courier is not None and lease_until is None:
+            after_commit(self.session, courier.nudge)
+        elif courier is not None and lease_until is not None:
+            claim = Claim(
+                id=message_id,
+                purpose=purpose,
+                request_id=request_id,
+                recipient=recipient,
+                sealed_message=sealed,
+                attempts=1,
+                not_after=not_after,
+                lease_until=lease_until,
+            )
+            after_commit(self.session, functools.partial(courier.hand_over, claim))
         logger.info(
             "outbox.message.queued",
             extra={"outbox_id": message_id, "purpose": purpose, "signing_request_id": request_id},

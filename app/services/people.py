@@ -174,7 +174,6 @@ class ContactService:
         tokens.supersede_for_person(user.id, now)
         queue_email_changed_notice(self.session, self.context.seal_key, user, old_address, now)
         self._resend_open_verification(user, now)
-        self.context.mail_queued()
         self.audit.record(
             now=now,
             action="user.email_changed",
@@ -221,7 +220,6 @@ class ContactService:
             now=now,
             not_after=issued.row.expires_at,
         )
-        self.context.mail_queued()
         self.audit.record(
             now=now,
             action="user.email_change_requested",
@@ -303,4 +301,3 @@ def queue_application_verification(
         now=now,
         not_after=issued.row.expires_at,
     )
-    context.mail_queued()

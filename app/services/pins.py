@@ -181,7 +181,6 @@ class PinService:
                 now=now,
                 not_after=issued.row.expires_at,
             )
-            self.context.mail_queued()
         self.audit.record(
             now=now,
             action="credential.pin_reset_requested",
@@ -286,15 +285,13 @@ class PinService:
                 target_id=credential.id,
                 outcome="pin_failures",
             )
-            if queue_credential_locked_notice(
+            queue_credential_locked_notice(
                 self.session, self.context.seal_key, user, credential, now
-            ):
-                self.context.mail_queued()
+            )
         # AuthorizationFailed keeps these changes: the session commits them with the refusal.
         raise AuthorizationFailed(
             "the current PIN is not correct", attempts_remaining=max(0, limit - failures)
         )
 
     def _tell_pin_changed(self, user: User, credential: Credential, now: datetime) -> None:
-        if queue_pin_changed_notice(self.session, self.context.seal_key, user, credential, now):
-            self.context.mail_queued()
+        queue_pin_changed_notice(self.session, self.context.seal_key, user, credential, now)

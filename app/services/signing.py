@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -178,7 +177,6 @@ class SigningService:
         key_store: KeyStore,
         ca: CertificateAuthorityService,
         audit: AuditLog,
-        on_outbox: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
@@ -186,7 +184,6 @@ class SigningService:
         self.key_store = key_store
         self.ca = ca
         self.audit = audit
-        self.on_outbox = on_outbox
         # The session's identity map holds objects weakly: what get_own(with_signer=True)
         # loaded stays referenced here for the request, so session.get() finds it.
         self._kept_loaded: list[object] = []
@@ -266,7 +263,6 @@ class SigningService:
                 not_after=request.expires_at,
                 headers={"X-Roamsign-Request-Id": request.id},
             )
-            self._wake_delivery()
         after_commit(self.session, OTPS_ISSUED.labels(channel).inc)
         self.audit.record(
             now=now,
@@ -597,8 +593,7 @@ class SigningService:
         after_commit(self.session, SIGNATURES.labels(request.signature_format).inc)
         # The person learns of every signature made with their key, so misuse is seen.
         seal_key = self.keys.outbox_seal
-        if queue_signing_notice(self.session, seal_key, user, request, caller.name, now):
-            self._wake_delivery()
+        queue_signing_notice(self.session, seal_key, user, request, caller.name, now)
         self.audit.record(
             now=now,
             action="signature.created",
@@ -624,11 +619,6 @@ class SigningService:
             mechanism.rsa_padding,
             mechanism.pss_salt_length,
         )
-
-    def _wake_delivery(self) -> None:
-        """Once committed, wake this process's e-mail delivery instead of waiting for a poll."""
-        if self.on_outbox is not None:
-            after_commit(self.session, self.on_outbox)
 
     def _record_failure(
         self,
@@ -716,10 +706,9 @@ class SigningService:
                 target_id=request.id,
             )
         if credential_locked:
-            if queue_credential_locked_notice(
+            queue_credential_locked_notice(
                 self.session, self.keys.outbox_seal, user, credential, now
-            ):
-                self._wake_delivery()
+            )
             self.audit.record(
                 now=now,
                 action="credential.locked",

@@ -6,6 +6,7 @@ Time is a FrozenClock moved by hand; the only waits are bounded ones on the sink
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -25,12 +26,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.clock import FrozenClock
 from app.crypto.keys import DerivedKeys
 from app.crypto.sealing import SealBroken, open_sealed
+from app.db import make_sessionmaker, unit_of_work
 from app.mailsink import MailSink
 from app.models.outbox import OutboxMessage, OutboxStatus
+from app.services.courier import COURIER_KEY, Claim, Courier, Nudge
 from app.services.delivery import (
     DeliveryReport,
     DeliveryWorker,
-    Nudge,
     SmtpTransport,
     Transport,
     outbox_stats,
@@ -147,6 +149,13 @@ def enqueue(
             else now + timedelta(seconds=not_after_seconds),
         )
         return message.id
+
+
+def bound_courier(**kwargs: Any) -> Courier:
+    """A courier bound to the running event loop, as the server's lifespan binds its own."""
+    courier = Courier(**kwargs)
+    courier.bind(asyncio.get_running_loop())
+    return courier
 
 
 def load(sessions: sessionmaker[Session], message_id: str) -> OutboxMessage:
@@ -702,12 +711,14 @@ class ObservedWorker(DeliveryWorker):
         self.passed = threading.Event()
         self._fail_first_pass = fail_first
 
-    def deliver_due(self, limit: int = 100) -> DeliveryReport:
+    def deliver_due(
+        self, limit: int = 100, handed: Sequence[Claim] = (), *, claim_database: bool = True
+    ) -> DeliveryReport:
         if self._fail_first_pass:
             self._fail_first_pass = False
             raise RuntimeError("database unavailable")
         try:
-            return super().deliver_due(limit)
+            return super().deliver_due(limit, handed, claim_database=claim_database)
         finally:
             self.passed.set()
 
@@ -732,13 +743,13 @@ async def test_loop_delivers_at_once_when_woken(
     settings: Settings,
 ) -> None:
     worker = observed_worker(sessions, keys, clock, settings)
-    stop, wakeup = asyncio.Event(), asyncio.Event()
-    # An hour's poll: only the wakeup can explain a prompt delivery.
-    task = asyncio.create_task(run_delivery_loop(worker, 3600, wakeup, stop))
+    stop, courier = asyncio.Event(), bound_courier()
+    # An hour's poll: only the nudge can explain a prompt delivery.
+    task = asyncio.create_task(run_delivery_loop(worker, 3600, courier, stop))
     try:
         assert await asyncio.to_thread(worker.passed.wait, 5)
-        message_id = enqueue(sessions, keys, clock)
-        wakeup.set()
+        message_id = enqueue(sessions, keys, clock)  # pending: these sessions have no courier
+        courier.nudge()
         received = await asyncio.to_thread(sink.wait_for, None, 5)
         assert received["Message-ID"] == f"<{message_id}@roamsign.local>"
     finally:
@@ -777,14 +788,14 @@ async def test_loops_sharing_a_wakeup_deliver_each_message_once(
     settings: Settings,
 ) -> None:
     # What the server runs: ROAMSIGN_DELIVERY_CONCURRENCY loops, one SMTP connection each.
-    stop, wakeup = asyncio.Event(), Nudge()
+    stop, courier = asyncio.Event(), bound_courier()
     tasks = [
-        asyncio.create_task(run_delivery_loop(workers(settings), 3600, wakeup, stop, limit=2))
+        asyncio.create_task(run_delivery_loop(workers(settings), 3600, courier, stop, limit=2))
         for _ in range(3)
     ]
     try:
         queued = {enqueue(sessions, keys, clock, not_after_seconds=120) for _ in range(12)}
-        wakeup.set()
+        courier.nudge()
         await asyncio.to_thread(sink.wait_for, lambda _: len(sink.messages) >= 12, 10)
     finally:
         stop.set()
@@ -807,7 +818,7 @@ async def test_loop_survives_a_failing_pass(
     worker = observed_worker(sessions, keys, clock, settings, fail_first=True)
     stop = asyncio.Event()
     with caplog.at_level(logging.ERROR, logger="roamsign.delivery"):
-        task = asyncio.create_task(run_delivery_loop(worker, 0.01, None, stop))
+        task = asyncio.create_task(run_delivery_loop(worker, 0.01, bound_courier(), stop))
         try:
             message: EmailMessage = await asyncio.to_thread(sink.wait_for, None, 5)
         finally:
@@ -817,3 +828,179 @@ async def test_loop_survives_a_failing_pass(
     ours = [r for r in caplog.records if r.name == "roamsign.delivery"]  # not aiosmtpd's
     assert [r.getMessage() for r in ours] == ["outbox.delivery.error"]
     assert all(BODY not in r.getMessage() and CODE not in str(r.__dict__) for r in ours)
+
+
+# -- the courier: messages queued where loops run are handed over, not claimed --------------
+
+
+def courier_sessions(engine: Engine, courier: Courier) -> sessionmaker[Session]:
+    """Sessions that carry `courier`, as the runtime's do (app.runtime.Runtime.build)."""
+    return make_sessionmaker(engine, info={COURIER_KEY: courier})
+
+
+@contextlib.contextmanager
+def capture_statements(engine: Engine, into: list[str]) -> Iterator[None]:
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        into.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def queue_in_unit(
+    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, **kwargs: Any
+) -> str:
+    """Queue one message in a unit of work, as an endpoint does (after-commit hooks run)."""
+    with unit_of_work(sessions) as session:
+        return (
+            Outbox(session, keys.outbox_seal)
+            .enqueue(
+                purpose="otp",
+                recipient=RECIPIENT,
+                subject=SUBJECT,
+                body=BODY,
+                now=clock.now(),
+                request_id=str(uuid.uuid4()),
+                **kwargs,
+            )
+            .id
+        )
+
+
+async def test_a_message_queued_where_loops_run_is_sent_without_a_claim(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    sink: MailSink,
+    settings: Settings,
+) -> None:
+    courier = bound_courier()
+    carried = courier_sessions(engine, courier)
+    worker = ObservedWorker(carried, keys.outbox_seal, SmtpTransport(settings), clock, settings)
+    stop = asyncio.Event()
+    # An hour's poll: the loop's first pass looks at the (empty) database, then only a nudge
+    # or a hand-over can make it send.
+    task = asyncio.create_task(run_delivery_loop(worker, 3600, courier, stop))
+    statements: list[str] = []
+    try:
+        assert await asyncio.to_thread(worker.passed.wait, 5)
+        worker.passed.clear()
+        with capture_statements(engine, statements):
+            message_id = await asyncio.to_thread(queue_in_unit, carried, keys, clock)
+            received = await asyncio.to_thread(sink.wait_for, None, 5)
+            assert await asyncio.to_thread(worker.passed.wait, 5)  # its pass has committed
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+    assert received["Message-ID"] == f"<{message_id}@roamsign.local>"
+    row = load(sessions, message_id)
+    assert (row.status, row.attempts, row.sealed_message) == (OutboxStatus.SENT, 1, None)
+    # The insert leased it; then the only statement on the outbox is the one that marks it
+    # sent. No claim (SELECT ... FOR UPDATE SKIP LOCKED, then UPDATE ... attempts + 1) ran.
+    outbox = [sql for sql in statements if "outbox_messages" in sql]
+    assert [sql.split()[0] for sql in outbox] == ["INSERT", "UPDATE"], outbox
+
+
+async def test_the_lease_is_taken_by_the_transaction_that_queues(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    workers: Workers,
+    sink: MailSink,
+    settings: Settings,
+) -> None:
+    courier = bound_courier()
+    carried = courier_sessions(engine, courier)
+    handed_id = queue_in_unit(carried, keys, clock)
+    handed = load(sessions, handed_id)
+    assert (handed.status, handed.attempts) == (OutboxStatus.SENDING, 1)
+    assert handed.lease_until == clock.now() + courier.lease
+    # A rolled-back unit of work hands nothing over.
+    with pytest.raises(RuntimeError), unit_of_work(carried) as session:
+        Outbox(session, keys.outbox_seal).enqueue(
+            purpose="otp", recipient=RECIPIENT, subject=SUBJECT, body=BODY, now=clock.now()
+        )
+        raise RuntimeError("the use case fails after queueing")
+    await asyncio.sleep(0)  # let the hand-over's callback run
+    assert [claim.id for claim in courier.take(10)] == [handed_id]
+    # Nobody sends it (this process "died" with the claim): no one else may before the lease
+    # runs out, and then any loop claims it from the database, as after a dead worker.
+    worker = workers(settings)
+    assert worker.deliver_due() == DeliveryReport()
+    clock.advance(courier.lease.total_seconds())
+    assert worker.deliver_due() == DeliveryReport(sent=1, claimed=1)
+    assert load(sessions, handed_id).attempts == 2
+    assert len(sink.messages) == 1
+
+
+async def test_what_the_courier_cannot_carry_stays_pending(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+) -> None:
+    unbound = Courier()
+    first = queue_in_unit(courier_sessions(engine, unbound), keys, clock)
+    courier = bound_courier(capacity=1)
+    carried = courier_sessions(engine, courier)
+    second = queue_in_unit(carried, keys, clock)
+    await asyncio.sleep(0)
+    third = queue_in_unit(carried, keys, clock)  # the one carried claim fills it
+    # In a savepoint: it may yet be rolled back, but a claim handed over would be sent.
+    courier.take(1)
+    with unit_of_work(carried) as session, session.begin_nested():
+        fourth = (
+            Outbox(session, keys.outbox_seal)
+            .enqueue(
+                purpose="otp", recipient=RECIPIENT, subject=SUBJECT, body=BODY, now=clock.now()
+            )
+            .id
+        )
+    await asyncio.sleep(0)
+    statuses = [load(sessions, i).status for i in (first, second, third, fourth)]
+    assert statuses == [
+        OutboxStatus.PENDING,
+        OutboxStatus.SENDING,
+        OutboxStatus.PENDING,
+        OutboxStatus.PENDING,
+    ]
+    # The pending ones nudged the loops to look at the database.
+    assert courier.database_due() and not courier.carrying()
+
+
+async def test_handed_claims_keep_the_deadline_and_go_back_when_the_loops_stop(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    workers: Workers,
+    sink: MailSink,
+    settings: Settings,
+) -> None:
+    courier = bound_courier()
+    carried = courier_sessions(engine, courier)
+    late = queue_in_unit(carried, keys, clock, not_after=clock.now() + timedelta(seconds=120))
+    await asyncio.sleep(0)
+    worker = workers(settings)
+    clock.advance(120)
+    # Past its deadline before a loop took it: never sent, wiped.
+    report = worker.deliver_due(handed=courier.take(4), claim_database=False)
+    assert report == DeliveryReport(expired=1, handed=1)
+    assert (load(sessions, late).status, load(sessions, late).sealed_message) == (
+        OutboxStatus.EXPIRED,
+        None,
+    )
+    left = queue_in_unit(carried, keys, clock)
+    await asyncio.sleep(0)
+    # The loops stop with a claim not taken: it is handed back, its attempt not counted.
+    worker.release(courier.unbind())
+    row = load(sessions, left)
+    assert (row.status, row.attempts, row.lease_until) == (OutboxStatus.PENDING, 0, None)
+    assert courier.lease_until(clock.now()) is None  # unbound: nothing more is leased
+    assert worker.deliver_due() == DeliveryReport(sent=1, claimed=1)
+    assert [m["Message-ID"] for m in sink.messages] == [f"<{left}@roamsign.local>"]
