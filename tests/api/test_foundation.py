@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -580,6 +581,19 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+async def test_startup_puts_what_lives_for_ever_out_of_the_collectors_reach(
+    runtime: Runtime,
+) -> None:
+    app = create_app(runtime=runtime, background_workers=False)
+    gc.unfreeze()
+    try:
+        async with app.router.lifespan_context(app):
+            # The process's lasting objects (this very app among them) are frozen.
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
 
 
 async def test_healthz_answers_while_every_worker_thread_is_taken(
