@@ -86,7 +86,10 @@ class Courier:
     ) -> None:
         self.lease = timedelta(seconds=lease_seconds)
         self._capacity = capacity
-        self._claims: collections.deque[Claim] = collections.deque()
+        # Messages with a deadline (OTPs, codes) go before those without (notices), as in the
+        # database claim: under load an OTP must not wait behind earlier flows' notices.
+        self._urgent: collections.deque[Claim] = collections.deque()
+        self._others: collections.deque[Claim] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._database_due = False
         self.wakeup = Nudge()
@@ -100,17 +103,17 @@ class Courier:
     def unbind(self) -> list[Claim]:
         """Stop carrying; returns the claims no loop took (to hand back to the database)."""
         self._loop = None
-        return self.take(len(self._claims))
+        return self.take(len(self._urgent) + len(self._others))
 
     def lease_until(self, now: datetime) -> datetime | None:
         """The lease of a message queued now, or None: leave it pending for a database claim."""
-        if self._loop is None or len(self._claims) >= self._capacity:
+        if self._loop is None or len(self._urgent) + len(self._others) >= self._capacity:
             return None
         return now + self.lease
 
     def hand_over(self, claim: Claim) -> None:
         """After the commit that queued and leased it: give the claim to an idle loop."""
-        self._claims.append(claim)
+        (self._others if claim.not_after is None else self._urgent).append(claim)
         self._call(self.wakeup.set)
 
     def nudge(self) -> None:
@@ -118,16 +121,18 @@ class Courier:
         self._call(self._wake_for_database)
 
     def take(self, limit: int) -> list[Claim]:
+        """Up to `limit` claims, those with a deadline first."""
         taken: list[Claim] = []
-        while len(taken) < limit:
-            try:
-                taken.append(self._claims.popleft())
-            except IndexError:
-                break
+        for claims in (self._urgent, self._others):
+            while len(taken) < limit:
+                try:
+                    taken.append(claims.popleft())
+                except IndexError:
+                    break
         return taken
 
     def carrying(self) -> bool:
-        return bool(self._claims)
+        return bool(self._urgent or self._others)
 
     def database_due(self) -> bool:
         """Whether a nudge asked for a database claim since the last call (it clears it).

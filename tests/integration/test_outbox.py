@@ -1004,3 +1004,17 @@ async def test_handed_claims_keep_the_deadline_and_go_back_when_the_loops_stop(
     assert courier.lease_until(clock.now()) is None  # unbound: nothing more is leased
     assert worker.deliver_due() == DeliveryReport(sent=1, claimed=1)
     assert [m["Message-ID"] for m in sink.messages] == [f"<{left}@roamsign.local>"]
+
+
+async def test_the_courier_carries_messages_with_a_deadline_first(
+    engine: Engine, keys: DerivedKeys, clock: FrozenClock
+) -> None:
+    courier = bound_courier()
+    carried = courier_sessions(engine, courier)
+    notice = queue_in_unit(carried, keys, clock)
+    otp = queue_in_unit(carried, keys, clock, not_after=clock.now() + timedelta(seconds=120))
+    later_notice = queue_in_unit(carried, keys, clock)
+    await asyncio.sleep(0)
+    assert [claim.id for claim in courier.take(2)] == [otp, notice]
+    assert [claim.id for claim in courier.take(2)] == [later_notice]
+    assert not courier.carrying()
