@@ -120,6 +120,38 @@ def _process_tree_ticks(root: int) -> int:
     return total
 
 
+def serving_processes_peak_rss(root: int) -> list[float]:
+    """VmHWM (peak RSS, MiB) of each process that serves requests under `root`: the workers
+    that `serve --workers N` spawns, or `root` itself when it serves alone."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    workers = [
+        pid
+        for pid in children.get(root, [])
+        if b"spawn_main" in _read_bytes(Path(f"/proc/{pid}/cmdline"))
+    ]
+    peaks = []
+    for pid in workers or [root]:
+        for line in _read_bytes(Path(f"/proc/{pid}/status")).decode().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)  # kB
+    return peaks
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
 def _machine_busy_ticks() -> int:
     """CPU ticks spent by the whole machine (every CPU) outside idle and iowait, /proc/stat."""
     try:
@@ -214,6 +246,8 @@ class ConfigResult:
     phases: list[PhaseStats] = field(default_factory=list)
     error: str | None = None
     log_tail: str | None = None
+    # Peak resident set (VmHWM, MiB) of each process serving requests, read after the load.
+    peak_rss_mib: list[float] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -894,6 +928,8 @@ def run_configuration(
             )
             if server.process.poll() is not None:
                 result.error = f"the server exited during the run ({server.process.returncode})"
+            else:
+                result.peak_rss_mib = serving_processes_peak_rss(server.process.pid)
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -1004,6 +1040,9 @@ def details(results: list[ConfigResult]) -> Iterator[str]:
                 f"other CPU {_fmt(cpu.get('other'))} %)"
                 + (f", errors {dict(result.healthz_errors)}" if result.healthz_errors else "")
             )
+        if result.peak_rss_mib:
+            peaks = ", ".join(f"{peak:,.0f}" for peak in result.peak_rss_mib)
+            yield f"  - peak RSS of each serving process after the run: {peaks} MiB"
         for phase in result.phases:
             extra = [f"{phase.started} flows started, {len(phase.latencies_ms)} succeeded"]
             if phase.steps_ms:
