@@ -855,19 +855,23 @@ def queue_in_unit(
 ) -> str:
     """Queue one message in a unit of work, as an endpoint does (after-commit hooks run)."""
     with unit_of_work(sessions) as session:
-        return (
-            Outbox(session, keys.outbox_seal)
-            .enqueue(
-                purpose="otp",
-                recipient=RECIPIENT,
-                subject=SUBJECT,
-                body=BODY,
-                now=clock.now(),
-                request_id=str(uuid.uuid4()),
-                **kwargs,
-            )
-            .id
+        return queue_in(session, keys, clock, **kwargs)
+
+
+def queue_in(session: Session, keys: DerivedKeys, clock: FrozenClock, **kwargs: Any) -> str:
+    return (
+        Outbox(session, keys.outbox_seal)
+        .enqueue(
+            purpose="otp",
+            recipient=RECIPIENT,
+            subject=SUBJECT,
+            body=BODY,
+            now=clock.now(),
+            request_id=str(uuid.uuid4()),
+            **kwargs,
         )
+        .id
+    )
 
 
 async def test_a_message_queued_where_loops_run_is_sent_without_a_claim(
@@ -922,9 +926,7 @@ async def test_the_lease_is_taken_by_the_transaction_that_queues(
     assert handed.lease_until == clock.now() + courier.lease
     # A rolled-back unit of work hands nothing over.
     with pytest.raises(RuntimeError), unit_of_work(carried) as session:
-        Outbox(session, keys.outbox_seal).enqueue(
-            purpose="otp", recipient=RECIPIENT, subject=SUBJECT, body=BODY, now=clock.now()
-        )
+        queue_in(session, keys, clock)
         raise RuntimeError("the use case fails after queueing")
     await asyncio.sleep(0)  # let the hand-over's callback run
     assert [claim.id for claim in courier.take(10)] == [handed_id]
@@ -954,13 +956,7 @@ async def test_what_the_courier_cannot_carry_stays_pending(
     # In a savepoint: it may yet be rolled back, but a claim handed over would be sent.
     courier.take(1)
     with unit_of_work(carried) as session, session.begin_nested():
-        fourth = (
-            Outbox(session, keys.outbox_seal)
-            .enqueue(
-                purpose="otp", recipient=RECIPIENT, subject=SUBJECT, body=BODY, now=clock.now()
-            )
-            .id
-        )
+        fourth = queue_in(session, keys, clock)
     await asyncio.sleep(0)
     statuses = [load(sessions, i).status for i in (first, second, third, fourth)]
     assert statuses == [
