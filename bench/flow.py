@@ -1051,6 +1051,12 @@ def details(results: list[ConfigResult]) -> Iterator[str]:
                     for step, values in phase.steps_ms.items()
                 )
                 extra.append(f"median ms per step: {medians}")
+                # Which step the flow's tail comes from.
+                tails = ", ".join(
+                    f"{step} {_fmt(percentile(values, 0.99))}"
+                    for step, values in phase.steps_ms.items()
+                )
+                extra.append(f"p99 ms per step: {tails}")
             if phase.target_rate is not None:
                 extra.append(f"offered {phase.target_rate:.1f}/s")
             if phase.failures:
