@@ -94,11 +94,10 @@ class Courier:
         self._database_due = False
         self.wakeup = Nudge()
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> Nudge:
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start carrying: from now on messages queued in this process are handed over."""
         self.wakeup = Nudge()
         self._loop = loop
-        return self.wakeup
 
     def unbind(self) -> list[Claim]:
         """Stop carrying; returns the claims no loop took (to hand back to the database)."""
@@ -141,6 +140,10 @@ class Courier:
         return due
 
     def _wake_for_database(self) -> None:
+        if self._database_due:
+            # A loop will look at its next pass already: the nudges of one unit of work (one
+            # per pending message) wake one loop, not one each.
+            return
         self._database_due = True
         self.wakeup.set()
 

@@ -1014,3 +1014,22 @@ async def test_the_courier_carries_messages_with_a_deadline_first(
     assert [claim.id for claim in courier.take(2)] == [otp, notice]
     assert [claim.id for claim in courier.take(2)] == [later_notice]
     assert not courier.carrying()
+
+
+async def test_the_pending_messages_of_one_unit_of_work_wake_one_loop(
+    engine: Engine, keys: DerivedKeys, clock: FrozenClock
+) -> None:
+    courier = bound_courier(capacity=0)  # full: everything stays pending
+    carried = courier_sessions(engine, courier)
+    loops = [asyncio.create_task(courier.wakeup.wait()) for _ in range(3)]
+    await asyncio.sleep(0)  # all three wait
+    with unit_of_work(carried) as session:
+        queue_in(session, keys, clock)
+        queue_in(session, keys, clock)
+    for _ in range(3):
+        await asyncio.sleep(0)  # the nudges' callbacks, then the woken waiter
+    assert sum(loop.done() for loop in loops) == 1
+    assert courier.database_due() and not courier.database_due()
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
