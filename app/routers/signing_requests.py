@@ -61,7 +61,7 @@ SIGNERS = frozenset({Role.SIGNER})
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SigningRequestCreated,
-    dependencies=[documented_roles(Role.SIGNER)],
+    dependencies=[documented_roles(*SIGNERS)],
     responses=problem_responses(
         *BODY_PROBLEMS,
         Unauthenticated,
@@ -129,7 +129,7 @@ async def create_signing_request(request: Request) -> Response:
     "/{request_id}/signature",
     status_code=status.HTTP_201_CREATED,
     response_model=SignatureOut,
-    dependencies=[documented_roles(Role.SIGNER)],
+    dependencies=[documented_roles(*SIGNERS)],
     responses=problem_responses(
         *BODY_PROBLEMS,
         Unauthenticated,
