@@ -12,6 +12,10 @@ an in-memory SMTP sink and the server; then
    c. open loop: flows started at a fixed rate (`--rate`, default half that channel's
       closed-loop flows/s) for `--duration` seconds, whatever the completions (in flight
       capped at `--max-in-flight`).
+   Each of them ends once the signing notices of its flows have reached the sink: the server
+   sends OTPs before notices, so a saturated closed loop leaves notices queued, and their
+   delivery must neither run inside the next phase's window nor go uncounted in the CPU cost
+   of the flows that caused them.
 
 A flow = POST /v1/signing-requests -> the OTP arrives (e-mail: at the SMTP sink; device: in
 the answer to the app's RFC 9421-signed GET /v1/devices/{id}/messages) -> POST .../signature
@@ -29,6 +33,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import hashlib
 import os
 import platform
@@ -71,6 +76,7 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 OTP_TIMEOUT_SECONDS = 30.0
 INBOX_WAIT_SECONDS = 25  # the app's long-poll (`wait`), the contract's maximum
 ACTIVATION_MAIL_SECONDS = 30.0  # for the seeded devices' activation e-mails to be delivered
+NOTICE_SETTLE_SECONDS = 120.0  # after a phase, for its flows' signing notices to be delivered
 DRAIN_CAP_SECONDS = 60.0  # after a phase's end, for the flows still in flight
 SERVER_START_SECONDS = 60.0
 SERVER_STOP_SECONDS = 15.0
@@ -177,6 +183,7 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float | None]:
         wall = time.perf_counter() - self._wall
+        self.wall = wall
         shares: dict[str, float | None] = {
             "generator": 100 * (time.process_time() - self._own) / wall
         }
@@ -209,6 +216,12 @@ class PhaseStats:
     dropped: Counter[str] = field(default_factory=Counter)
     cpu: dict[str, float | None] = field(default_factory=dict)
     target_rate: float | None = None
+    # Server+db CPU from the phase's start until its flows and their signing notices were
+    # done, per successful flow (None: not measured, or no database process to add).
+    cpu_ms_per_flow: float | None = None
+    notices_behind: int = 0  # signing notices not yet delivered when the window closed
+    notices_drained_s: float = 0.0  # how long after the phase's flows they took to arrive
+    notices_missing: int = 0  # still missing after NOTICE_SETTLE_SECONDS
 
     def success(self, started_at: float, steps: dict[str, float]) -> None:
         finished = time.perf_counter()
@@ -374,6 +387,12 @@ class Mailbox:
         # E-mails without a request id (device activation notices, signing notices), counted
         # in the sink's thread (an int increment under the GIL).
         self.others = 0
+        # How many of those the server owes: one activation notice per seeded device, one
+        # signing notice per signature (every seeded person has an e-mail address).
+        self.owed = 0
+
+    def notices_behind(self) -> int:
+        return max(0, self.owed - self.others)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -601,6 +620,7 @@ class FlowDriver:
             if signed.status_code != 201:
                 stats.failures[f"{step} {signed.status_code} {_problem_code(signed)}"] += 1
                 return
+            self._mailbox.owed += 1
             lap("sign")
             stats.success(started_at, steps)
         except httpx.TimeoutException as exc:
@@ -757,15 +777,62 @@ async def cpu_over_window(
 def settle_activation_mail(mailbox: Mailbox, expected: int) -> None:
     """Wait (capped) until the seeded devices' activation e-mails, sent by the server once it
     starts, have reached the sink, so their delivery does not run inside a measured phase."""
+    mailbox.owed += expected
     deadline = time.perf_counter() + ACTIVATION_MAIL_SECONDS
-    while mailbox.others < expected and time.perf_counter() < deadline:
+    while mailbox.notices_behind() and time.perf_counter() < deadline:
         time.sleep(0.05)
-    if mailbox.others < expected:
+    if mailbox.notices_behind():
         print(
             f"  note: {mailbox.others} of {expected} activation e-mails delivered after "
             f"{ACTIVATION_MAIL_SECONDS:.0f} s; measuring anyway",
             flush=True,
         )
+        mailbox.owed = mailbox.others  # not owed to any phase
+
+
+def quiet_collector() -> None:
+    """Keep the generator's own garbage collector out of the latencies: a full collection
+    walks every object this process holds (the app's modules, the seeded people, the sink,
+    ~150,000 objects) and stopped every flow in flight for about 0.1 s, several times a phase.
+    Freezing what exists before a phase leaves the collector only the phase's own objects (the
+    server does the same at startup)."""
+    gc.collect()
+    gc.freeze()
+
+
+async def settle_notices(mailbox: Mailbox, cap: float = NOTICE_SETTLE_SECONDS) -> int:
+    """Wait (capped) until every notice the server owes has reached the sink; returns how many
+    are still missing (and stops expecting them, so they do not hold up later phases)."""
+    deadline = time.perf_counter() + cap
+    # Polled: the count moves in the sink's thread, and 20 ms is nothing against a phase.
+    while mailbox.notices_behind() and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    missing = mailbox.notices_behind()
+    mailbox.owed -= missing
+    return missing
+
+
+async def measured_phase(
+    phase: Coroutine[None, None, None],
+    seconds: float,
+    stats: PhaseStats,
+    mailbox: Mailbox,
+    trees: dict[str, int | None],
+) -> None:
+    """Run a phase: CPU shares over its window (`stats.cpu`), then, once its flows have
+    finished and their signing notices arrived, server+db CPU per successful flow over all
+    of that (`stats.cpu_ms_per_flow`)."""
+    quiet_collector()
+    whole = CpuMeter(trees)
+    stats.cpu = await cpu_over_window(phase, seconds, trees)
+    stats.notices_behind = mailbox.notices_behind()
+    began = time.perf_counter()
+    stats.notices_missing = await settle_notices(mailbox)
+    stats.notices_drained_s = time.perf_counter() - began
+    used = whole.stop()
+    if used.get("server") is not None and stats.latencies_ms:
+        server_db = (used["server"] or 0.0) + (used.get("database") or 0.0)
+        stats.cpu_ms_per_flow = server_db * 10 * whole.wall / len(stats.latencies_ms)
 
 
 async def run_load(
@@ -792,7 +859,7 @@ async def run_load(
         for channel in plan.channels:
             inbox = DeviceInbox(device_lanes, apps) if channel == "device" else None
             driver = FlowDriver(lanes, mailbox, result.name, channel=channel, inbox=inbox)
-            await run_channel(driver, idle, channel, plan, cpu_trees, result)
+            await run_channel(driver, idle, mailbox, channel, plan, cpu_trees, result)
     finally:
         mailbox.unbind()
         await lanes.aclose()
@@ -802,6 +869,7 @@ async def run_load(
 async def run_channel(
     driver: FlowDriver,
     idle: IdlePeople,
+    mailbox: Mailbox,
     channel: str,
     plan: LoadPlan,
     cpu_trees: dict[str, int | None],
@@ -813,11 +881,16 @@ async def run_channel(
         await closed_loop(driver, idle, plan.concurrency, plan.warmup_seconds, warmup)
         if warmup.errors:
             print(f"  {channel} warm-up failures: {dict(warmup.failures)}", flush=True)
+        missing = await settle_notices(mailbox)
+        if missing:
+            print(f"  {channel} warm-up: {missing} signing notices never arrived", flush=True)
 
     closed = PhaseStats(f"closed loop ({plan.concurrency} in flight)", channel)
-    closed.cpu = await cpu_over_window(
+    await measured_phase(
         closed_loop(driver, idle, plan.concurrency, plan.duration, closed),
         plan.duration,
+        closed,
+        mailbox,
         cpu_trees,
     )
     result.phases.append(closed)
@@ -825,9 +898,11 @@ async def run_channel(
 
     rate = plan.rate if plan.rate is not None else max(closed.rate / 2, 1.0)
     opened = PhaseStats(f"open loop ({rate:.1f}/s offered)", channel)
-    opened.cpu = await cpu_over_window(
+    await measured_phase(
         open_loop(driver, idle, rate, plan.duration, plan.max_in_flight, opened),
         plan.duration,
+        opened,
+        mailbox,
         cpu_trees,
     )
     result.phases.append(opened)
@@ -995,7 +1070,7 @@ def table_rows(results: list[ConfigResult]) -> list[list[str]]:
                     _fmt(phase.cpu.get("server")),
                     _fmt(phase.cpu.get("database")),
                     _fmt(phase.cpu.get("other")),
-                    _fmt(cpu_ms_per_unit(phase.cpu, phase.rate)),
+                    _fmt(phase.cpu_ms_per_flow),
                     _fmt(result.healthz_rps),
                     _fmt(ratio, 3),
                 ]
@@ -1059,6 +1134,13 @@ def details(results: list[ConfigResult]) -> Iterator[str]:
                 extra.append(f"p99 ms per step: {tails}")
             if phase.target_rate is not None:
                 extra.append(f"offered {phase.target_rate:.1f}/s")
+            extra.append(
+                f"signing notices still queued when the window closed: {phase.notices_behind}, "
+                f"all delivered {phase.notices_drained_s:.1f} s after the phase's flows"
+                if not phase.notices_missing
+                else f"**{phase.notices_missing} signing notices never arrived** "
+                f"({NOTICE_SETTLE_SECONDS:.0f} s)"
+            )
             if phase.failures:
                 extra.append(
                     "failures " + ", ".join(f"`{k}` x{v}" for k, v in phase.failures.items())

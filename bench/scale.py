@@ -12,9 +12,10 @@ measurement so each worker's peak RSS belongs to that configuration):
    spread over a year and over every person, made by INSERT ... SELECT in the database.
    The last people step is the 0-history baseline.
 3. Per configuration: the same fixed number of complete flows (request -> OTP e-mail -> sign,
-   bench/flow.py's FlowDriver) in a closed loop, after an uncounted warm-up: flows/s, p50/p99,
-   the server's (and PostgreSQL's) CPU per flow from /proc, and each server process's peak RSS
-   (VmHWM). Ratios against the first configuration (people) and the 0-history one (history).
+   bench/flow.py's FlowDriver) in a closed loop, after an uncounted warm-up, until their
+   signing notices have arrived too: flows/s, p50/p99, the server's (and PostgreSQL's) CPU per
+   flow from /proc, and each server process's peak RSS (VmHWM). Ratios against the first
+   configuration (people) and the 0-history one (history).
 4. The plans of the hot path's statements with the biggest tables: on PostgreSQL the plans the
    real server used (auto_explain, generic plans of prepared statements included), on SQLite
    `EXPLAIN QUERY PLAN` of the statements the real server sent (recorded by a SQLAlchemy event
@@ -103,6 +104,7 @@ from bench.flow import (  # noqa: E402
     percentile,
     postmaster_pid,
     seed,
+    settle_notices,
     start_server,
 )
 from tests.factories import DEFAULT_PIN, Person  # noqa: E402
@@ -834,13 +836,20 @@ async def drive(
             await fixed_closed_loop(driver, idle, concurrency, warmup, warm)
             if warm.errors:
                 print(f"    warm-up failures: {dict(warm.failures)}", flush=True)
+            await settle_notices(mailbox)
         stats = measurement.stats
         stats.window_end = float("inf")
         meter = CpuMeter(trees)
         began = time.perf_counter()
         await fixed_closed_loop(driver, idle, concurrency, flows, stats)
+        # The flows' signing notices are part of their cost (the server sends OTPs first, so
+        # under load notices queue): the measurement ends when the last one has arrived.
+        stats.notices_behind = mailbox.notices_behind()
+        stats.notices_missing = await settle_notices(mailbox)
         measurement.wall = stats.duration = time.perf_counter() - began
         stats.cpu = meter.stop()
+        if stats.notices_missing:
+            print(f"    {stats.notices_missing} signing notices never arrived", flush=True)
     finally:
         mailbox.unbind()
         await lanes.aclose()
