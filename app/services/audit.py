@@ -77,6 +77,11 @@ _WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
 _COLUMN_LENGTHS = {"action": 64, "actor": 100, "target_id": 36, "outcome": 40}
 # Set on `Session.info`: the chain the session's current transaction has already locked.
 _PINNED_CHAIN = "roamsign.audit.pinned_chain"
+# Set on `Session.info`: (transaction or savepoint, chain, seq, mac) of the head as the last event
+# recorded in it left it. The row stays locked until the transaction ends, so a further event in
+# the same (innermost) transaction needs no SELECT ... FOR UPDATE; a savepoint is its own key,
+# so one rolled back never leaves a head the database no longer has.
+_MOVED_HEAD = "roamsign.audit.moved_head"
 
 
 class AuditBreak(NamedTuple):
@@ -208,7 +213,11 @@ class AuditLog:
         row = {name: value for name, value in vars(event).items() if name != "id"}
         event_id = connection.execute(_INSERT_EVENT, row).scalar_one()
         connection.execute(_MOVE_HEAD, {"head_chain": chain, "head_seq": seq, "head_mac": mac})
+        self._session.info[_MOVED_HEAD] = (self._innermost_transaction(), chain, seq, mac)
         return dataclasses.replace(event, id=event_id)
+
+    def _innermost_transaction(self) -> object:
+        return self._session.get_nested_transaction() or self._session.get_transaction()
 
     def _chain(self, partition_key: str) -> int:
         transaction = self._session.get_transaction()
@@ -219,6 +228,9 @@ class AuditLog:
         return chain_for(partition_key, self._chains)
 
     def _lock_head(self, chain: int) -> tuple[int, str]:
+        moved = self._session.info.get(_MOVED_HEAD)
+        if moved is not None and moved[0] is self._innermost_transaction() and moved[1] == chain:
+            return moved[2], moved[3]
         # Core statements, not ORM objects: the sessions keep objects across commits
         # (expire_on_commit=False), and a head read from the identity map could be stale.
         connection = self._session.connection()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, event, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
@@ -371,6 +371,55 @@ def test_one_transaction_writes_one_chain(
     session.commit()
     later = log.record(now=clock.now(), action="user.created", actor="cli", mykad=MYKADS[1])
     assert later.chain == chain_for(refs[1], CHAINS)
+
+
+def test_further_events_of_a_transaction_read_the_head_once(
+    engine: Engine, sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+) -> None:
+    statements: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    with sessions() as session:
+        log = audit_log(session, keys)
+        log.record(now=clock.now(), action="user.created", actor="cli", mykad=MYKADS[0])
+        session.commit()  # the chain's head exists
+        event.listen(engine, "before_cursor_execute", note)
+        try:
+            for _ in range(3):
+                log.record(now=clock.now(), action="mail.delivered", actor="d", mykad=MYKADS[0])
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+        session.commit()
+
+    # The first event locks the head; the transaction holds it, so the others know it.
+    head_reads = [sql for sql in statements if sql.lstrip().startswith("SELECT")]
+    assert len(head_reads) == 1, head_reads
+    result = verify(sessions, keys)
+    assert (result.ok, result.checked) == (True, 4)
+
+
+@pytest.mark.parametrize("savepoint_ends", ["rolled back", "released"])
+def test_an_event_in_a_savepoint_leaves_the_head_right(
+    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, savepoint_ends: str
+) -> None:
+    with sessions() as session:
+        log = audit_log(session, keys)
+        log.record(now=clock.now(), action="user.created", actor="cli", mykad=MYKADS[0])
+        savepoint = session.begin_nested()
+        log.record(now=clock.now(), action="user.updated", actor="cli", mykad=MYKADS[0])
+        if savepoint_ends == "rolled back":
+            savepoint.rollback()
+        else:
+            savepoint.commit()
+        last = log.record(now=clock.now(), action="user.deleted", actor="cli", mykad=MYKADS[0])
+        session.commit()
+
+    kept = 2 if savepoint_ends == "rolled back" else 3
+    assert last.seq == kept
+    result = verify(sessions, keys)
+    assert (result.ok, result.checked) == (True, kept)
 
 
 def test_a_long_lived_session_sees_heads_moved_by_others(
