@@ -9,8 +9,11 @@ Guarantees, in order of importance:
 
 - Nothing goes out after a message's `not_after` (checked by SQL and again against the clock just
   before each send); an expired message is wiped.
-- A message the SMTP server accepted is not sent again: the `sent` status is committed right
-  after the server's 250, one message at a time.
+- A message the SMTP server accepted is not sent again: the `sent` status is committed soon
+  after the server's 250, long before the lease runs out. The messages one pass sends (at most
+  a handful: the courier's batch and one claim) are marked sent together, in one transaction
+  with their audit events, at the end of the pass or before anything else the pass writes;
+  under load that spares a transaction per message.
 - Several worker processes share one PostgreSQL safely: a claim is `SELECT ... FOR UPDATE SKIP
   LOCKED` in a short committed transaction, then a time-limited lease. SQLite has one process
   (its `BEGIN IMMEDIATE` serialises claims anyway). A message queued in a process whose loops
@@ -19,9 +22,10 @@ Guarantees, in order of importance:
 - Sent, failed and expired messages are wiped (`sealed_message = NULL`).
 
 The remaining window: if the process dies (or the database is lost) between the server's 250 and
-our commit, the message stays `sending`; when its lease runs out another pass claims and sends it
-again. (Likewise if the connection breaks after the message's final dot but before the server's
-reply: we cannot know whether it was taken, so it is retried.) Delivery is therefore
+our commit, the message (and the others its pass sent before it) stays `sending`; when its lease
+runs out another pass claims and sends it again. (Likewise if the connection breaks after the
+message's final dot but before the server's reply: we cannot know whether it was taken, so it
+is retried.) Delivery is therefore
 at-least-once in that window, and the copy carries the same `Message-ID` so the recipient's MTA
 or mail client can drop the duplicate.
 """
@@ -233,6 +237,14 @@ def _truncate(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class _Sent:
+    """A message the SMTP server took, whose `sent` mark is not committed yet."""
+
+    claim: Claim
+    sent_at: datetime
+
+
+@dataclass(frozen=True)
 class DeliveryReport:
     """What one `deliver_due` pass did. `claimed`: from the database; `handed`: by the courier;
     `released`: claimed but handed back unsent (lease low)."""
@@ -275,6 +287,9 @@ class DeliveryWorker:
         self._lease = timedelta(seconds=lease_seconds)
         self._send_budget = timedelta(seconds=2 * settings.smtp_timeout_seconds)
         self._next_sweep: datetime | None = None
+        # Sent in this pass: the marks not committed yet, and the ids (to release none of them).
+        self._unrecorded: list[_Sent] = []
+        self._sent_this_pass: set[str] = set()
         if self._send_budget >= self._lease:
             raise ConfigurationError("the delivery lease must exceed twice the SMTP timeout")
         self._envelope_from = parseaddr(settings.mail_from)[1]
@@ -302,8 +317,10 @@ class DeliveryWorker:
                 self._next_sweep = now + EXPIRY_SWEEP_INTERVAL
             claims, failed = self._claim(now, limit)
         counts = {"sent": 0, "retried": 0, "expired": expired, "failed": failed, "released": 0}
+        self._sent_this_pass.clear()
         for claim in (*handed, *claims):
             counts[self._deliver(claim)] += 1
+        self._record_sent()
         if not claims and not handed:
             # Idle: do not hold a connection to the relay open between quiet polls.
             self._transport.close()
@@ -311,9 +328,13 @@ class DeliveryWorker:
 
     def release(self, claims: Sequence[Claim]) -> None:
         """Hand claims back unsent (pending again, the attempt not counted), so that a loop of
-        any process claims them now rather than when their lease runs out."""
+        any process claims them now rather than when their lease runs out. Those the last pass
+        sent are not handed back (after a failed pass, its loop releases all it was handed)."""
+        self._record_sent()
         now = self._clock.now()
         for claim in claims:
+            if claim.id in self._sent_this_pass:
+                continue
             self._settle(
                 claim,
                 status=OutboxStatus.PENDING,
@@ -323,7 +344,10 @@ class DeliveryWorker:
             )
 
     def close(self) -> None:
-        self._transport.close()
+        try:
+            self._record_sent()
+        finally:
+            self._transport.close()
 
     def _expire_overdue(self, now: datetime) -> int:
         with self._sessions.begin() as session:
@@ -433,6 +457,13 @@ class DeliveryWorker:
         message = self._ready_message(claim)
         if isinstance(message, str):
             return message
+        if (
+            self._unrecorded
+            and min(sent.claim.lease_until for sent in self._unrecorded)
+            < self._clock.now() + self._send_budget
+        ):
+            # This send may take the whole budget: record the earlier ones within their leases.
+            self._record_sent()
         fields = _claim_fields(claim)
         try:
             self._transport.send(
@@ -447,15 +478,33 @@ class DeliveryWorker:
             logger.exception("outbox.delivery.error", extra=fields)
             return self._retry(claim, _truncate(_describe(exc)))
 
-        # Committed at once, before the next message: the server has it, so this row must
-        # never be claimed again. Unconditional on the lease: a message sent is sent.
-        sent_at = self._clock.now()
-        with self._sessions.begin() as session:
-            session.connection().execute(_MARK_SENT, {"message_id": claim.id, "sent_at": sent_at})
-            self._record(session, claim, "mail.delivered", "ok", sent_at)
-        MAILS_DELIVERED.labels(claim.purpose).inc()
-        logger.info("outbox.delivery.sent", extra=fields)
+        # The server has it, so this row must never be claimed again: the mark is committed
+        # with the pass's others (_record_sent), well within the lease.
+        self._unrecorded.append(_Sent(claim, self._clock.now()))
+        self._sent_this_pass.add(claim.id)
         return "sent"
+
+    def _record_sent(self) -> None:
+        """Commit the `sent` marks of the messages sent so far, with their audit events, in one
+        transaction. Unconditional on the lease: a message sent is sent. Called at the end of a
+        pass and before any other write of the worker, so that outcomes are recorded in order
+        and a failing write leaves no sent message behind unrecorded (the next call retries)."""
+        if not self._unrecorded:
+            return
+        with self._sessions.begin() as session:
+            session.connection().execute(
+                _MARK_SENT,
+                [
+                    {"message_id": sent.claim.id, "sent_at": sent.sent_at}
+                    for sent in self._unrecorded
+                ],
+            )
+            for sent in self._unrecorded:
+                self._record(session, sent.claim, "mail.delivered", "ok", sent.sent_at)
+        recorded, self._unrecorded = self._unrecorded, []
+        for sent in recorded:
+            MAILS_DELIVERED.labels(sent.claim.purpose).inc()
+            logger.info("outbox.delivery.sent", extra=_claim_fields(sent.claim))
 
     def _ready_message(self, claim: Claim) -> bytes | str:
         """The message to send now, or the outcome ("expired", ...) that replaces sending it."""
@@ -514,6 +563,7 @@ class DeliveryWorker:
 
     def _settle(self, claim: Claim, **values: Any) -> None:
         """Record an outcome, only while the claim is still ours (the attempt count fences it)."""
+        self._record_sent()
         with self._sessions.begin() as session:
             matched = session.scalars(
                 update(_MESSAGES)
