@@ -47,6 +47,30 @@ _MOVE_HEAD = (
     .where(_HEADS.c.chain == bindparam("head_chain"))
     .values(seq=bindparam("head_seq"), mac=bindparam("head_mac"))
 )
+# PostgreSQL: both in one statement (a data-modifying WITH), one round trip less per event. The
+# event's parameters are prefixed: unprefixed ones named like a head column (chain, seq, mac)
+# would be added to the UPDATE's SET.
+_EVENT_COLUMNS = (
+    "chain",
+    "seq",
+    "occurred_at",
+    "action",
+    "actor",
+    "subject_ref",
+    "mykad_masked",
+    "target_id",
+    "outcome",
+    "details",
+    "mac",
+)
+_INSERT_EVENT_MOVING_HEAD = (
+    insert(_EVENTS)
+    .values(
+        {name: bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS}
+    )
+    .add_cte(_MOVE_HEAD.cte("moved_head"))
+    .returning(_EVENTS.c.id)
+)
 # The "previous mac" of every chain's first event.
 GENESIS_MAC = "0" * 64
 MAC_CONTEXT = "roamsign/audit-event/v1"
@@ -210,9 +234,14 @@ class AuditLog:
         # once and never changed, so the ORM's unit of work would only add cost (it was a
         # tenth of a signature's CPU).
         connection = self._session.connection()
-        row = {name: value for name, value in vars(event).items() if name != "id"}
-        event_id = connection.execute(_INSERT_EVENT, row).scalar_one()
-        connection.execute(_MOVE_HEAD, {"head_chain": chain, "head_seq": seq, "head_mac": mac})
+        head = {"head_chain": chain, "head_seq": seq, "head_mac": mac}
+        if connection.dialect.name == "postgresql":
+            row = {f"event_{name}": getattr(event, name) for name in _EVENT_COLUMNS}
+            event_id = connection.execute(_INSERT_EVENT_MOVING_HEAD, row | head).scalar_one()
+        else:
+            row = {name: getattr(event, name) for name in _EVENT_COLUMNS}
+            event_id = connection.execute(_INSERT_EVENT, row).scalar_one()
+            connection.execute(_MOVE_HEAD, head)
         self._session.info[_MOVED_HEAD] = (self._innermost_transaction(), chain, seq, mac)
         return dataclasses.replace(event, id=event_id)
 
