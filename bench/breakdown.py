@@ -10,9 +10,14 @@ signature) into its layers, each measured on its own, in the same run, on one da
    cost, measured against a bare ASGI application that answers at once;
 3. for scale: `/healthz` and an authenticated `GET /v1/signing-requests/{id}` the same way, and
    one thread hop (`run_in_threadpool` of a function that does nothing) against one `await`,
-   the way FastAPI runs every plain `def` dependency and endpoint.
+   the way FastAPI runs every plain `def` dependency and endpoint;
+4. delivery: a signing notice sent by the server's delivery worker (`Runtime.delivery_worker`,
+   its audit events included) to a real SMTP sink, the claims handed over by the courier as in
+   the server, in passes of one message (a quiet server) and of four (one under load). This
+   is CPU time of the delivering thread only (`time.thread_time`): the sink's thread is not
+   the server's work.
 
-All figures are CPU time of this process (`time.process_time`) per unit, under uvloop like
+All other figures are CPU time of this process (`time.process_time`) per unit, under uvloop like
 `python -m app serve`; medians of `--rounds` interleaved rounds. The OTP is read from the
 outbox between the two calls (not counted). Nothing asserts: it prints figures.
 
@@ -22,6 +27,7 @@ outbox between the two calls (not counted). Nothing asserts: it prints figures.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import logging
 import os
@@ -43,22 +49,27 @@ import uvloop  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from app.clock import SystemClock  # noqa: E402
-from app.db import unit_of_work  # noqa: E402
+from app.db import make_sessionmaker, unit_of_work  # noqa: E402
 from app.deps import signing_service  # noqa: E402
+from app.mailsink import MailSink  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
+from app.models import SigningRequest, User  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
 from app.services.clients import ClientService  # noqa: E402
+from app.services.courier import COURIER_KEY, Courier  # noqa: E402
+from app.services.notices import queue_signing_notice  # noqa: E402
 from app.services.signing import NewSigningRequest, SigningService  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.factories import Factory, Person  # noqa: E402
 from tests.helpers import document_hash, queued_otp  # noqa: E402
 
 PEOPLE = 20
+PASS_SIZES = (1, 4)  # claims per delivery pass: a quiet server, one under load
 
 
 class Bench:
-    def __init__(self, database_url: str, var_dir: Path) -> None:
+    def __init__(self, database_url: str, var_dir: Path, smtp_port: int) -> None:
         key_file = var_dir / "master.key"
         key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
         upgrade(database_url)
@@ -68,6 +79,8 @@ class Bench:
             master_key_file=key_file,
             var_dir=var_dir,
             delivery_worker=False,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_port,
             log_level="WARNING",
             # Raised for the run: every round asks many OTPs for the same few people.
             otps_per_person_per_minute=1_000_000,
@@ -155,6 +168,46 @@ class Bench:
                 raise RuntimeError(f"flow failed: {created.text} / {signed.text}")
         return create_cpu / count * 1000, sign_cpu / count * 1000
 
+    async def delivery(self, request_id: str, messages: int, per_pass: int) -> float:
+        """CPU ms of the delivering thread per signing notice (of `request_id`) sent, in passes
+        of `per_pass` claims handed over by the courier (queueing them is not counted)."""
+        runtime = self.runtime
+        courier = Courier()
+        courier.bind(asyncio.get_running_loop())
+        carried = make_sessionmaker(runtime.engine, info={COURIER_KEY: courier})
+        worker = runtime.delivery_worker()
+        with runtime.sessions() as session:
+            request = session.get(SigningRequest, request_id)
+            assert request is not None
+            user = session.get(User, request.user_id)
+            assert user is not None
+        cpu, sent = 0.0, 0
+        try:
+            while sent < messages:
+                for _ in range(per_pass):
+                    with unit_of_work(carried) as session:
+                        notice = queue_signing_notice(
+                            session,
+                            runtime.keys.outbox_seal,
+                            user,
+                            request,
+                            "breakdown",
+                            runtime.clock.now(),
+                        )
+                        assert notice is not None
+                await asyncio.sleep(0)  # the hand-overs' callbacks
+                handed = courier.take(per_pass)
+                started = time.thread_time()
+                report = worker.deliver_due(per_pass, handed, claim_database=False)
+                cpu += time.thread_time() - started
+                if report.sent != len(handed) or len(handed) != per_pass:
+                    raise RuntimeError(f"delivery pass went wrong: {report}")
+                sent += report.sent
+        finally:
+            worker.close()
+            courier.unbind()
+        return cpu / sent * 1000
+
 
 async def cpu_per_call(call: Callable[[], Awaitable[Any]], count: int) -> float:
     started = time.process_time()
@@ -203,9 +256,11 @@ async def measure(bench: Bench, flows: int, rounds: int) -> dict[str, list[float
         if created.status_code != 201:
             raise RuntimeError(f"OTP request failed: {created.text}")
         request_path = f"/v1/signing-requests/{created.json()['id']}"
-        # Warm-up: lazy route tables, statement caches, the CA material.
+        # Warm-up: lazy route tables, statement caches, the CA material, the SMTP exchange.
         bench.direct_flows(20)
         await bench.http_flows(client, 20)
+        for per_pass in PASS_SIZES:
+            await bench.delivery(created.json()["id"], 20, per_pass)
         for _ in range(rounds):
             add("client alone (bare ASGI app)", await cpu_per_call(lambda: bare.get("/"), 500))
             add("one await", await cpu_per_call(nothing, 5000))
@@ -218,6 +273,11 @@ async def measure(bench: Bench, flows: int, rounds: int) -> dict[str, list[float
             create, sign = await bench.http_flows(client, flows)
             add("OTP request over HTTP (client included)", create)
             add("signature over HTTP (client included)", sign)
+            for per_pass in PASS_SIZES:
+                add(
+                    f"e-mail delivery, passes of {per_pass}",
+                    await bench.delivery(created.json()["id"], flows, per_pass),
+                )
     return figures
 
 
@@ -250,7 +310,12 @@ def report(figures: dict[str, list[float]], database: str, flows: int, rounds: i
     print(
         f"/healthz costs {healthz:.3f} ms without the client; the two flow calls cost "
         f"{(http - 2 * client) / healthz:.1f} times that (the issue's ratio counts a flow as 3 "
-        f"requests; e-mail delivery is not in these figures)."
+        f"requests)."
+    )
+    quiet, busy = (median[f"e-mail delivery, passes of {size}"] for size in PASS_SIZES)
+    print(
+        f"A flow's two e-mails (its OTP and its signing notice) cost {2 * quiet:.2f} ms to deliver "
+        f"one per pass, {2 * busy:.2f} ms in passes of {PASS_SIZES[1]}."
     )
 
 
@@ -263,9 +328,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="roamsign-breakdown-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="roamsign-breakdown-") as tmp,
+        MailSink(None) as sink,
+    ):
         url = args.database_url or f"sqlite:///{Path(tmp) / 'roamsign.db'}"
-        bench = Bench(url, Path(tmp))
+        bench = Bench(url, Path(tmp), sink.port)
         try:
             figures = uvloop.run(measure(bench, args.flows, args.rounds))
         finally:
