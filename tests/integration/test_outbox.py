@@ -1204,15 +1204,15 @@ async def test_a_sent_mark_is_committed_before_its_lease_runs_low(
     assert len(sink.messages) == 2
 
 
-class FailingOnce:
-    """An audit log whose first event fails, as if the database went away mid-write."""
+class FailingAudit:
+    """An audit log whose first `failures` events fail, as if the database went away."""
 
-    def __init__(self, keys: DerivedKeys) -> None:
-        self.keys, self.failed = keys, False
+    def __init__(self, keys: DerivedKeys, failures: int = 1) -> None:
+        self.keys, self.failures = keys, failures
 
     def __call__(self, session: Session) -> AuditLog:
-        if not self.failed:
-            self.failed = True
+        if self.failures:
+            self.failures -= 1
             raise OperationalError("INSERT INTO audit_events", {}, Exception("connection lost"))
         return AuditLog(session, self.keys.audit_mac, self.keys.subject_ref)
 
@@ -1228,7 +1228,7 @@ async def test_marks_a_failed_pass_could_not_commit_are_committed_by_the_release
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     claims = await handed_claims(engine, keys, clock, 2)
-    worker = workers(settings, audit=FailingOnce(keys))
+    worker = workers(settings, audit=FailingAudit(keys))
 
     with pytest.raises(OperationalError):
         worker.deliver_due(10, claims, claim_database=False)
@@ -1244,3 +1244,27 @@ async def test_marks_a_failed_pass_could_not_commit_are_committed_by_the_release
     ]
     assert "outbox.delivery.lease_lost" not in caplog.text
     assert len(sink.messages) == 2
+
+
+async def test_closing_with_marks_it_cannot_commit_still_closes(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    keys: DerivedKeys,
+    clock: FrozenClock,
+    workers: Workers,
+    sink: MailSink,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    [claim] = await handed_claims(engine, keys, clock, 1)
+    worker = workers(settings, audit=FailingAudit(keys, failures=2))
+    with pytest.raises(OperationalError):
+        worker.deliver_due(10, [claim], claim_database=False)
+
+    with caplog.at_level(logging.ERROR, logger="roamsign.delivery"):
+        worker.close()  # the second try fails too: logged, not raised
+
+    assert "outbox.delivery.unrecorded" in caplog.text
+    # Still leased: sent again once the lease runs out (the at-least-once window).
+    assert load(sessions, claim.id).status == OutboxStatus.SENDING
+    assert len(sink.messages) == 1
