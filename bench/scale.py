@@ -178,7 +178,12 @@ def sqlite_time(moment: datetime) -> str:
 
 
 def bulk_insert(
-    engine: Engine, table: Table, columns: Sequence[str], rows: list[tuple], *, ready: bool = False
+    engine: Engine,
+    table: Table,
+    columns: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    *,
+    ready: bool = False,
 ) -> None:
     """Many rows at once: COPY on PostgreSQL; on SQLite one executemany of driver-ready tuples
     (datetimes as SQLAlchemy stores them, done here unless `ready`) in one transaction."""
@@ -246,14 +251,23 @@ class Filler:
     """Filler people with real keys and certificates, made once and inserted into each database
     (same master key, same CA): every one of them could sign with DEFAULT_PIN."""
 
-    users: list[tuple]
-    credentials: list[tuple]
+    users: list[tuple[Any, ...]]
+    credentials: list[tuple[Any, ...]]
     seconds: float
     cms_length: int  # of a real CMS signature by one of them, for the historical rows
 
 
-USER_COLUMNS = ("id", "mykad", "name", "email", "phone", "agency", "created_at", "updated_at")
-USER_COLUMNS += ("consecutive_failed_checks",)
+USER_COLUMNS: tuple[str, ...] = (
+    "id",
+    "mykad",
+    "name",
+    "email",
+    "phone",
+    "agency",
+    "created_at",
+    "updated_at",
+    "consecutive_failed_checks",
+)
 CREDENTIAL_COLUMNS = (
     "id",
     "user_id",
@@ -276,8 +290,8 @@ def make_filler(runtime: Runtime, count: int) -> Filler:
     began = time.perf_counter()
     now = runtime.clock.now()
     settings = runtime.settings
-    users: list[tuple] = []
-    credentials: list[tuple] = []
+    users: list[tuple[Any, ...]] = []
+    credentials: list[tuple[Any, ...]] = []
     with runtime.sessions() as session:
         ca = CertificateAuthorityService(
             session, runtime.key_store, runtime.ca_cache, settings.ca_name, settings.public_base_url
@@ -502,17 +516,19 @@ class HistoryBuilder:
                 select(ApiClient.id, ApiClient.name).where(ApiClient.name == "bench-signer")
             ).one()
             self.signer_id, self.signer_name = client.id, client.name
-            people = session.execute(
-                select(
-                    User.id,
-                    User.mykad,
-                    User.email,
-                    Credential.id.label("credential_id"),
-                    Credential.certificate_serial,
-                )
-                .join(Credential, Credential.user_id == User.id)
-                .where(Credential.medium == "roaming", Credential.status == "active")
-            ).all()
+            people = list(
+                session.execute(
+                    select(
+                        User.id,
+                        User.mykad,
+                        User.email,
+                        Credential.id.label("credential_id"),
+                        Credential.certificate_serial,
+                    )
+                    .join(Credential, Credential.user_id == User.id)
+                    .where(Credential.medium == "roaming", Credential.status == "active")
+                ).all()
+            )
         # The people who sign in the run first: who < len(flow) picks one of them.
         people.sort(key=lambda row: row.id not in flow_ids)
         self.flow_count = sum(1 for row in people if row.id in flow_ids)
@@ -1032,7 +1048,9 @@ def explain_phase(
                 *([("plan_cache_mode", "force_generic_plan")] if force_generic else []),
             ):
                 connection.exec_driver_sql(f"ALTER DATABASE {database} SET {setting} = '{value}'")
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "ROAMSIGN_BENCH_TRACE_DIR")}
+    saved: dict[str, str | None] = {
+        name: os.environ.get(name) for name in ("PYTHONPATH", "ROAMSIGN_BENCH_TRACE_DIR")
+    }
     if pg is None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(trace_dir), str(PROJECT_ROOT)])
         os.environ["ROAMSIGN_BENCH_TRACE_DIR"] = str(trace_dir)
@@ -1043,11 +1061,11 @@ def explain_phase(
         if force_generic:
             measurement.label = "plans, generic forced"
     finally:
-        for name, value in saved.items():
-            if value is None:
+        for name, previous in saved.items():
+            if previous is None:
                 os.environ.pop(name, None)
             else:
-                os.environ[name] = value
+                os.environ[name] = previous
         if pg is not None:
             with context.runtime.engine.connect().execution_options(
                 isolation_level="AUTOCOMMIT"
