@@ -81,6 +81,7 @@ from app.models import (  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
 from app.services.audit import (  # noqa: E402
     DEFAULT_CHAINS,
+    EVENT_COLUMNS,
     chain_for,
     subject_ref,
 )
@@ -410,19 +411,6 @@ OUTBOX_COLUMNS = (
     "not_after",
     "sent_at",
 )
-AUDIT_COLUMNS = (
-    "chain",
-    "seq",
-    "occurred_at",
-    "action",
-    "actor",
-    "subject_ref",
-    "mykad_masked",
-    "target_id",
-    "outcome",
-    "details",
-    "mac",
-)
 
 
 class Dialect:
@@ -648,7 +636,7 @@ class HistoryBuilder:
             f"'signing_notice', NULL, s.email, NULL, 'sent', 1, {t('st.finished')}, "
             f"{t('st.finished')}, NULL, {t('st.finished + 1')} {joined} "
             "WHERE st.status = 'signed'",
-            f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) SELECT e.chain, "
+            f"INSERT INTO audit_events ({', '.join(EVENT_COLUMNS)}) SELECT e.chain, "
             "COALESCE(h.seq, 0) + row_number() OVER (PARTITION BY e.chain ORDER BY e.at, e.i, "
             f"e.kind), {t('e.at')}, e.action, {actor}, e.ref, e.masked, e.request_id, 'ok', "
             f"{sql.json('e.details')}, {sql.random_hex32()} FROM ("

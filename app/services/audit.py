@@ -47,10 +47,8 @@ _MOVE_HEAD = (
     .where(_HEADS.c.chain == bindparam("head_chain"))
     .values(seq=bindparam("head_seq"), mac=bindparam("head_mac"))
 )
-# PostgreSQL: both in one statement (a data-modifying WITH), one round trip less per event. The
-# event's parameters are prefixed: unprefixed ones named like a head column (chain, seq, mac)
-# would be added to the UPDATE's SET.
-_EVENT_COLUMNS = (
+# The columns an event is written with (all but its id).
+EVENT_COLUMNS = (
     "chain",
     "seq",
     "occurred_at",
@@ -63,10 +61,13 @@ _EVENT_COLUMNS = (
     "details",
     "mac",
 )
+# PostgreSQL: the INSERT and the head's move in one statement (a data-modifying WITH), one round
+# trip less per event. The event's parameters are prefixed: unprefixed ones named like a head
+# column (chain, seq, mac) would be added to the UPDATE's SET.
 _INSERT_EVENT_MOVING_HEAD = (
     insert(_EVENTS)
     .values(
-        {name: bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS}
+        {name: bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in EVENT_COLUMNS}
     )
     .add_cte(_MOVE_HEAD.cte("moved_head"))
     .returning(_EVENTS.c.id)
@@ -236,10 +237,10 @@ class AuditLog:
         connection = self._session.connection()
         head = {"head_chain": chain, "head_seq": seq, "head_mac": mac}
         if connection.dialect.name == "postgresql":
-            row = {f"event_{name}": getattr(event, name) for name in _EVENT_COLUMNS}
+            row = {f"event_{name}": getattr(event, name) for name in EVENT_COLUMNS}
             event_id = connection.execute(_INSERT_EVENT_MOVING_HEAD, row | head).scalar_one()
         else:
-            row = {name: getattr(event, name) for name in _EVENT_COLUMNS}
+            row = {name: getattr(event, name) for name in EVENT_COLUMNS}
             event_id = connection.execute(_INSERT_EVENT, row).scalar_one()
             connection.execute(_MOVE_HEAD, head)
         self._session.info[_MOVED_HEAD] = (self._innermost_transaction(), chain, seq, mac)
