@@ -554,10 +554,6 @@ class Reply:
     def json(self) -> Any:
         return json.loads(self._body)
 
-    @property
-    def text(self) -> str:
-        return self._body.decode("utf-8", "replace")
-
 
 class AiohttpClient:
     """One `aiohttp.ClientSession` behind the part of `httpx.AsyncClient`'s API the flows use.
