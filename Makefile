@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
 export ROAMSIGN_VAR_DIR ?= var
 
-.PHONY: install run test lint typecheck test-sqlite test-postgres openapi dockerfile bench bench-scale bench-breakdown clean
+.PHONY: install run test lint typecheck test-sqlite test-postgres openapi dockerfile bench bench-scale bench-breakdown bench-floor clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench: install
 # Where one flow's CPU goes (domain + database, framework, thread hops), in one process.
 bench-breakdown: install
 	$(BIN)/python bench/breakdown.py
+
+# The stack's floor: a flow's HTTP, database and e-mail work without roamsign's, next to roamsign.
+bench-floor: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python bench/floor.py --rounds 2
 
 # Flow cost vs 1/10,000/100,000 people and 0/100,000/1,000,000 historical requests (the 1M step
 # on PostgreSQL only: on SQLite it alone takes ~5 min to build); see bench/README.md.

@@ -1210,23 +1210,27 @@ def table_rows(results: list[ConfigResult]) -> list[list[str]]:
     return rows
 
 
-def plain_table(rows: list[list[str]]) -> str:
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+def plain_table(
+    rows: list[list[str]], columns: tuple[str, ...] = COLUMNS, text_columns: int = TEXT_COLUMNS
+) -> str:
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         cells = [
-            cell.ljust(w) if i < TEXT_COLUMNS else cell.rjust(w)
+            cell.ljust(w) if i < text_columns else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells))
     return "\n".join(lines)
 
 
-def markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |"]
+def markdown_table(
+    rows: list[list[str]], columns: tuple[str, ...] = COLUMNS, text_columns: int = TEXT_COLUMNS
+) -> str:
+    lines = ["| " + " | ".join(columns) + " |"]
     lines.append(
-        "|" + "|".join("---" if i < TEXT_COLUMNS else "---:" for i in range(len(COLUMNS))) + "|"
+        "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(columns))) + "|"
     )
     lines.extend("| " + " | ".join(row) + " |" for row in rows)
     return "\n".join(lines)

@@ -1,0 +1,412 @@
+"""The server of `bench/floor.py`: a signing flow's HTTP, database and e-mail work, and none of
+roamsign's own. `uvicorn bench.floor_server:build --factory`, from the project's root,
+configured by the environment:
+
+- `FLOOR_LAYER`: `http`, `database` or `mail`, each doing what the one before does and more;
+- `FLOOR_DATABASE_URL`: a PostgreSQL database prepared by `create_tables` (`database`, `mail`);
+- `FLOOR_SMTP_PORT`: the load generator's SMTP sink on 127.0.0.1 (`mail`).
+
+A flow's two calls, `POST /create` and `POST /sign/{id}`, do what roamsign's do around its own
+work (`app.deps.in_one_unit`): read and parse the JSON body, wait for a database slot, hop to a
+worker thread, run one unit of work there and answer JSON (`http` stops at the hop). The unit
+of work runs the statements roamsign's call runs on PostgreSQL, in the same order, on tables of
+the same shape, through SQLAlchemy and psycopg with roamsign's pool settings (pre-ping
+included): see `CREATE` and `SIGN`. Nothing is computed: no key derivation, no MAC, no
+signature, no e-mail rendering or sealing, no validation beyond the JSON. With `mail`, each
+commit hands its e-mail (the OTP, then the signing notice) to delivery threads, four a process
+as roamsign's loops, which send it over a persistent SMTP connection each and record what a
+pass sent in one transaction: one UPDATE for the batch, the chain head's lock, an audit row per
+message (`app.services.delivery`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import queue
+import secrets
+import smtplib
+import threading
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Connection, Engine, create_engine, text
+from starlette.concurrency import run_in_threadpool
+
+LAYERS = ("http", "database", "mail")
+POOL_SIZE = 20  # roamsign's default (ROAMSIGN_DATABASE_POOL_SIZE)
+DELIVERY_THREADS = 4  # roamsign's default (ROAMSIGN_DELIVERY_CONCURRENCY)
+DELIVERY_BATCH = 4
+AUDIT_CHAINS = 16  # app.services.audit.DEFAULT_CHAINS
+SIGNER_SHARDS = 16  # app.services.signing.SIGNER_COUNTER_SHARDS
+SIGNER_KEY = "floor-signer"
+# As large as what roamsign stores: a sealed e-mail, a detached CMS signature (P-256).
+SEALED_MESSAGE_BYTES = 1_400
+SIGNATURE_BYTES = 900
+MAC = "0" * 64
+
+TABLES = """
+CREATE TABLE floor_clients (key_hash text PRIMARY KEY, id text NOT NULL, name text NOT NULL,
+    role text NOT NULL, agency text);
+CREATE TABLE floor_people (mykad text PRIMARY KEY, id text NOT NULL UNIQUE, name text NOT NULL,
+    email text NOT NULL, credential_id text NOT NULL);
+CREATE TABLE floor_counts (key text, bucket bigint, shard int, count int NOT NULL,
+    expires_at timestamptz NOT NULL, PRIMARY KEY (key, bucket, shard));
+CREATE TABLE floor_requests (id text PRIMARY KEY, signer_id text NOT NULL,
+    person_id text NOT NULL, document_hash text NOT NULL, document_name text NOT NULL,
+    status text NOT NULL, attempts int NOT NULL, otp_mac text NOT NULL,
+    created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, finished_at timestamptz);
+CREATE UNIQUE INDEX floor_requests_pending ON floor_requests (person_id, document_hash)
+    WHERE status = 'pending';
+CREATE TABLE floor_outbox (id text PRIMARY KEY, purpose text NOT NULL, request_id text,
+    recipient text NOT NULL, message bytea, status text NOT NULL, attempts int NOT NULL,
+    created_at timestamptz NOT NULL, lease_until timestamptz);
+CREATE TABLE floor_signatures (id text PRIMARY KEY, request_id text NOT NULL UNIQUE,
+    signature bytea NOT NULL, signed_at timestamptz NOT NULL);
+CREATE TABLE floor_heads (chain int PRIMARY KEY, seq bigint NOT NULL, mac text NOT NULL);
+CREATE TABLE floor_events (chain int, seq bigint, occurred_at timestamptz NOT NULL,
+    action text NOT NULL, actor text NOT NULL, target_id text, details text NOT NULL,
+    mac text NOT NULL, PRIMARY KEY (chain, seq));
+"""
+
+# The statements of roamsign's OTP request on PostgreSQL (after the pool's pre-ping and
+# psycopg's BEGIN): the API key, the person with their credential, the signer's advisory lock,
+# the two rate counters (one executemany), their sums, stale requests expired, the request,
+# its e-mail, the audit chain's head, the audit event moving it (one statement).
+_CLIENT = text("SELECT id, name, role, agency FROM floor_clients WHERE key_hash = :key_hash")
+_PERSON = text("SELECT id, name, email, credential_id FROM floor_people WHERE mykad = :mykad")
+_LOCK = text("SELECT pg_advisory_xact_lock(:lock)")
+_COUNT = text(
+    "INSERT INTO floor_counts (key, bucket, shard, count, expires_at) "
+    "VALUES (:key, :bucket, :shard, 1, :expires_at) ON CONFLICT (key, bucket, shard) "
+    "DO UPDATE SET count = floor_counts.count + 1"
+)
+_SUMS = text(
+    "SELECT key, sum(count) FROM floor_counts WHERE key IN (:person_key, :signer_key) "
+    "AND bucket >= :since GROUP BY key"
+)
+_EXPIRE_STALE = text(
+    "UPDATE floor_requests SET status = 'expired', finished_at = :now WHERE person_id = :person "
+    "AND document_hash = :document_hash AND status = 'pending' AND expires_at <= :now"
+)
+_NEW_REQUEST = text(
+    "INSERT INTO floor_requests (id, signer_id, person_id, document_hash, document_name, status,"
+    " attempts, otp_mac, created_at, expires_at) VALUES (:id, :signer_id, :person, "
+    ":document_hash, :document_name, 'pending', 0, :otp_mac, :now, :expires_at)"
+)
+_NEW_MESSAGE = text(
+    "INSERT INTO floor_outbox (id, purpose, request_id, recipient, message, status, attempts, "
+    "created_at, lease_until) VALUES (:id, :purpose, :request_id, :recipient, :message, "
+    "'sending', 1, :now, :lease_until)"
+)
+_HEAD = text("SELECT seq, mac FROM floor_heads WHERE chain = :chain FOR UPDATE")
+_EVENT = text(
+    "WITH moved AS (UPDATE floor_heads SET seq = :seq, mac = :mac WHERE chain = :chain) "
+    "INSERT INTO floor_events (chain, seq, occurred_at, action, actor, target_id, details, mac) "
+    "VALUES (:chain, :seq, :now, :action, :actor, :target_id, :details, :mac)"
+)
+# The signature's: the API key, the request with its person, the attempt counted, the OTP
+# spent, the signature, the signing notice, the chain's head, the audit event.
+_REQUEST = text(
+    "SELECT r.id, r.status, r.attempts, r.otp_mac, r.expires_at, p.email, p.credential_id "
+    "FROM floor_requests r JOIN floor_people p ON p.id = r.person_id WHERE r.id = :id"
+)
+_COUNT_ATTEMPT = text(
+    "UPDATE floor_requests SET attempts = attempts + 1 WHERE id = :id AND status = 'pending' "
+    "AND attempts < 3 RETURNING attempts"
+)
+_SPEND = text(
+    "UPDATE floor_requests SET status = 'signed', finished_at = :now WHERE id = :id "
+    "AND status = 'pending'"
+)
+_NEW_SIGNATURE = text(
+    "INSERT INTO floor_signatures (id, request_id, signature, signed_at) "
+    "VALUES (:id, :request_id, :signature, :now)"
+)
+# A delivery pass's record: the batch marked sent, then an audit event per message.
+_SENT = text(
+    "UPDATE floor_outbox SET status = 'sent', message = NULL, lease_until = NULL WHERE id = :id"
+)
+
+
+def create_tables(database_url: str, people: Sequence[str], api_key: str) -> None:
+    """Empty tables for one layer's run: the API key, `people` (their MyKads), the heads."""
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "DROP TABLE IF EXISTS floor_clients, floor_people, floor_counts, floor_requests, "
+            "floor_outbox, floor_signatures, floor_heads, floor_events"
+        )
+        connection.exec_driver_sql(TABLES)
+        connection.execute(
+            text("INSERT INTO floor_clients VALUES (:key_hash, 'c1', 'floor', 'signer', NULL)"),
+            {"key_hash": _key_hash(api_key)},
+        )
+        connection.execute(
+            text("INSERT INTO floor_people VALUES (:mykad, :id, 'Bench Person', :email, :cred)"),
+            [
+                {"mykad": mykad, "id": f"p{i}", "email": f"p{i}@example.gov.my", "cred": f"k{i}"}
+                for i, mykad in enumerate(people)
+            ],
+        )
+        connection.execute(
+            text("INSERT INTO floor_heads VALUES (:chain, 0, :mac)"),
+            [{"chain": chain, "mac": MAC} for chain in range(AUDIT_CHAINS)],
+        )
+    engine.dispose()
+
+
+def _key_hash(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Mail:
+    outbox_id: str
+    recipient: str
+    message: bytes
+
+
+def _mail(request_id: str, recipient: str, *, otp: bool) -> Mail:
+    """An e-mail as large as roamsign's; an OTP carries the request id the sink keys on."""
+    subject = "Your signing OTP" if otp else "A document was signed"
+    headers = [
+        "From: roamsign <noreply@example.gov.my>",
+        f"To: {recipient}",
+        f"Subject: {subject}",
+        f"Message-ID: <{uuid.uuid4().hex}@floor>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
+    if otp:
+        headers.append(f"X-Roamsign-Request-Id: {request_id}")
+    body = "A line of the notice's text, as long as roamsign's lines are.\n" * 10
+    message = ("\r\n".join(headers) + "\r\n\r\n" + body.replace("\n", "\r\n")).encode()
+    return Mail(uuid.uuid4().hex, recipient, message)
+
+
+class Floor:
+    """One worker process's engine, statements and delivery threads."""
+
+    def __init__(self, layer: str, database_url: str | None, smtp_port: int | None) -> None:
+        if layer not in LAYERS:
+            raise ValueError(f"FLOOR_LAYER must be one of {LAYERS}")
+        self.layer = layer
+        self.engine: Engine | None = None
+        if layer != "http":
+            assert database_url is not None
+            self.engine = create_engine(
+                database_url, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=True
+            )
+        self.slots = asyncio.Semaphore(POOL_SIZE)
+        self._smtp_port = smtp_port
+        self._mail: queue.SimpleQueue[Mail | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        if self.layer == "mail":
+            for _ in range(DELIVERY_THREADS):
+                thread = threading.Thread(target=self._deliver, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._mail.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self.engine is not None:
+            self.engine.dispose()
+
+    # ----------------------------------------------------------------- the two calls
+
+    def create(self, api_key: str, body: dict[str, Any]) -> dict[str, Any]:
+        request_id = uuid.uuid4().hex
+        if self.engine is None:
+            return {"id": request_id}
+        now = datetime.now(UTC)
+        with self.engine.begin() as db:
+            self._caller(db, api_key)
+            person = db.execute(_PERSON, {"mykad": body["mykad"]}).one()
+            # The person's counter is one row, locked until the commit; the signer's is sharded.
+            person_key = f"person:{person.id}"
+            db.execute(_LOCK, {"lock": int(_key_hash(person_key)[:15], 16)})
+            bucket = int(now.timestamp()) // 60
+            expires_at = now + timedelta(minutes=2)
+            db.execute(
+                _COUNT,
+                [
+                    {"key": person_key, "bucket": bucket, "shard": 0, "expires_at": expires_at},
+                    {
+                        "key": SIGNER_KEY,
+                        "bucket": bucket,
+                        "shard": secrets.randbelow(SIGNER_SHARDS),
+                        "expires_at": expires_at,
+                    },
+                ],
+            )
+            db.execute(
+                _SUMS, {"person_key": person_key, "signer_key": SIGNER_KEY, "since": bucket - 1}
+            ).all()
+            params = {"person": person.id, "document_hash": body["document_hash"], "now": now}
+            db.execute(_EXPIRE_STALE, params)
+            db.execute(
+                _NEW_REQUEST,
+                {
+                    **params,
+                    "id": request_id,
+                    "signer_id": "c1",
+                    "document_name": body.get("document_name", ""),
+                    "otp_mac": MAC,
+                    "expires_at": now + timedelta(seconds=120),
+                },
+            )
+            mail = _mail(request_id, person.email, otp=True)
+            self._queue(db, mail, "otp", request_id, now)
+            self._audit(db, "otp.issued", request_id, now)
+        self._hand_over(mail)
+        return {"id": request_id, "status": "pending", "expires_at": now.isoformat()}
+
+    def sign(self, api_key: str, request_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        signature = secrets.token_bytes(SIGNATURE_BYTES)
+        if self.engine is None:
+            return {"id": request_id, "signature": signature.hex()}
+        now = datetime.now(UTC)
+        with self.engine.begin() as db:
+            self._caller(db, api_key)
+            request = db.execute(_REQUEST, {"id": request_id}).one()
+            db.execute(_COUNT_ATTEMPT, {"id": request_id}).one()
+            db.execute(_SPEND, {"id": request_id, "now": now})
+            db.execute(
+                _NEW_SIGNATURE,
+                {
+                    "id": uuid.uuid4().hex,
+                    "request_id": request_id,
+                    "signature": signature,
+                    "now": now,
+                },
+            )
+            mail = _mail(request_id, request.email, otp=False)
+            self._queue(db, mail, "signing_notice", request_id, now)
+            self._audit(db, "signature.created", request_id, now)
+        self._hand_over(mail)
+        return {"id": request_id, "signature": signature.hex(), "signed_at": now.isoformat()}
+
+    def _caller(self, db: Connection, api_key: str) -> None:
+        db.execute(_CLIENT, {"key_hash": _key_hash(api_key)}).one()
+
+    def _queue(
+        self, db: Connection, mail: Mail, purpose: str, request_id: str, now: datetime
+    ) -> None:
+        db.execute(
+            _NEW_MESSAGE,
+            {
+                "id": mail.outbox_id,
+                "purpose": purpose,
+                "request_id": request_id,
+                "recipient": mail.recipient,
+                "message": secrets.token_bytes(SEALED_MESSAGE_BYTES),
+                "now": now,
+                "lease_until": now + timedelta(seconds=60),
+            },
+        )
+
+    def _audit(
+        self, db: Connection, action: str, target_id: str, now: datetime, count: int = 1
+    ) -> None:
+        chain = secrets.randbelow(AUDIT_CHAINS)
+        seq = db.execute(_HEAD, {"chain": chain}).one().seq
+        for _ in range(count):
+            seq += 1
+            db.execute(
+                _EVENT,
+                {
+                    "chain": chain,
+                    "seq": seq,
+                    "mac": MAC,
+                    "now": now,
+                    "action": action,
+                    "actor": "floor",
+                    "target_id": target_id,
+                    "details": '{"channel": "email"}',
+                },
+            )
+
+    # ----------------------------------------------------------------- delivery
+
+    def _hand_over(self, mail: Mail) -> None:
+        if self.layer == "mail":
+            self._mail.put(mail)
+
+    def _deliver(self) -> None:
+        assert self.engine is not None and self._smtp_port is not None
+        smtp = smtplib.SMTP("127.0.0.1", self._smtp_port)
+        while True:
+            first = self._mail.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < DELIVERY_BATCH:
+                try:
+                    more = self._mail.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._mail.put(None)  # for this thread's next look
+                    break
+                batch.append(more)
+            for mail in batch:
+                smtp.sendmail("noreply@example.gov.my", [mail.recipient], mail.message)
+            now = datetime.now(UTC)
+            with self.engine.begin() as db:
+                db.execute(_SENT, [{"id": mail.outbox_id} for mail in batch])
+                self._audit(db, "mail.delivered", batch[0].outbox_id, now, count=len(batch))
+        smtp.quit()
+
+
+def build() -> FastAPI:
+    """The uvicorn factory (one per worker process)."""
+    port = os.environ.get("FLOOR_SMTP_PORT")
+    floor = Floor(
+        os.environ["FLOOR_LAYER"],
+        os.environ.get("FLOOR_DATABASE_URL"),
+        int(port) if port else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        floor.start()
+        yield
+        await run_in_threadpool(floor.stop)
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/create")
+    async def create(request: Request) -> JSONResponse:
+        body = json.loads(await request.body())
+        api_key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        async with floor.slots:
+            answer = await run_in_threadpool(floor.create, api_key, body)
+        return JSONResponse(answer, status_code=201)
+
+    @app.post("/sign/{request_id}")
+    async def sign(request_id: str, request: Request) -> JSONResponse:
+        body = json.loads(await request.body())
+        api_key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        async with floor.slots:
+            answer = await run_in_threadpool(floor.sign, api_key, request_id, body)
+        return JSONResponse(answer, status_code=201)
+
+    return app
