@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -173,6 +174,7 @@ class Mail:
     outbox_id: str
     recipient: str
     message: bytes
+    otp: bool
 
 
 def _mail(request_id: str, recipient: str, *, otp: bool) -> Mail:
@@ -190,7 +192,7 @@ def _mail(request_id: str, recipient: str, *, otp: bool) -> Mail:
         headers.append(f"X-Roamsign-Request-Id: {request_id}")
     body = "A line of the notice's text, as long as roamsign's lines are.\n" * 10
     message = ("\r\n".join(headers) + "\r\n\r\n" + body.replace("\n", "\r\n")).encode()
-    return Mail(uuid.uuid4().hex, recipient, message)
+    return Mail(uuid.uuid4().hex, recipient, message, otp)
 
 
 class Floor:
@@ -208,7 +210,9 @@ class Floor:
             )
         self.slots = asyncio.Semaphore(POOL_SIZE)
         self._smtp_port = smtp_port
-        self._mail: queue.SimpleQueue[Mail | None] = queue.SimpleQueue()
+        # OTPs before notices, as roamsign's courier and claim order them; None stops a thread.
+        self._mail: queue.PriorityQueue[tuple[int, int, Mail | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -220,7 +224,7 @@ class Floor:
 
     def stop(self) -> None:
         for _ in self._threads:
-            self._mail.put(None)
+            self._mail.put((2, next(self._order), None))
         for thread in self._threads:
             thread.join(timeout=5)
         if self.engine is not None:
@@ -344,23 +348,23 @@ class Floor:
 
     def _hand_over(self, mail: Mail) -> None:
         if self.layer == "mail":
-            self._mail.put(mail)
+            self._mail.put((0 if mail.otp else 1, next(self._order), mail))
 
     def _deliver(self) -> None:
         assert self.engine is not None and self._smtp_port is not None
         smtp = smtplib.SMTP("127.0.0.1", self._smtp_port)
         while True:
-            first = self._mail.get()
+            first = self._mail.get()[2]
             if first is None:
                 break
             batch = [first]
             while len(batch) < DELIVERY_BATCH:
                 try:
-                    more = self._mail.get_nowait()
+                    more = self._mail.get_nowait()[2]
                 except queue.Empty:
                     break
                 if more is None:
-                    self._mail.put(None)  # for this thread's next look
+                    self._mail.put((2, next(self._order), None))  # for this thread's next look
                     break
                 batch.append(more)
             for mail in batch:
