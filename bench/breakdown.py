@@ -15,7 +15,10 @@ signature) into its layers, each measured on its own, in the same run, on one da
    its audit events included) to a real SMTP sink, the claims handed over by the courier as in
    the server, in passes of one message (a quiet server) and of four (one under load). This
    is CPU time of the delivering thread only (`time.thread_time`): the sink's thread is not
-   the server's work.
+   the server's work;
+5. a flow's two rows (its signing request and its signature) written through the ORM's unit of
+   work and as the prebuilt Core inserts the service runs, alternately, each flow in its own
+   unit of work (CPU of this thread).
 
 All other figures are CPU time of this process (`time.process_time`) per unit, under uvloop like
 `python -m app serve`; medians of `--rounds` interleaved rounds. The OTP is read from the
@@ -46,6 +49,7 @@ if str(PROJECT_ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import uvloop  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from app.clock import SystemClock  # noqa: E402
@@ -54,18 +58,26 @@ from app.deps import signing_service  # noqa: E402
 from app.mailsink import MailSink  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
-from app.models import SigningRequest, User  # noqa: E402
+from app.models import ApiClient, Signature, SigningRequest, User  # noqa: E402
+from app.models.base import new_id  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
 from app.services.clients import ClientService  # noqa: E402
 from app.services.courier import COURIER_KEY, Courier  # noqa: E402
 from app.services.notices import queue_signing_notice  # noqa: E402
-from app.services.signing import NewSigningRequest, SigningService  # noqa: E402
+from app.services.signing import (  # noqa: E402
+    _INSERT_REQUEST,
+    _INSERT_SIGNATURE,
+    _REQUEST_COLUMNS,
+    NewSigningRequest,
+    SigningService,
+)
 from app.settings import Settings  # noqa: E402
 from tests.factories import Factory, Person  # noqa: E402
 from tests.helpers import document_hash, queued_otp  # noqa: E402
 
 PEOPLE = 20
 PASS_SIZES = (1, 4)  # claims per delivery pass: a quiet server, one under load
+SIGNATURE_BYTES = 900  # about a detached CMS signature with its P-256 chain
 
 
 class Bench:
@@ -167,6 +179,60 @@ class Bench:
             if created.status_code != 201 or signed.status_code != 201:
                 raise RuntimeError(f"flow failed: {created.text} / {signed.text}")
         return create_cpu / count * 1000, sign_cpu / count * 1000
+
+    def flow_rows(self, count: int) -> tuple[float, float]:
+        """CPU ms per flow (this thread's) to write its two rows, a signing request and its
+        signature, each flow in its own unit of work: through the ORM (add and flush, as until
+        session 6) and with the statements the service runs now (prebuilt Core inserts),
+        alternately, so that the machine's drift touches both alike."""
+        with self.runtime.sessions() as session:
+            signer_id = session.scalars(select(ApiClient.id)).one()
+        spent = {True: 0.0, False: 0.0}
+        for i in range(count):
+            person = self.people[i % PEOPLE]
+            assert person.credential_id is not None
+            for through_orm in (True, False) if i % 2 else (False, True):
+                started = time.thread_time()
+                with unit_of_work(self.runtime.sessions) as session:
+                    now = self.runtime.clock.now()
+                    request = SigningRequest(
+                        id=new_id(),
+                        signer_id=signer_id,
+                        user_id=person.user_id,
+                        credential_id=person.credential_id,
+                        document_hash=self.new_hash(),
+                        hash_algorithm="sha256",
+                        document_name="PV-2026-000125",
+                        channel="email",
+                        destination="b***@example.gov.my",
+                        signature_format="cms",
+                        otp_mac=secrets.token_bytes(32),
+                        status="signed",
+                        attempts=1,
+                        created_at=now,
+                        expires_at=now,
+                    )
+                    signature = {
+                        "id": new_id(),
+                        "request_id": request.id,
+                        "signature": secrets.token_bytes(SIGNATURE_BYTES),
+                        "signature_format": "cms",
+                        "signature_algorithm": "ecdsa-with-SHA256",
+                        "certificate_serial": "01",
+                        "signed_at": now,
+                    }
+                    if through_orm:
+                        session.add(request)
+                        session.flush()
+                        session.add(Signature(**signature))
+                        session.flush()
+                    else:
+                        connection = session.connection()
+                        row = {column: getattr(request, column) for column in _REQUEST_COLUMNS}
+                        connection.execute(_INSERT_REQUEST, row)
+                        connection.execute(_INSERT_SIGNATURE, signature)
+                spent[through_orm] += time.thread_time() - started
+        return spent[True] / count * 1000, spent[False] / count * 1000
 
     async def delivery(self, request_id: str, messages: int, per_pass: int) -> float:
         """CPU ms of the delivering thread per signing notice (of `request_id`) sent, in passes
@@ -273,6 +339,9 @@ async def measure(bench: Bench, flows: int, rounds: int) -> dict[str, list[float
             create, sign = await bench.http_flows(client, flows)
             add("OTP request over HTTP (client included)", create)
             add("signature over HTTP (client included)", sign)
+            orm, core = bench.flow_rows(flows)
+            add("a flow's two rows through the ORM", orm)
+            add("a flow's two rows, Core inserts", core)
             for per_pass in PASS_SIZES:
                 add(
                     f"e-mail delivery, passes of {per_pass}",
@@ -311,6 +380,14 @@ def report(figures: dict[str, list[float]], database: str, flows: int, rounds: i
         f"/healthz costs {healthz:.3f} ms without the client; the two flow calls cost "
         f"{(http - 2 * client) / healthz:.1f} times that (the issue's ratio counts a flow as 3 "
         f"requests)."
+    )
+    orm, core = (
+        median["a flow's two rows through the ORM"],
+        median["a flow's two rows, Core inserts"],
+    )
+    print(
+        f"Writing a flow's request and signature costs {orm:.3f} ms through the ORM's unit of "
+        f"work and {core:.3f} ms as Core inserts (what the service runs): {orm - core:.3f} ms."
     )
     quiet, busy = (median[f"e-mail delivery, passes of {size}"] for size in PASS_SIZES)
     print(
