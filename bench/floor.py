@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,7 +54,6 @@ from bench import flow  # noqa: E402
 from bench.floor_server import LAYERS, create_tables  # noqa: E402
 from bench.flow import (  # noqa: E402
     OTP_TIMEOUT_SECONDS,
-    SERVER_START_SECONDS,
     ConfigResult,
     CpuMeter,
     LanePool,
@@ -66,6 +64,7 @@ from bench.flow import (  # noqa: E402
     _fmt,
     drain,
     free_port,
+    launch,
     machine,
     make_lanes,
     markdown_table,
@@ -186,32 +185,17 @@ def start_floor_server(
     env = {**os.environ, "FLOOR_LAYER": layer, "FLOOR_SMTP_PORT": str(smtp_port)}
     if database_url is not None:
         env["FLOOR_DATABASE_URL"] = database_url
-    log_path = directory / f"floor-{layer}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "bench.floor_server:build", "--factory"),
-                *("--port", str(port), "--workers", str(workers)),
-                *("--no-access-log", "--log-level", "warning"),
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the floor server exited ({process.returncode}):\n{server.tail()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"the floor server was not ready in {SERVER_START_SECONDS} s")
+    return launch(
+        [
+            *(sys.executable, "-m", "uvicorn", "bench.floor_server:build", "--factory"),
+            *("--port", str(port), "--workers", str(workers)),
+            *("--no-access-log", "--log-level", "warning"),
+        ],
+        env=env,
+        port=port,
+        log_path=directory / f"floor-{layer}.log",
+        ready_path="/healthz",
+    )
 
 
 async def load_floor(

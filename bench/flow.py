@@ -321,10 +321,23 @@ def start_server(
         "ROAMSIGN_OTPS_PER_PERSON_PER_MINUTE": "1000000",
         "ROAMSIGN_OTPS_PER_SIGNER_PER_MINUTE": "1000000",
     }
-    log_path = var_dir / f"server-{port}.log"
+    return launch(
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        port=port,
+        log_path=var_dir / f"server-{port}.log",
+        ready_path="/readyz",
+    )
+
+
+def launch(
+    command: list[str], *, env: dict[str, str], port: int, log_path: Path, ready_path: str
+) -> Server:
+    """Start a server (`command`, listening on `port`, in a session of its own, its output to
+    `log_path`) and wait until `ready_path` answers 200."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
+            command,
             cwd=PROJECT_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -338,7 +351,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"the server exited ({process.returncode}):\n{server.tail()}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}{ready_path}", timeout=1).status_code == 200:
                 return server
         time.sleep(0.1)
     server.stop()
