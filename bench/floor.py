@@ -53,6 +53,7 @@ from app.mailsink import MailSink  # noqa: E402
 from bench import flow  # noqa: E402
 from bench.floor_server import LAYERS, create_tables  # noqa: E402
 from bench.flow import (  # noqa: E402
+    LOAD_COLUMNS,
     OTP_TIMEOUT_SECONDS,
     ConfigResult,
     CpuMeter,
@@ -65,6 +66,7 @@ from bench.flow import (  # noqa: E402
     drain,
     free_port,
     launch,
+    load_cells,
     machine,
     make_lanes,
     markdown_table,
@@ -85,14 +87,7 @@ COLUMNS = (
     "flows/s",
     "p50 ms",
     "p99 ms",
-    "errors",
-    "generator CPU %",
-    "server CPU %",
-    "database CPU %",
-    "other CPU %",
-    "server+db CPU ms/flow",
-    "healthz req/s",
-    "flows/s ÷ (healthz/3)",
+    *LOAD_COLUMNS,
     "roamsign's flows/s ÷ these",
 )
 TEXT_COLUMNS = 2
@@ -274,7 +269,6 @@ def table_rows(measured: list[Measured]) -> list[list[str]]:
         if phase is None:
             rows.append([str(m.round), m.server, *(["failed"] + ["-"] * (len(COLUMNS) - 3))])
             continue
-        ratio = phase.rate / (result.healthz_rps / 3) if result.healthz_rps else None
         share = roamsign.get(m.round, 0.0) / phase.rate if phase.rate else None
         rows.append(
             [
@@ -283,14 +277,7 @@ def table_rows(measured: list[Measured]) -> list[list[str]]:
                 _fmt(phase.rate, 1),
                 _fmt(percentile(phase.latencies_ms, 0.50)),
                 _fmt(percentile(phase.latencies_ms, 0.99)),
-                str(phase.errors),
-                _fmt(phase.cpu.get("generator")),
-                _fmt(phase.cpu.get("server")),
-                _fmt(phase.cpu.get("database")),
-                _fmt(phase.cpu.get("other")),
-                _fmt(phase.cpu_ms_per_flow, 1),
-                _fmt(result.healthz_rps),
-                _fmt(ratio, 3),
+                *load_cells(phase, result, ms_digits=1),
                 _fmt(share, 2),
             ]
         )

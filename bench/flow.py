@@ -1168,14 +1168,8 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
-COLUMNS = (
-    "configuration",
-    "channel",
-    "phase",
-    "flows/s",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms",
+# A phase's figures after its latencies, in this table and in bench/floor.py's (`load_cells`).
+LOAD_COLUMNS = (
     "errors",
     "generator CPU %",
     "server CPU %",
@@ -1184,6 +1178,16 @@ COLUMNS = (
     "server+db CPU ms/flow",
     "healthz req/s",
     "flows/s ÷ (healthz/3)",
+)
+COLUMNS = (
+    "configuration",
+    "channel",
+    "phase",
+    "flows/s",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    *LOAD_COLUMNS,
 )
 TEXT_COLUMNS = 3  # left-aligned; the figures after them are right-aligned
 
@@ -1196,11 +1200,25 @@ def cpu_ms_per_unit(cpu: dict[str, float | None], rate: float) -> float | None:
     return (server + (cpu.get("database") or 0.0)) * 10 / rate
 
 
+def load_cells(phase: PhaseStats, result: ConfigResult, ms_digits: int = 0) -> list[str]:
+    """The `LOAD_COLUMNS` of one phase."""
+    ratio = phase.rate / (result.healthz_rps / 3) if result.healthz_rps else None
+    return [
+        str(phase.errors),
+        _fmt(phase.cpu.get("generator")),
+        _fmt(phase.cpu.get("server")),
+        _fmt(phase.cpu.get("database")),
+        _fmt(phase.cpu.get("other")),
+        _fmt(phase.cpu_ms_per_flow, ms_digits),
+        _fmt(result.healthz_rps),
+        _fmt(ratio, 3),
+    ]
+
+
 def table_rows(results: list[ConfigResult]) -> list[list[str]]:
     rows: list[list[str]] = []
     for result in results:
         for phase in result.phases:
-            ratio = phase.rate / (result.healthz_rps / 3) if result.healthz_rps else None
             rows.append(
                 [
                     result.name,
@@ -1210,14 +1228,7 @@ def table_rows(results: list[ConfigResult]) -> list[list[str]]:
                     _fmt(percentile(phase.latencies_ms, 0.50)),
                     _fmt(percentile(phase.latencies_ms, 0.95)),
                     _fmt(percentile(phase.latencies_ms, 0.99)),
-                    str(phase.errors),
-                    _fmt(phase.cpu.get("generator")),
-                    _fmt(phase.cpu.get("server")),
-                    _fmt(phase.cpu.get("database")),
-                    _fmt(phase.cpu.get("other")),
-                    _fmt(phase.cpu_ms_per_flow),
-                    _fmt(result.healthz_rps),
-                    _fmt(ratio, 3),
+                    *load_cells(phase, result),
                 ]
             )
     return rows
