@@ -37,8 +37,9 @@ from http_message_signatures import (
     VerificationKey,
     algorithms,
 )
-from sqlalchemy import delete
+from sqlalchemy import Table, bindparam, delete
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from app.db import insert_with_on_conflict
 from app.errors import SignatureRejected
@@ -51,6 +52,22 @@ REQUIRED_COMPONENTS = ("@method", "@path")
 # Printable ASCII without spaces, long enough not to repeat by chance.
 _NONCE = re.compile(r"[\x21-\x7e]{16,128}")
 _MAX_PUBLIC_KEY_PEM = 4096
+
+# Every signed device request runs these two: built once (per dialect), run on the session's
+# connection. Building a statement and its cache key cost more than running it, and the ORM
+# has nothing to synchronise (no nonce is ever loaded as an object).
+_NONCES: Table = DeviceNonce.__table__  # type: ignore[assignment]
+_FORGET_EXPIRED_NONCES = delete(_NONCES).where(
+    _NONCES.c.device_id == bindparam("device_id"), _NONCES.c.expires_at < bindparam("now")
+)
+# A nonce already stored inserts nothing (a concurrent twin waits for the first one's
+# commit, then finds it), and nothing returned is a replay.
+_REMEMBER_NONCE: dict[str, Executable] = {
+    dialect: insert_with_on_conflict(dialect, _NONCES)
+    .on_conflict_do_nothing()
+    .returning(_NONCES.c.nonce)
+    for dialect in ("postgresql", "sqlite")
+}
 
 
 @dataclass(frozen=True)
@@ -120,22 +137,17 @@ class DeviceAuthenticator:
         return device
 
     def _remember_nonce(self, device_id: str, verified: VerifiedSignature, now: datetime) -> None:
-        self.session.execute(
-            delete(DeviceNonce)
-            .where(DeviceNonce.device_id == device_id, DeviceNonce.expires_at < now)
-            .execution_options(synchronize_session=False)
-        )
+        connection = self.session.connection()
+        connection.execute(_FORGET_EXPIRED_NONCES, {"device_id": device_id, "now": now})
         # Remembered past the last instant its signature could be fresh, with the same margin
-        # again for workers whose clocks differ a little.
-        remember_until = verified.created + 2 * self.max_skew
-        # One statement, no savepoint: a nonce already stored inserts nothing (a concurrent
-        # twin waits for the first one's commit, then finds it), and nothing returned is a replay.
-        dialect = self.session.get_bind().dialect.name
-        stored = self.session.execute(
-            insert_with_on_conflict(dialect, DeviceNonce)
-            .values(device_id=device_id, nonce=verified.nonce, expires_at=remember_until)
-            .on_conflict_do_nothing()
-            .returning(DeviceNonce.nonce)
+        # again for workers whose clocks differ a little. One statement, no savepoint.
+        stored = connection.execute(
+            _REMEMBER_NONCE[connection.dialect.name],
+            {
+                "device_id": device_id,
+                "nonce": verified.nonce,
+                "expires_at": verified.created + 2 * self.max_skew,
+            },
         ).first()
         if stored is None:
             raise self._rejected(

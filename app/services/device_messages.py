@@ -70,6 +70,15 @@ _DELIVERABLE = (
     .order_by(_MESSAGES.c.id)
     .with_for_update(of=_MESSAGES, skip_locked=True)
 )
+_NEW_MESSAGE = _MESSAGES.insert()  # the values come as parameters; the id is the database's
+_ANY_PENDING = (
+    select(_MESSAGES.c.id)
+    .where(
+        _MESSAGES.c.device_id == bindparam("device_id"),
+        _MESSAGES.c.status == DeviceMessageStatus.PENDING,
+    )
+    .limit(1)
+)
 _TAKE = (
     update(_MESSAGES)
     .where(
@@ -163,39 +172,33 @@ class DeviceMessageStore:
         self.session = session
         self._seal_key = seal_key
 
-    def enqueue(self, device: Device, message: OtpMessage, now: datetime) -> DeviceMessage:
-        row = DeviceMessage(
-            device_id=device.id,
-            request_id=message.request_id,
-            sealed_payload=seal(
-                self._seal_key, message.encode(), associated_data(device.id, message.request_id)
-            ),
-            status=DeviceMessageStatus.PENDING,
-            created_at=now,
-            expires_at=message.expires_at,
+    def enqueue(self, device: Device, message: OtpMessage, now: datetime) -> None:
+        # A Core insert: the row is only ever changed by the claim's own statements.
+        self.session.connection().execute(
+            _NEW_MESSAGE,
+            {
+                "device_id": device.id,
+                "request_id": message.request_id,
+                "sealed_payload": seal(
+                    self._seal_key,
+                    message.encode(),
+                    associated_data(device.id, message.request_id),
+                ),
+                "status": DeviceMessageStatus.PENDING,
+                "created_at": now,
+                "expires_at": message.expires_at,
+            },
         )
-        self.session.add(row)
-        self.session.flush()
         # Wake this process's long-polls once the message is visible to them.
         after_commit(self.session, functools.partial(MESSAGE_SIGNALS.notify, device.id))
         logger.info(
             "device.message.queued",
             extra={"device_id": device.id, "signing_request_id": message.request_id},
         )
-        return row
 
     def has_pending(self, device_id: str) -> bool:
-        return (
-            self.session.scalar(
-                select(DeviceMessage.id)
-                .where(
-                    DeviceMessage.device_id == device_id,
-                    DeviceMessage.status == DeviceMessageStatus.PENDING,
-                )
-                .limit(1)
-            )
-            is not None
-        )
+        pending = self.session.connection().execute(_ANY_PENDING, {"device_id": device_id})
+        return pending.first() is not None
 
     def claim(self, device_id: str, now: datetime) -> list[tuple[OtpMessage, datetime]]:
         """The device's deliverable messages, oldest first, marked delivered and wiped, each

@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app.clock import FrozenClock
 from app.models import AuditEvent, OutboxMessage, SigningRequest
-from app.models.device import DeviceMessage
+from app.models.device import DeviceMessage, DeviceNonce
 from app.runtime import Runtime
 from tests.api.conftest import Keys, bearer
 from tests.factories import Factory, Person
@@ -321,3 +321,41 @@ async def test_a_signing_request_with_a_device_is_audited_with_its_channel(
         request = session.get(SigningRequest, created["id"])
     assert issued.details["channel"] == "mobile"
     assert request is not None and request.channel == "mobile"
+
+
+async def test_the_device_path_writes_its_message_and_nonce_without_the_orm(
+    client: httpx.AsyncClient,
+    api_keys: Keys,
+    person: Person,
+    factory: Factory,
+    runtime: Runtime,
+    clock: FrozenClock,
+) -> None:
+    """The stored message and the fetch's nonce are statements built once, run on the
+    connection: the ORM's flush and its statement handling cost more than the writes
+    (bench/RESULTS.md, session 6). Both rows are still written."""
+    app = factory.mobile_device(person)
+    flushed: list[object] = []
+    orm_statements: list[str] = []
+
+    def record_flush(session: Any, _context: Any, _instances: Any) -> None:
+        flushed.extend(session.new)
+
+    def record_statement(state: Any) -> None:
+        orm_statements.append(str(state.statement))
+
+    event.listen(runtime.sessions, "before_flush", record_flush)
+    event.listen(runtime.sessions, "do_orm_execute", record_statement)
+    try:
+        created = await request_otp(client, api_keys.signer, person, channel="mobile")
+        (message,) = await fetch(client, app, clock)
+    finally:
+        event.remove(runtime.sessions, "before_flush", record_flush)
+        event.remove(runtime.sessions, "do_orm_execute", record_statement)
+
+    assert message["request_id"] == created.json()["id"]
+    assert [o for o in flushed if isinstance(o, DeviceMessage | DeviceNonce)] == []
+    assert [s for s in orm_statements if "device_nonces" in s or "device_messages" in s] == []
+    with runtime.sessions() as session:
+        assert session.scalars(select(DeviceMessage.request_id)).all() == [message["request_id"]]
+        assert len(session.scalars(select(DeviceNonce.nonce)).all()) == 1
