@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import Clock
@@ -52,6 +52,10 @@ _MESSAGES: Table = DeviceMessage.__table__  # type: ignore[assignment]
 _REQUESTS: Table = SigningRequest.__table__  # type: ignore[assignment]
 # Built once and run on the session's connection: every inbox fetch runs them, and building
 # them and taking them through the ORM cost more than the database's work.
+_PENDING_FOR_DEVICE = and_(
+    _MESSAGES.c.device_id == bindparam("device_id"),
+    _MESSAGES.c.status == DeviceMessageStatus.PENDING,
+)
 _DELIVERABLE = (
     select(
         _MESSAGES.c.id,
@@ -63,22 +67,12 @@ _DELIVERABLE = (
         _REQUESTS.c.authorized_at,
     )
     .join(_REQUESTS, _REQUESTS.c.id == _MESSAGES.c.request_id)
-    .where(
-        _MESSAGES.c.device_id == bindparam("device_id"),
-        _MESSAGES.c.status == DeviceMessageStatus.PENDING,
-    )
+    .where(_PENDING_FOR_DEVICE)
     .order_by(_MESSAGES.c.id)
     .with_for_update(of=_MESSAGES, skip_locked=True)
 )
 _NEW_MESSAGE = _MESSAGES.insert()  # the values come as parameters; the id is the database's
-_ANY_PENDING = (
-    select(_MESSAGES.c.id)
-    .where(
-        _MESSAGES.c.device_id == bindparam("device_id"),
-        _MESSAGES.c.status == DeviceMessageStatus.PENDING,
-    )
-    .limit(1)
-)
+_ANY_PENDING = select(_MESSAGES.c.id).where(_PENDING_FOR_DEVICE).limit(1)
 _TAKE = (
     update(_MESSAGES)
     .where(
