@@ -7,12 +7,14 @@ import email
 import hashlib
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
@@ -54,6 +56,21 @@ def queued_message(
 
 def queued_otp(sessions: sessionmaker[Session], seal_key: bytes, request_id: str) -> str:
     return otp_from_message(queued_message(sessions, seal_key, request_id))
+
+
+@contextmanager
+def flushed_new_objects(sessions: sessionmaker[Session]) -> Iterator[list[object]]:
+    """Every new object the sessions of `sessions` flush through the ORM meanwhile."""
+    flushed: list[object] = []
+
+    def record(session: Session, _context: object, _instances: object) -> None:
+        flushed.extend(session.new)
+
+    event.listen(sessions, "before_flush", record)
+    try:
+        yield flushed
+    finally:
+        event.remove(sessions, "before_flush", record)
 
 
 def openssl_verify(signature: Path, content: Path, root: Path) -> subprocess.CompletedProcess[str]:

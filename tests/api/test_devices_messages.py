@@ -16,7 +16,7 @@ from app.models.device import DeviceMessage, DeviceNonce
 from app.runtime import Runtime
 from tests.api.conftest import Keys, bearer
 from tests.factories import Factory, Person
-from tests.helpers import document_hash
+from tests.helpers import document_hash, flushed_new_objects
 from tests.mobile_app import MobileApp
 
 
@@ -335,22 +335,17 @@ async def test_the_device_path_writes_its_message_and_nonce_without_the_orm(
     connection: the ORM's flush and its statement handling cost more than the writes
     (bench/RESULTS.md, session 6). Both rows are still written."""
     app = factory.mobile_device(person)
-    flushed: list[object] = []
     orm_statements: list[str] = []
-
-    def record_flush(session: Any, _context: Any, _instances: Any) -> None:
-        flushed.extend(session.new)
 
     def record_statement(state: Any) -> None:
         orm_statements.append(str(state.statement))
 
-    event.listen(runtime.sessions, "before_flush", record_flush)
     event.listen(runtime.sessions, "do_orm_execute", record_statement)
     try:
-        created = await request_otp(client, api_keys.signer, person, channel="mobile")
-        (message,) = await fetch(client, app, clock)
+        with flushed_new_objects(runtime.sessions) as flushed:
+            created = await request_otp(client, api_keys.signer, person, channel="mobile")
+            (message,) = await fetch(client, app, clock)
     finally:
-        event.remove(runtime.sessions, "before_flush", record_flush)
         event.remove(runtime.sessions, "do_orm_execute", record_statement)
 
     assert message["request_id"] == created.json()["id"]

@@ -16,7 +16,7 @@ from app.models import AuditEvent, Credential, Signature, SigningRequest
 from app.runtime import Runtime
 from tests.api.conftest import Keys, bearer
 from tests.factories import Factory, Person
-from tests.helpers import document_hash, queued_message, queued_otp
+from tests.helpers import document_hash, flushed_new_objects, queued_message, queued_otp
 
 WRONG_PIN = "902847"
 
@@ -448,18 +448,10 @@ async def test_the_request_and_its_signature_are_written_without_the_unit_of_wor
 ) -> None:
     """Both rows are Core inserts: the ORM's flush of one new object cost more than the
     INSERT itself (bench/RESULTS.md, session 6). They are still written, once."""
-    flushed: list[object] = []
-
-    def record(session: Any, _context: Any, _instances: Any) -> None:
-        flushed.extend(session.new)
-
-    event.listen(runtime.sessions, "before_flush", record)
-    try:
+    with flushed_new_objects(runtime.sessions) as flushed:
         created = await request_otp(client, api_keys.signer, person)
         otp = queued_otp(runtime.sessions, runtime.keys.outbox_seal, created.json()["id"])
         signed = await submit(client, api_keys.signer, created.json()["id"], otp, person.pin)
-    finally:
-        event.remove(runtime.sessions, "before_flush", record)
 
     assert created.status_code == 201 and signed.status_code == 201, signed.text
     assert [o for o in flushed if isinstance(o, SigningRequest | Signature)] == []
