@@ -18,13 +18,13 @@ from app.errors import ConfigurationError, DomainError
 from app.models import Role
 from app.runtime import Runtime
 from app.services.clients import Caller, ClientService
-from app.services.credentials import REVOCATION_REASONS
+from app.services.lifecycle.credentials import REVOCATION_REASONS
 from app.settings import Settings, get_settings
 from app.validation import normalise_mykad
 
 if TYPE_CHECKING:
     from app.models import Credential
-    from app.services.lifecycle_context import LifecycleContext
+    from app.services.lifecycle.context import LifecycleContext
 
 CLI_ACTOR = "cli"
 
@@ -268,7 +268,7 @@ def cmd_clients_rotate(args: argparse.Namespace) -> int:
 
 def cmd_users_create(args: argparse.Namespace) -> int:
     from app.schemas.users import UserCreate
-    from app.services.people import PeopleService
+    from app.services.lifecycle.people import PeopleService
 
     body = UserCreate(
         mykad=args.mykad, name=args.name, email=args.email, phone=args.phone, agency=args.agency
@@ -317,7 +317,7 @@ def cmd_credentials_issue(args: argparse.Namespace) -> int:
 
 def _credential_service(runtime: Runtime, session: Session):  # type: ignore[no-untyped-def]
     from app.services.ca import CertificateAuthorityService
-    from app.services.credentials import CredentialService
+    from app.services.lifecycle.credentials import CredentialService
 
     audit = runtime.audit_log(session)
     ca = CertificateAuthorityService(
@@ -363,7 +363,7 @@ def prepare_metrics_dir(settings: Settings) -> None:
 
 
 def cmd_audit_verify(_args: argparse.Namespace) -> int:
-    from app.services.audit import verify_audit_trail
+    from app.services.audit.log import verify_audit_trail
 
     runtime = _runtime()
     with runtime.sessions() as session:
@@ -376,7 +376,7 @@ def cmd_audit_verify(_args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_run(_args: argparse.Namespace) -> int:
-    from app.services.jobs import job_runner
+    from app.services.lifecycle.jobs import job_runner
 
     runtime = _runtime()
     for job in job_runner(runtime).run_due():
@@ -395,13 +395,13 @@ CLI_CALLER = Caller(id=CLI_ACTOR, name=CLI_ACTOR, role=Role.JDN_ADMIN, agency=No
 
 
 def _lifecycle(runtime: Runtime, session: Session) -> LifecycleContext:
-    from app.services.lifecycle_context import LifecycleContext
+    from app.services.lifecycle.context import LifecycleContext
 
     return LifecycleContext.for_runtime(runtime, session)
 
 
 def _print_credential(credential: Credential, now: datetime) -> None:
-    from app.services.credentials import effective_status
+    from app.services.lifecycle.credentials import effective_status
 
     serial = credential.certificate_serial or credential.token_serial or "-"
     until = credential.not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if credential.not_after else "-"
@@ -410,7 +410,7 @@ def _print_credential(credential: Credential, now: datetime) -> None:
 
 
 def cmd_credentials_list(args: argparse.Namespace) -> int:
-    from app.services.credentials import CredentialLifecycle
+    from app.services.lifecycle.credentials import CredentialLifecycle
 
     runtime = _runtime()
     mykad = normalise_mykad(args.mykad)
@@ -428,7 +428,7 @@ def cmd_credentials_list(args: argparse.Namespace) -> int:
 def cmd_credentials_record(args: argparse.Namespace) -> int:
     from app.models import Medium
     from app.schemas.lifecycle import MediumRecord
-    from app.services.credentials import CredentialLifecycle
+    from app.services.lifecycle.credentials import CredentialLifecycle
 
     body = MediumRecord(medium=args.medium, serial=args.serial, expires_at=args.expires_at)
     runtime = _runtime()
@@ -453,7 +453,7 @@ def cmd_credentials_record(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials_unlock(args: argparse.Namespace) -> int:
-    from app.services.credentials import CredentialLifecycle
+    from app.services.lifecycle.credentials import CredentialLifecycle
 
     runtime = _runtime()
 
@@ -467,7 +467,7 @@ def cmd_credentials_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials_revoke(args: argparse.Namespace) -> int:
-    from app.services.credentials import CredentialLifecycle
+    from app.services.lifecycle.credentials import CredentialLifecycle
 
     runtime = _runtime()
 
@@ -481,7 +481,7 @@ def cmd_credentials_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials_renew(args: argparse.Namespace) -> int:
-    from app.services.credentials import CredentialLifecycle
+    from app.services.lifecycle.credentials import CredentialLifecycle
 
     runtime = _runtime()
 
@@ -502,7 +502,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     import time
     from collections import Counter
 
-    from app.services.enrolment import count_mykads, enrol_in_batches, read_mykads
+    from app.services.lifecycle.enrolment import count_mykads, enrol_in_batches, read_mykads
 
     if not args.csv_file.is_file():
         print(f"error: no such file: {args.csv_file}", file=sys.stderr)
@@ -589,7 +589,7 @@ def cmd_demo(_args: argparse.Namespace) -> int:
     """Idempotent demo setup: schema, CA, clients (fresh keys each run), one person with PIN."""
     from app.migrate import upgrade
     from app.services.ca import CertificateAuthorityService
-    from app.services.people import PeopleService
+    from app.services.lifecycle.people import PeopleService
 
     settings = get_settings()
     upgrade(settings.database_url)

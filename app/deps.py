@@ -21,12 +21,12 @@ from app.db import unit_of_work
 from app.errors import Forbidden, Unauthenticated
 from app.models import Role
 from app.runtime import Runtime
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller, ClientService
-from app.services.people import PeopleService
-from app.services.signing import SigningService
-from app.services.verification import VerificationService
+from app.services.lifecycle.people import PeopleService
+from app.services.signing.service import SigningService
+from app.services.signing.verification import VerificationService
 from app.settings import Settings
 
 

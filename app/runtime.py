@@ -12,10 +12,10 @@ from app.clock import Clock, SystemClock
 from app.crypto.keys import DerivedKeys
 from app.crypto.keystore import KeyStore, SoftwareKeyStore
 from app.db import connection_capacity, make_engine, make_sessionmaker
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.ca import CaCache
-from app.services.courier import COURIER_KEY, Courier
-from app.services.delivery import DeliveryWorker, SmtpTransport
+from app.services.mail.courier import COURIER_KEY, Courier
+from app.services.mail.delivery import DeliveryWorker, SmtpTransport
 from app.settings import Settings
 
 
@@ -27,7 +27,7 @@ class Runtime:
     keys: DerivedKeys = field(repr=False)
     key_store: KeyStore
     clock: Clock
-    # Hands the messages this process queues to its own delivery loops (app.services.courier);
+    # Hands the messages this process queues to its own delivery loops (app.services.mail.courier);
     # the sessions carry it, so that `Outbox.enqueue` finds it.
     courier: Courier = field(default_factory=Courier)
     ca_cache: CaCache = field(default_factory=CaCache)

@@ -55,16 +55,16 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 from app.clock import SystemClock  # noqa: E402
 from app.db import make_sessionmaker, unit_of_work  # noqa: E402
 from app.deps import signing_service  # noqa: E402
-from app.mailsink import MailSink  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.models import ApiClient, Signature, SigningRequest, User  # noqa: E402
 from app.models.base import new_id  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
 from app.services.clients import ClientService  # noqa: E402
-from app.services.courier import COURIER_KEY, Courier  # noqa: E402
-from app.services.notices import queue_signing_notice  # noqa: E402
-from app.services.signing import (  # noqa: E402
+from app.services.mail.courier import COURIER_KEY, Courier  # noqa: E402
+from app.services.mail.notices import queue_signing_notice  # noqa: E402
+from app.services.mail.sink import MailSink  # noqa: E402
+from app.services.signing.service import (  # noqa: E402
     _INSERT_REQUEST,
     _INSERT_SIGNATURE,
     _REQUEST_COLUMNS,

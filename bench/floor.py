@@ -49,7 +49,7 @@ if str(PROJECT_ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from app.mailsink import MailSink  # noqa: E402
+from app.services.mail.sink import MailSink  # noqa: E402
 from bench import flow  # noqa: E402
 from bench.floor_server import LAYERS, create_tables  # noqa: E402
 from bench.flow import (  # noqa: E402

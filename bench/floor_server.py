@@ -16,7 +16,7 @@ signature, no e-mail rendering or sealing, no validation beyond the JSON. With `
 commit hands its e-mail (the OTP, then the signing notice) to delivery threads, four a process
 as roamsign's loops, which send it over a persistent SMTP connection each and record what a
 pass sent in one transaction: one UPDATE for the batch, the chain head's lock, an audit row per
-message (`app.services.delivery`).
+message (`app.services.mail.delivery`).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ LAYERS = ("http", "database", "mail")
 POOL_SIZE = 20  # roamsign's default (ROAMSIGN_DATABASE_POOL_SIZE)
 DELIVERY_THREADS = 4  # roamsign's default (ROAMSIGN_DELIVERY_CONCURRENCY)
 DELIVERY_BATCH = 4
-AUDIT_CHAINS = 16  # app.services.audit.DEFAULT_CHAINS
-SIGNER_SHARDS = 16  # app.services.signing.SIGNER_COUNTER_SHARDS
+AUDIT_CHAINS = 16  # app.services.audit.log.DEFAULT_CHAINS
+SIGNER_SHARDS = 16  # app.services.signing.service.SIGNER_COUNTER_SHARDS
 SIGNER_KEY = "floor-signer"
 # As large as what roamsign stores: a sealed e-mail, a detached CMS signature (P-256).
 SEALED_MESSAGE_BYTES = 1_400

@@ -69,9 +69,9 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from app.clock import SystemClock  # noqa: E402
-from app.mailsink import MailSink  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
+from app.services.mail.sink import MailSink  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.factories import Factory, Person  # noqa: E402
 from tests.helpers import otp_from_message  # noqa: E402

@@ -66,7 +66,6 @@ from app.clock import SystemClock  # noqa: E402
 from app.crypto.ca import certificate_pem, serial_hex  # noqa: E402
 from app.crypto.cms import build_detached_cms  # noqa: E402
 from app.crypto.secrets import pin_mac  # noqa: E402
-from app.mailsink import MailSink  # noqa: E402
 from app.models import (  # noqa: E402
     ApiClient,
     AuditChainHead,
@@ -79,13 +78,14 @@ from app.models import (  # noqa: E402
     User,
 )
 from app.runtime import Runtime  # noqa: E402
-from app.services.audit import (  # noqa: E402
+from app.services.audit.log import (  # noqa: E402
     DEFAULT_CHAINS,
     EVENT_COLUMNS,
     chain_for,
     subject_ref,
 )
 from app.services.ca import CertificateAuthorityService  # noqa: E402
+from app.services.mail.sink import MailSink  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.validation import mask_mykad  # noqa: E402
 from bench.enrol import mykad_for  # noqa: E402

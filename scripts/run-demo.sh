@@ -10,7 +10,7 @@ export ROAMSIGN_LOG_JSON="${ROAMSIGN_LOG_JSON:-false}"
 mkdir -p "$ROAMSIGN_VAR_DIR/mail"
 
 .venv/bin/python -m app demo
-.venv/bin/python -m app.mailsink --dir "$ROAMSIGN_VAR_DIR/mail" --port "$ROAMSIGN_SMTP_PORT" &
+.venv/bin/python -m app.services.mail.sink --dir "$ROAMSIGN_VAR_DIR/mail" --port "$ROAMSIGN_SMTP_PORT" &
 sink=$!
 trap 'kill $sink 2>/dev/null || true' EXIT INT TERM
 

@@ -10,12 +10,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import unit_of_work
 from app.models import Medium, Role
 from app.runtime import Runtime
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller, ClientService
-from app.services.credentials import CredentialLifecycle, CredentialService
-from app.services.lifecycle_context import LifecycleContext
-from app.services.people import PeopleService
+from app.services.lifecycle.context import LifecycleContext
+from app.services.lifecycle.credentials import CredentialLifecycle, CredentialService
+from app.services.lifecycle.people import PeopleService
 from tests.mobile_app import MobileApp
 
 DEFAULT_PIN = "583920"
@@ -160,7 +160,7 @@ class Factory:
         is deactivated, as with any activation."""
         from app.models import User
         from app.models.device import Device
-        from app.services.devices import DeviceRegistration, DeviceService
+        from app.services.devices.service import DeviceRegistration, DeviceService
 
         codes: list[str] = []
 

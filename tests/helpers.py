@@ -21,8 +21,8 @@ from app.db import unit_of_work
 from app.models import OutboxMessage
 from app.models.device import Device, DeviceStatus
 from app.runtime import Runtime
-from app.services.devices import activation_code_mac
-from app.services.outbox import open_message
+from app.services.devices.service import activation_code_mac
+from app.services.mail.outbox import open_message
 from tests.factories import Person
 
 OTP_LINE = re.compile(r"^Kod OTP / OTP code: (\d{6})\r?$", re.MULTILINE)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import OutboxMessage
-from app.services.outbox import open_message
+from app.services.mail.outbox import open_message
 
 TOKEN_LINE = re.compile(r"^Token: (\S+)\r?$", re.MULTILINE)
 

@@ -12,7 +12,7 @@ from app.routers.lifecycle_deps import AuditTrailDep
 from app.schemas.common import Rfc3339
 from app.schemas.lifecycle import AuditEventOut, AuditPageOut
 from app.schemas.problem import problem_responses
-from app.services.audit_trail import MAX_PAGE
+from app.services.audit.trail import MAX_PAGE
 
 router = APIRouter(prefix="/v1/audit-events", tags=["audit"])
 

@@ -31,7 +31,7 @@ from app.schemas.lifecycle import (
     TokenSentOut,
 )
 from app.schemas.problem import BODY_PROBLEMS, problem_responses
-from app.services.credentials import effective_status
+from app.services.lifecycle.credentials import effective_status
 
 router = APIRouter(prefix="/v1/credentials", tags=["roaming lifecycle"])
 

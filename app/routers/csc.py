@@ -45,7 +45,7 @@ from app.schemas.csc import (
     SignHashOut,
     csc_error_responses,
 )
-from app.services.csc import ECDSA_WITH, RSA_WITH, RSASSA_PSS, CredentialDetails, CscService
+from app.services.signing.csc import ECDSA_WITH, RSA_WITH, RSASSA_PSS, CredentialDetails, CscService
 
 SPECS: dict[CscVersion, str] = {"v1": "1.0.4.0", "v2": "2.0.0.2"}
 METHODS = [

@@ -34,9 +34,9 @@ from app.schemas.devices import (
     OtpMessageOut,
 )
 from app.schemas.problem import BODY_PROBLEMS, problem_responses, response_links
-from app.services.device_auth import SignedRequest
-from app.services.device_messages import MAX_WAIT_SECONDS, MessageFeed
-from app.services.devices import (
+from app.services.devices.auth import SignedRequest
+from app.services.devices.messages import MAX_WAIT_SECONDS, MessageFeed
+from app.services.devices.service import (
     DeviceRegistration,
     DeviceService,
     EmailActivationCodeSender,

@@ -9,13 +9,13 @@ from fastapi import Depends
 from app.deps import RuntimeDep, SessionDep, require_role
 from app.errors import NotFound
 from app.models import Role
-from app.services.audit_trail import AuditTrailService
+from app.services.audit.trail import AuditTrailService
 from app.services.clients import Caller
-from app.services.credentials import CredentialLifecycle
-from app.services.lifecycle import ApplicationService
-from app.services.lifecycle_context import LifecycleContext
-from app.services.people import ContactService
-from app.services.pins import PinService
+from app.services.lifecycle.applications import ApplicationService
+from app.services.lifecycle.context import LifecycleContext
+from app.services.lifecycle.credentials import CredentialLifecycle
+from app.services.lifecycle.people import ContactService
+from app.services.lifecycle.pins import PinService
 from app.validation import normalise_mykad
 
 PortalDep = Annotated[Caller, Depends(require_role(Role.PORTAL))]

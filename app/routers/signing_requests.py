@@ -49,7 +49,7 @@ from app.schemas.signing import (
     SigningRequestCreated,
     SigningRequestOut,
 )
-from app.services.signing import NewSigningRequest, SignatureResult, SigningService
+from app.services.signing.service import NewSigningRequest, SignatureResult, SigningService
 
 router = APIRouter(prefix="/v1/signing-requests", tags=["signing"])
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.crypto.secrets import api_key_hash, generate_api_key
 from app.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from app.models import ApiClient, Role
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 
 # Every request runs this lookup: built once (building a statement costs more than running
 # it), and columns rather than an ORM object, since the caller is a plain value.

@@ -31,7 +31,7 @@ from app.db import unit_of_work
 from app.models import OneTimeToken, OutboxMessage, OutboxStatus, RateWindow, RequestStatus
 from app.models import SigningRequest as Request
 from app.models.device import DeviceMessage, DeviceMessageStatus
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 
 PURGE_BATCH = 1000
 PURGE_MAX_BATCHES = 100

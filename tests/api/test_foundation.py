@@ -21,7 +21,7 @@ from app.db import unit_of_work
 from app.logs import JsonFormatter, mask_identifiers
 from app.main import create_app
 from app.runtime import Runtime
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.clients import ClientService
 from tests.api.conftest import Keys, bearer
 from tests.factories import Factory

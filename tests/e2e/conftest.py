@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import SystemClock
-from app.mailsink import MailSink
 from app.runtime import Runtime
+from app.services.mail.sink import MailSink
 from app.settings import Settings
 from tests.factories import Factory
 

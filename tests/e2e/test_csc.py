@@ -24,7 +24,7 @@ from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 
-from app.mailsink import MailSink
+from app.services.mail.sink import MailSink
 from examples.sign_pdf import sign_pdf
 from tests.e2e.conftest import Server, ServerStarter
 from tests.factories import Factory, Person

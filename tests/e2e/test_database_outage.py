@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.mailsink import MailSink
 from app.models import Signature, SigningRequest
+from app.services.mail.sink import MailSink
 from tests.db_proxy import DatabaseProxy
 from tests.e2e.conftest import ServerStarter
 from tests.factories import Factory

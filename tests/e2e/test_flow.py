@@ -6,7 +6,7 @@ import base64
 import subprocess
 from pathlib import Path
 
-from app.mailsink import MailSink
+from app.services.mail.sink import MailSink
 from tests.e2e.conftest import ServerStarter
 from tests.factories import Factory
 from tests.helpers import document_hash, otp_from_message

@@ -20,9 +20,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto.keys import DerivedKeys
-from app.mailsink import MailSink
 from app.models import AuditEvent, Signature
-from app.services.audit import verify_audit_trail
+from app.services.audit.log import verify_audit_trail
+from app.services.mail.sink import MailSink
 from tests.db_proxy import DatabaseProxy
 from tests.e2e.conftest import Server, ServerStarter
 from tests.factories import Factory, Person

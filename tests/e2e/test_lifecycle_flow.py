@@ -17,8 +17,8 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
-from app.mailsink import MailSink
 from app.models import Credential
+from app.services.mail.sink import MailSink
 from tests.e2e.conftest import ServerStarter
 from tests.factories import Factory
 from tests.helpers import document_hash, otp_from_message

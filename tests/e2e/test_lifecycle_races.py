@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto.keys import DerivedKeys
 from app.crypto.secrets import pin_mac
-from app.mailsink import MailSink
 from app.models import Credential, OutboxMessage, Signature, SigningRequest
 from app.models.device import Device
+from app.services.mail.sink import MailSink
 from tests.e2e.conftest import ServerStarter, at_once
 from tests.factories import Factory
 from tests.helpers import otp_from_message, pending_device

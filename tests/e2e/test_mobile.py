@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from app.mailsink import MailSink
+from app.services.mail.sink import MailSink
 from tests.e2e.conftest import Server, ServerStarter
 from tests.factories import Factory, Person
 from tests.helpers import document_hash

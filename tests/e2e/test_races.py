@@ -13,9 +13,9 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto.keys import DerivedKeys
-from app.mailsink import MailSink
 from app.models import AuditEvent, Signature, SigningRequest
-from app.services.audit import verify_audit_trail
+from app.services.audit.log import verify_audit_trail
+from app.services.mail.sink import MailSink
 from tests.conftest import Cli
 from tests.e2e.conftest import Server, ServerStarter, at_once
 from tests.factories import Factory, Person

@@ -46,8 +46,8 @@ from sqlalchemy import Engine
 
 from app.clock import SystemClock
 from app.db import make_sessionmaker
-from app.mailsink import MailSink
 from app.runtime import Runtime
+from app.services.mail.sink import MailSink
 from tests.conftest import wipe
 from tests.e2e.conftest import Server, Servers, make_e2e_settings
 from tests.factories import Factory

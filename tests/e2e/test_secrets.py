@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import Base
-from app.mailsink import MailSink
 from app.models import Credential
+from app.services.mail.sink import MailSink
 from tests.e2e.conftest import ServerStarter
 from tests.factories import Factory
 from tests.helpers import document_hash, otp_from_message

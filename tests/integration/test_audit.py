@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.clock import FrozenClock
 from app.crypto.keys import DerivedKeys
 from app.models import AuditChainHead, AuditEvent
-from app.services.audit import (
+from app.services.audit.log import (
     AuditLog,
     AuditVerification,
     chain_for,

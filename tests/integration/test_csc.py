@@ -21,8 +21,8 @@ from app.errors import DomainError
 from app.models import Signature, SigningRequest
 from app.runtime import Runtime
 from app.services.clients import Caller, ClientService
-from app.services.csc import CscService
-from app.services.signing import SigningService
+from app.services.signing.csc import CscService
+from app.services.signing.service import SigningService
 from tests.factories import Factory, Person
 from tests.helpers import queued_otp
 

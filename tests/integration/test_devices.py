@@ -19,15 +19,15 @@ from app.errors import ActivationCodeConsumed
 from app.models import AuditEvent, User
 from app.models.device import Device, DeviceMessage, DeviceNonce
 from app.runtime import Runtime
-from app.services.audit import verify_audit_trail
+from app.services.audit.log import verify_audit_trail
 from app.services.clients import ClientService
-from app.services.device_messages import DeviceMessageStore, associated_data
-from app.services.devices import (
+from app.services.devices.messages import DeviceMessageStore, associated_data
+from app.services.devices.service import (
     DeviceService,
     deactivate_for_phone_change,
     purge_device_leftovers,
 )
-from app.services.signing import NewSigningRequest, SigningService
+from app.services.signing.service import NewSigningRequest, SigningService
 from tests.factories import Factory, Person
 from tests.helpers import document_hash, pending_device
 from tests.mobile_app import MobileApp

@@ -11,7 +11,7 @@ from app.clock import FrozenClock
 from app.db import unit_of_work
 from app.models import Credential, JobRun
 from app.runtime import Runtime
-from app.services.jobs import Job, JobRunner, job_runner
+from app.services.lifecycle.jobs import Job, JobRunner, job_runner
 from tests.factories import Factory
 from tests.mailbox import mails
 
@@ -71,7 +71,7 @@ def test_a_renewed_credential_gets_no_expiry_notice(
             .where(Credential.id == person.credential_id)
             .values(not_after=clock.now() + timedelta(days=20))
         )
-    from app.services.credentials import CredentialLifecycle
+    from app.services.lifecycle.credentials import CredentialLifecycle
     from tests.factories import FACTORY_CALLER
 
     with unit_of_work(runtime.sessions) as session:

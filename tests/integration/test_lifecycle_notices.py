@@ -6,7 +6,7 @@ from app.clock import FrozenClock
 from app.db import unit_of_work
 from app.models import Credential, SigningRequest, User
 from app.runtime import Runtime
-from app.services.notices import queue_credential_locked_notice, queue_signing_notice
+from app.services.mail.notices import queue_credential_locked_notice, queue_signing_notice
 from tests.factories import Factory
 from tests.mailbox import mails
 

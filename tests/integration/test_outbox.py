@@ -28,12 +28,11 @@ from app.clock import FrozenClock
 from app.crypto.keys import DerivedKeys
 from app.crypto.sealing import SealBroken, open_sealed
 from app.db import make_sessionmaker, unit_of_work
-from app.mailsink import MailSink
 from app.models import AuditEvent
 from app.models.outbox import OutboxMessage, OutboxStatus
-from app.services.audit import AuditLog, verify_audit_trail
-from app.services.courier import COURIER_KEY, Claim, Courier, Nudge
-from app.services.delivery import (
+from app.services.audit.log import AuditLog, verify_audit_trail
+from app.services.mail.courier import COURIER_KEY, Claim, Courier, Nudge
+from app.services.mail.delivery import (
     DeliveryReport,
     DeliveryWorker,
     PermanentDeliveryError,
@@ -42,7 +41,8 @@ from app.services.delivery import (
     outbox_stats,
     run_delivery_loop,
 )
-from app.services.outbox import Outbox, associated_data, open_message
+from app.services.mail.outbox import Outbox, associated_data, open_message
+from app.services.mail.sink import MailSink
 from app.settings import Settings
 
 RECIPIENT = "aminah.yusof@jdn.gov.my"

@@ -14,8 +14,8 @@ from app.errors import DomainError
 from app.models import Credential, Role
 from app.runtime import Runtime
 from app.services.clients import Caller
-from app.services.lifecycle_context import LifecycleContext
-from app.services.pins import PinService
+from app.services.lifecycle.context import LifecycleContext
+from app.services.lifecycle.pins import PinService
 from tests.factories import Factory
 
 PORTAL = Caller(id="portal", name="portal", role=Role.PORTAL, agency=None)

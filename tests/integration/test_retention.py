@@ -24,10 +24,10 @@ from app.models import (
 from app.models.base import new_id
 from app.models.device import DeviceMessage
 from app.runtime import Runtime
-from app.services.audit import verify_audit_trail
+from app.services.audit.log import verify_audit_trail
 from app.services.clients import Caller, ClientService
 from app.services.retention import RetentionPurge
-from app.services.signing import NewSigningRequest, SigningService
+from app.services.signing.service import NewSigningRequest, SigningService
 from tests.factories import DEFAULT_PIN, Factory, Person
 from tests.helpers import document_hash, queued_otp
 

@@ -85,12 +85,12 @@ ALLOWED = {
         "ApiClient.key_hash == bindparam('digest')",
     ): "an index lookup (SQL) by the SHA-256 of a 256-bit random key; compare_digest follows",
     (
-        "app/services/tokens.py",
+        "app/services/lifecycle/tokens.py",
         "TokenService.consume",
         "OneTimeToken.token_mac == token_mac(self._mac_key, candidate, subject_id, token)",
     ): "an index lookup (SQL) by an HMAC under a server key: the caller cannot steer its bytes",
     (
-        "app/services/pins.py",
+        "app/services/lifecycle/pins.py",
         "PinService._store_pin",
         "Credential.pin_mac == replacing",
     ): "compare-and-set (SQL) against the MAC this request read from the same row: no input",
@@ -104,14 +104,14 @@ ALLOWED = {
 # The checks themselves: each must call `macs_equal` or `hmac.compare_digest`.
 CONSTANT_TIME_CHECKS = {
     ("app/crypto/secrets.py", "macs_equal"),
-    ("app/services/signing.py", "SigningService.check_otp_and_pin"),
-    ("app/services/pins.py", "PinService.change"),
-    ("app/services/pins.py", "PinService._refuse_same_pin"),
-    ("app/services/csc.py", "CscService._request_of_sad"),
-    ("app/services/devices.py", "DeviceService.activate"),
-    ("app/services/devices.py", "DeviceService.register"),
+    ("app/services/signing/service.py", "SigningService.check_otp_and_pin"),
+    ("app/services/lifecycle/pins.py", "PinService.change"),
+    ("app/services/lifecycle/pins.py", "PinService._refuse_same_pin"),
+    ("app/services/signing/csc.py", "CscService._request_of_sad"),
+    ("app/services/devices/service.py", "DeviceService.activate"),
+    ("app/services/devices/service.py", "DeviceService.register"),
     ("app/services/clients.py", "ClientService.authenticate"),
-    ("app/services/audit.py", "verify_audit_trail"),
+    ("app/services/audit/log.py", "verify_audit_trail"),
 }
 CONSTANT_TIME_CALLS = frozenset({"compare_digest", "macs_equal"})
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.services.notices import Notice
-from app.services.notifications import (
+from app.services.lifecycle.tokens import generate_token, token_mac
+from app.services.mail.notices import Notice
+from app.services.mail.texts import (
     ApplicationVerificationNotice,
     CredentialLockedNotice,
     CredentialRevokedNotice,
@@ -20,7 +21,6 @@ from app.services.notifications import (
     PinSetupNotice,
     SigningNotice,
 )
-from app.services.tokens import generate_token, token_mac
 
 WHEN = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 TOKEN = "q3Zr-9xY_0aB1cD2eF3gH4iJ5kL6mN7o"

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.db import unit_of_work
-from app.services.lifecycle import (
+from app.services.lifecycle.applications import (
     MAX_ENROLMENT_BATCH,
     ApplicationService,
     EnrolmentResult,
 )
-from app.services.lifecycle_context import LifecycleContext
+from app.services.lifecycle.context import LifecycleContext
 
 if TYPE_CHECKING:
     from app.runtime import Runtime

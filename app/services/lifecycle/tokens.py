@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from app.errors import RateLimited, TokenConsumed, TokenExpired, TokenNotValid
 from app.models import OneTimeToken, TokenPurpose, User
 from app.models.base import new_id
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 
 TOKEN_BYTES = 24
 RATE_WINDOW = timedelta(hours=24)

@@ -5,7 +5,7 @@ file renamed into place, so a reader never sees half a message) and kept in memo
 `fail_next(n, code)` makes the next n messages be refused at the end of DATA, to exercise
 retries (451) and permanent failures (554).
 
-    python -m app.mailsink --dir var/mail --port 8025
+    python -m app.services.mail.sink --dir var/mail --port 8025
 
 aiosmtpd's `Controller` runs the server in its own thread with its own event loop.
 """
@@ -189,7 +189,8 @@ def _print_message(path: Path | None, message: EmailMessage) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m app.mailsink", description="Local SMTP sink: keeps every message as .eml"
+        prog="python -m app.services.mail.sink",
+        description="Local SMTP sink: keeps every message as .eml",
     )
     parser.add_argument("--dir", default="var/mail", help="where the .eml files go")
     parser.add_argument("--host", default=DEFAULT_HOST)

@@ -1,10 +1,10 @@
 """The transactional outbox: e-mail written in the caller's transaction, sealed at rest.
 
 A use case that must tell someone something (an OTP, a token) calls `Outbox.enqueue` in the same
-session as its business change; the caller's commit stores both or neither. The delivery worker
-(`app.services.delivery`) sends it later. The message is kept whole (headers and body) and sealed
-with AES-GCM under the outbox key, bound to its row: a database reader sees recipients and
-purposes, never a code or a token.
+session as its business change; the caller's commit stores both or neither. The delivery
+worker (`app.services.mail.delivery`) sends it later. The message is kept whole (headers and
+body) and sealed with AES-GCM under the outbox key, bound to its row: a database reader sees
+recipients and purposes, never a code or a token.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from app.crypto.sealing import open_sealed, seal
 from app.db import after_commit
 from app.models.base import new_id
 from app.models.outbox import OutboxMessage, OutboxStatus
-from app.services.courier import COURIER_KEY, Claim, Courier
+from app.services.mail.courier import COURIER_KEY, Claim, Courier
 
 logger = logging.getLogger("roamsign.outbox")
 
@@ -103,12 +103,12 @@ class Outbox:
             body=body,
             date=now,
             # Stable across retries, so a receiving MTA can drop the duplicate of an
-            # at-least-once redelivery (see app.services.delivery).
+            # at-least-once redelivery (see app.services.mail.delivery).
             message_id=f"<{message_id}@{MESSAGE_ID_DOMAIN}>",
             extra_headers=_extra_headers(request_id, headers),
         )
         # Leased to this process's delivery loops at once when they run here (see
-        # app.services.courier); otherwise pending, for a loop to claim from the database.
+        # app.services.mail.courier); otherwise pending, for a loop to claim from the database.
         courier: Courier | None = self.session.info.get(COURIER_KEY)
         lease_until = (
             courier.lease_until(now)

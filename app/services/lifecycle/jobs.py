@@ -32,9 +32,9 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from app.clock import Clock
 from app.db import unit_of_work
 from app.models import Credential, CredentialStatus, JobRun, Medium, User
-from app.services.audit import AuditLog
-from app.services.devices import purge_device_leftovers
-from app.services.notices import queue_expiry_notice
+from app.services.audit.log import AuditLog
+from app.services.devices.service import purge_device_leftovers
+from app.services.mail.notices import queue_expiry_notice
 from app.services.retention import RetentionPurge
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ Guarantees, in order of importance:
   LOCKED` in a short committed transaction, then a time-limited lease. SQLite has one process
   (its `BEGIN IMMEDIATE` serialises claims anyway). A message queued in a process whose loops
   run needs no claim: the transaction that queues it takes the lease, and the claim is handed
-  to a loop in memory (`app.services.courier`).
+  to a loop in memory (`app.services.mail.courier`).
 - Sent, failed and expired messages are wiped (`sealed_message = NULL`).
 
 The remaining window: if the process dies (or the database is lost) between the server's 250 and
@@ -55,9 +55,9 @@ from app.db import status_constant
 from app.errors import ConfigurationError
 from app.metrics import MAILS_DELIVERED
 from app.models.outbox import OutboxMessage, OutboxStatus
-from app.services.audit import AuditLog
-from app.services.courier import DEFAULT_LEASE_SECONDS, Claim, Courier, Nudge
-from app.services.outbox import associated_data
+from app.services.audit.log import AuditLog
+from app.services.mail.courier import DEFAULT_LEASE_SECONDS, Claim, Courier, Nudge
+from app.services.mail.outbox import associated_data
 from app.settings import Settings
 
 logger = logging.getLogger("roamsign.delivery")

@@ -38,8 +38,8 @@ from app.errors import SignatureRejected
 from app.metrics import DEVICE_MESSAGE_DELAY
 from app.models import RequestStatus, SigningRequest, User
 from app.models.device import Device, DeviceMessage, DeviceMessageStatus, DeviceStatus
-from app.services.audit import AuditLog
-from app.services.device_auth import DeviceAuthenticator, SignedRequest
+from app.services.audit.log import AuditLog
+from app.services.devices.auth import DeviceAuthenticator, SignedRequest
 
 logger = logging.getLogger("roamsign.devices")
 

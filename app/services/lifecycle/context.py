@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 
 from app.crypto.keys import DerivedKeys
 from app.crypto.keystore import KeyStore
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
-from app.services.tokens import TokenService
+from app.services.lifecycle.tokens import TokenService
 from app.settings import Settings
 
 if TYPE_CHECKING:

@@ -33,21 +33,21 @@ from app.models import (
 from app.models.base import new_id
 from app.models.lifecycle import OPEN_APPLICATION_STATUSES
 from app.services.clients import Caller
-from app.services.credentials import (
+from app.services.lifecycle.context import LifecycleContext
+from app.services.lifecycle.credentials import (
     CURRENT_ROAMING_STATUSES,
     CredentialLifecycle,
     CredentialService,
     holds_current_roaming,
 )
-from app.services.lifecycle_context import LifecycleContext
-from app.services.notices import queue_notice
-from app.services.notifications import ApplicationVerificationNotice, mask_email
-from app.services.people import (
+from app.services.lifecycle.people import (
     PeopleService,
     issue_application_token,
     send_application_verification,
 )
-from app.services.tokens import IssuedToken, TokenSent
+from app.services.lifecycle.tokens import IssuedToken, TokenSent
+from app.services.mail.notices import queue_notice
+from app.services.mail.texts import ApplicationVerificationNotice, mask_email
 from app.validation import normalise_mykad
 
 MAX_ENROLMENT_BATCH = 1000

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import ValidationFailed
 from app.models import AuditEvent
-from app.services.audit import query_events, subject_ref
+from app.services.audit.log import query_events, subject_ref
 from app.validation import normalise_mykad
 
 # Below audit.MAX_PAGE: one more event is read to know whether another page follows.

@@ -10,17 +10,17 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
 from app.models import ApplicationStatus, RoamingApplication, Role, TokenPurpose, User
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.clients import Caller
-from app.services.devices import deactivate_for_phone_change
-from app.services.lifecycle_context import LifecycleContext
-from app.services.notices import queue_email_changed_notice, queue_notice
-from app.services.notifications import (
+from app.services.devices.service import deactivate_for_phone_change
+from app.services.lifecycle.context import LifecycleContext
+from app.services.lifecycle.tokens import IssuedToken
+from app.services.mail.notices import queue_email_changed_notice, queue_notice
+from app.services.mail.texts import (
     ApplicationVerificationNotice,
     EmailChangeNotice,
     mask_email,
 )
-from app.services.tokens import IssuedToken
 
 NO_SUCH_PERSON = "no such person"
 

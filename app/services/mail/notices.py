@@ -1,4 +1,4 @@
-"""Queueing the person's notices (texts in app.services.notifications) in the outbox.
+"""Queueing the person's notices (texts in app.services.mail.texts) in the outbox.
 
 Each function queues at most one message in the caller's session (the caller's commit sends it or
 not) and returns it, or None when the person has no registered address: a notice is never worth
@@ -14,7 +14,8 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from app.models import Credential, OutboxMessage, SigningRequest, User
-from app.services.notifications import (
+from app.services.mail.outbox import Outbox
+from app.services.mail.texts import (
     CredentialLockedNotice,
     CredentialRevokedNotice,
     EmailChangedNotice,
@@ -23,7 +24,6 @@ from app.services.notifications import (
     SigningNotice,
     mask_email,
 )
-from app.services.outbox import Outbox
 
 
 class Notice(Protocol):

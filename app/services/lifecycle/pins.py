@@ -22,15 +22,15 @@ from app.errors import (
 )
 from app.models import Credential, CredentialStatus, TokenPurpose, User
 from app.services.clients import Caller
-from app.services.credentials import CredentialLifecycle, effective_status
-from app.services.lifecycle_context import LifecycleContext
-from app.services.notices import (
+from app.services.lifecycle.context import LifecycleContext
+from app.services.lifecycle.credentials import CredentialLifecycle, effective_status
+from app.services.lifecycle.tokens import TokenSent
+from app.services.mail.notices import (
     queue_credential_locked_notice,
     queue_notice,
     queue_pin_changed_notice,
 )
-from app.services.notifications import PinResetNotice, mask_email
-from app.services.tokens import TokenSent
+from app.services.mail.texts import PinResetNotice, mask_email
 
 
 class PinService:

@@ -28,14 +28,14 @@ from app.models import (
     User,
 )
 from app.models.base import new_id
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller
-from app.services.lifecycle_context import LifecycleContext
-from app.services.notices import queue_notice, queue_revoked_notice
-from app.services.notifications import PinSetupNotice
-from app.services.people import PeopleService
-from app.services.tokens import IssuedToken
+from app.services.lifecycle.context import LifecycleContext
+from app.services.lifecycle.people import PeopleService
+from app.services.lifecycle.tokens import IssuedToken
+from app.services.mail.notices import queue_notice, queue_revoked_notice
+from app.services.mail.texts import PinSetupNotice
 from app.validation import check_pin
 
 # Statuses in which a roaming credential is the person's current one (it signs, or will).

@@ -45,17 +45,17 @@ from app.models import (
 )
 from app.models.base import new_id
 from app.models.device import Device, DeviceStatus
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller
-from app.services.device_messages import (
+from app.services.devices.messages import (
     DeviceMessageStore,
     OtpMessage,
     mobile_destination,
 )
-from app.services.notices import queue_credential_locked_notice, queue_signing_notice
-from app.services.notifications import OtpNotice, mask_email
-from app.services.outbox import Outbox
+from app.services.mail.notices import queue_credential_locked_notice, queue_signing_notice
+from app.services.mail.outbox import Outbox
+from app.services.mail.texts import OtpNotice, mask_email
 from app.services.rate_limits import Hit, RateLimit, RateLimiter
 from app.settings import Settings
 

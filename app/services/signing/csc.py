@@ -36,10 +36,10 @@ from app.models import (
     SigningRequest,
     User,
 )
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller
-from app.services.signing import NewSigningRequest, RawMechanism, SigningService
+from app.services.signing.service import NewSigningRequest, RawMechanism, SigningService
 from app.settings import Settings
 from app.validation import HASH_LENGTHS, check_display_text, normalise_mykad
 

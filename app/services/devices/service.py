@@ -6,7 +6,7 @@
   client address. An activation code goes to the person's registered e-mail address.
 - Activation exchanges that code (single use, limited tries, expiring, kept only as a keyed
   MAC) for the device's public key; from then on the device signs its requests (see
-  `app.services.device_auth`). The person's previous device, on any platform, is deactivated
+  `app.services.devices.auth`). The person's previous device, on any platform, is deactivated
   in the same transaction (FAQ 7, 19), and the person is told by e-mail.
 - A device removes itself (iOS "delete account", FAQ 15); JDN lists and deactivates devices;
   a new phone number deactivates them (`deactivate_for_phone_change`).
@@ -51,16 +51,16 @@ from app.models.device import (
     DeviceNonce,
     DeviceStatus,
 )
-from app.services.audit import AuditLog
+from app.services.audit.log import AuditLog
 from app.services.clients import Caller
-from app.services.device_auth import DeviceAuthenticator, SignedRequest, load_device_public_key
-from app.services.device_messages import (
+from app.services.devices.auth import DeviceAuthenticator, SignedRequest, load_device_public_key
+from app.services.devices.messages import (
     MESSAGE_SIGNALS,
     MOBILE_APP_ACTOR,
     wipe_expired,
     withdraw_pending,
 )
-from app.services.outbox import Outbox
+from app.services.mail.outbox import Outbox
 from app.services.rate_limits import Hit, RateLimit, RateLimiter
 from app.settings import Settings
 

@@ -1,0 +1,1 @@
+"""The certificate lifecycle: applications, people, credentials, PINs, e-mailed tokens, jobs."""
