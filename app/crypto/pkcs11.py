@@ -1,0 +1,396 @@
+"""The pkcs11 key store: no private or secret key ever exists in clear outside the token.
+
+A person's key pair is generated in the token, leaves it only wrapped (CKM_AES_KEY_WRAP_PAD)
+under a key-encryption key that cannot leave it, and comes back as a sensitive,
+non-extractable session object to sign: the database keeps the wrapped blob, and the number
+of token objects does not grow with the number of people. The CA keys and the MAC keys are
+token objects, used by label.
+
+Use `Pkcs11KeyStore.from_settings` at start-up; its errors name the setting to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import PyKCS11
+
+from app.crypto.keystore import (
+    KEY_ALGORITHMS,
+    GeneratedKey,
+    KeyAlgorithm,
+    PrivateKey,
+    PublicKey,
+    RsaPadding,
+)
+from app.crypto.pkcs11_format import (
+    KeyBlob,
+    KeyBlobRejected,
+    algorithm_of,
+    finish_signature,
+    key_pair_templates,
+    secret_key_template,
+    signing_input,
+    unwrap_template,
+    verify_digest,
+)
+from app.crypto.pkcs11_objects import (
+    Kek,
+    TokenKeyExists,
+    TokenKeyMissing,
+    create_kek,
+    destroy,
+    find,
+    load_keks,
+    one,
+    private_key_algorithm,
+    private_key_import_template,
+    read_public_key,
+)
+from app.crypto.pkcs11_token import (
+    PIN_SETTING,
+    ModuleNotLoadable,
+    Pkcs11ConfigurationError,
+    Pkcs11Error,
+    Token,
+    TokenNotFound,
+    TokenPinRejected,
+    TokenUnavailable,
+)
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+__all__ = [
+    "KeyBlobRejected",
+    "KeyNotExportable",
+    "ModuleNotLoadable",
+    "Pkcs11ConfigurationError",
+    "Pkcs11Error",
+    "Pkcs11KeyStore",
+    "TokenKeyExists",
+    "TokenKeyMissing",
+    "TokenNotFound",
+    "TokenPinRejected",
+    "TokenUnavailable",
+]
+
+_WRAP = PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP_PAD)
+_HMAC = PyKCS11.Mechanism(PyKCS11.CKM_SHA256_HMAC)
+_SECRET_KEY_GEN = PyKCS11.Mechanism(PyKCS11.CKM_GENERIC_SECRET_KEY_GEN)
+_STALE_HANDLE = frozenset({PyKCS11.CKR_KEY_HANDLE_INVALID, PyKCS11.CKR_OBJECT_HANDLE_INVALID})
+_SELF_TEST_DIGEST = hashlib.sha256(b"roamsign pkcs11 self-test").digest()
+
+
+class KeyNotExportable(TypeError):
+    """The pkcs11 store never hands out a private key; sign through it instead."""
+
+
+@dataclass(frozen=True)
+class _Unwrapped:
+    blob: bytes
+    handle: Any
+
+
+class Pkcs11KeyStore:
+    """A `KeyStore` whose keys live in a PKCS#11 token (see the module docstring).
+
+    Keeps up to `cache_size` unwrapped keys per process (least recently used first out);
+    `forget` drops one at once. Thread-safe; each process logs in once.
+    """
+
+    def __init__(self, token: Token, *, cache_size: int = 1024) -> None:
+        self._token = token
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, _Unwrapped] = OrderedDict()
+        self._keks: dict[bytes, Kek] = {}
+        self._wrapping: Kek | None = None
+        self._lock = threading.Lock()
+        token.on_reset.append(self._drop_handles)
+
+    @classmethod
+    def open(
+        cls, module_path: str, label: str, pin: str, *, cache_size: int = 1024, pool_size: int = 8
+    ) -> Pkcs11KeyStore:
+        token = Token(module_path, label, pin, pool_size=pool_size)
+        token.open()
+        return cls(token, cache_size=cache_size)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pkcs11KeyStore:
+        return cls.open(
+            settings.pkcs11_module, settings.pkcs11_token_label, _read_pin(settings.pkcs11_pin_file)
+        )
+
+    def close(self) -> None:
+        self._token.close()
+
+    # --- people's keys: wrapped blobs ---
+
+    def generate(self, key_id: str, algorithm: KeyAlgorithm) -> GeneratedKey:
+        """A key pair made in the token; the blob is its private key wrapped under the KEK."""
+        if algorithm not in KEY_ALGORITHMS:
+            raise ValueError(f"unsupported key algorithm {algorithm!r}")
+        public_template, private_template, mechanism = key_pair_templates(
+            algorithm, token=False, extractable=True
+        )
+        with self._token.session() as session:
+            kek = self._wrapping_kek(session)
+            public, private = session.generateKeyPair(public_template, private_template, mechanism)
+            try:
+                public_key = read_public_key(session, public)
+                wrapped = bytes(session.wrapKey(kek.wrap, private, _WRAP))
+            finally:
+                destroy(session, private, public)
+            blob = KeyBlob(key_id, algorithm, kek.kek_id, wrapped)
+            tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
+        return GeneratedKey(blob=replace(blob, tag=tag).encode(), public_key=public_key)
+
+    def import_private_key(self, key_id: str, key: PrivateKey) -> GeneratedKey:
+        """Wrap an existing software key under the KEK (the way `keys migrate` moves keys).
+
+        The clear key passes through the token only as a session object, destroyed here.
+        """
+        algorithm = algorithm_of(key.public_key())
+        with self._token.session() as session:
+            kek = self._wrapping_kek(session)
+            private = session.createObject(private_key_import_template(key))
+            try:
+                wrapped = bytes(session.wrapKey(kek.wrap, private, _WRAP))
+            finally:
+                destroy(session, private)
+            blob = KeyBlob(key_id, algorithm, kek.kek_id, wrapped)
+            tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
+        return GeneratedKey(blob=replace(blob, tag=tag).encode(), public_key=key.public_key())
+
+    def private_key(self, key_id: str, blob: bytes) -> PrivateKey:
+        raise KeyNotExportable("the pkcs11 key store keeps private keys in the token")
+
+    def sign_digest(
+        self,
+        key_id: str,
+        blob: bytes,
+        digest: bytes,
+        hash_algorithm: str,
+        rsa_padding: RsaPadding = "pkcs1v15",
+        pss_salt_length: int | None = None,
+    ) -> bytes:
+        """Sign a precomputed digest as `keystore.sign_digest_with` would, inside the token."""
+        parsed = KeyBlob.decode(blob, key_id)
+        mechanism, data = signing_input(
+            parsed.algorithm, digest, hash_algorithm, rsa_padding, pss_salt_length
+        )
+        with self._token.session() as session:
+            handle = self._cached(session, key_id, blob)
+            if handle is not None:
+                try:
+                    raw = bytes(session.sign(handle, data, mechanism))
+                except PyKCS11.PyKCS11Error as error:
+                    # Evicted and destroyed by another thread between our lookup and C_Sign.
+                    if error.value not in _STALE_HANDLE:
+                        raise
+                    handle = None
+            if handle is None:
+                handle = self._unwrap(session, parsed)
+                try:
+                    raw = bytes(session.sign(handle, data, mechanism))
+                finally:
+                    self._remember(session, key_id, blob, handle)
+        return finish_signature(parsed.algorithm, raw)
+
+    def forget(self, key_id: str) -> None:
+        """Destroy this process's unwrapped copy of `key_id` now (revocation, renewal, PIN lock).
+
+        The blob itself is the caller's to wipe: the database row is the only copy. Other
+        processes keep their copy until it is evicted or their blob changes.
+        """
+        with self._lock:
+            entry = self._cache.pop(key_id, None)
+        if entry is None:
+            return
+        try:
+            with self._token.session() as session:
+                destroy(session, entry.handle)
+        except TokenUnavailable:
+            # The module is initialised again before any further use, which destroys every
+            # session object, this one included.
+            pass
+
+    @property
+    def cached_keys(self) -> int:
+        return len(self._cache)
+
+    def self_test(self) -> None:
+        """Generate, wrap, unwrap and sign in the token, and verify the signature here."""
+        self._probe()
+        generated = self.generate("self-test", "ecdsa-p256")
+        parsed = KeyBlob.decode(generated.blob, "self-test")
+        mechanism, data = signing_input("ecdsa-p256", _SELF_TEST_DIGEST, "sha256")
+        with self._token.session() as session:
+            handle = self._unwrap(session, parsed)
+            try:
+                raw = bytes(session.sign(handle, data, mechanism))
+            finally:
+                destroy(session, handle)
+        verify_digest(
+            generated.public_key, finish_signature("ecdsa-p256", raw), _SELF_TEST_DIGEST, "sha256"
+        )
+
+    # --- token-resident keys: the CA's private keys, MAC keys ---
+
+    def generate_token_key(self, label: str, algorithm: KeyAlgorithm) -> PublicKey:
+        """A persistent, non-extractable key pair labelled `label` (a CA key)."""
+        public_template, private_template, mechanism = key_pair_templates(
+            algorithm, token=True, label=label, extractable=False
+        )
+        with self._token.session() as session:
+            if find(session, PyKCS11.CKO_PRIVATE_KEY, label):
+                raise TokenKeyExists(f"the token holds a key labelled {label!r} already")
+            public, _ = session.generateKeyPair(public_template, private_template, mechanism)
+            return read_public_key(session, public)
+
+    def token_public_key(self, label: str) -> PublicKey:
+        with self._token.session() as session:
+            return read_public_key(session, one(session, PyKCS11.CKO_PUBLIC_KEY, label))
+
+    def sign_with_token_key(
+        self,
+        label: str,
+        digest: bytes,
+        hash_algorithm: str,
+        rsa_padding: RsaPadding = "pkcs1v15",
+        pss_salt_length: int | None = None,
+    ) -> bytes:
+        """Sign a precomputed digest with the token key `label`; same output as software."""
+        with self._token.session() as session:
+            handle = one(session, PyKCS11.CKO_PRIVATE_KEY, label)
+            algorithm = private_key_algorithm(session, handle)
+            mechanism, data = signing_input(
+                algorithm, digest, hash_algorithm, rsa_padding, pss_salt_length
+            )
+            raw = bytes(session.sign(handle, data, mechanism))
+        return finish_signature(algorithm, raw)
+
+    def secret_key(self, label: str) -> None:
+        """Create the 256-bit HMAC key `label` in the token unless it exists.
+
+        Call it from one process (start-up, a CLI step): two processes creating the same
+        label at the same moment would make two keys, and `mac` refuses to choose.
+        """
+        with self._token.session() as session:
+            if not find(session, PyKCS11.CKO_SECRET_KEY, label):
+                template = [*secret_key_template(label), (PyKCS11.CKA_VALUE_LEN, 32)]
+                session.generateKey(template, _SECRET_KEY_GEN)
+
+    def import_secret_key(self, label: str, value: bytes) -> None:
+        """Put a known HMAC key into the token as `label`, non-extractable from then on.
+
+        Idempotent: importing the same value again is a no-op; another value is refused.
+        """
+        if len(value) < 16:
+            raise ValueError("an HMAC key needs at least 16 bytes")
+        probe = b"roamsign import probe"
+        with self._token.session() as session:
+            if find(session, PyKCS11.CKO_SECRET_KEY, label):
+                existing = one(session, PyKCS11.CKO_SECRET_KEY, label)
+                ours = hmac.new(value, probe, hashlib.sha256).digest()
+                if hmac.compare_digest(bytes(session.sign(existing, probe, _HMAC)), ours):
+                    return
+                raise TokenKeyExists(f"the token holds another secret key labelled {label!r}")
+            session.createObject([*secret_key_template(label), (PyKCS11.CKA_VALUE, value)])
+
+    def mac(self, label: str, data: bytes) -> bytes:
+        """HMAC-SHA256 of `data` under the token's secret key `label`."""
+        if not data:
+            raise ValueError("nothing to MAC")  # PyKCS11 refuses empty input to C_Sign
+        with self._token.session() as session:
+            return bytes(session.sign(one(session, PyKCS11.CKO_SECRET_KEY, label), data, _HMAC))
+
+    def count_token_objects(self) -> int:
+        """Every persistent object this login can see (it must not grow with people)."""
+        with self._token.session() as session:
+            return len(session.findObjects([(PyKCS11.CKA_TOKEN, True)]))
+
+    # --- internals ---
+
+    def _probe(self) -> None:
+        # Reads the token itself: a removed token fails here even while the library still
+        # answers from memory.
+        with self._token.session():
+            self._token.token_info_label()
+
+    def _cached(self, session: Any, key_id: str, blob: bytes) -> Any | None:
+        with self._lock:
+            entry = self._cache.get(key_id)
+            if entry is None:
+                return None
+            if entry.blob == blob:
+                self._cache.move_to_end(key_id)
+                return entry.handle
+            del self._cache[key_id]  # a renewed key under the same id: the old one goes
+        destroy(session, entry.handle)
+        return None
+
+    def _remember(self, session: Any, key_id: str, blob: bytes, handle: Any) -> None:
+        evicted = []
+        with self._lock:
+            if self._cache_size == 0 or key_id in self._cache:
+                evicted.append(handle)  # another thread cached this key meanwhile
+            else:
+                self._cache[key_id] = _Unwrapped(blob, handle)
+                while len(self._cache) > self._cache_size:
+                    evicted.append(self._cache.popitem(last=False)[1].handle)
+        destroy(session, *evicted)
+
+    def _unwrap(self, session: Any, blob: KeyBlob) -> Any:
+        kek = self._kek_by_id(session, blob.kek_id)
+        tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
+        if not hmac.compare_digest(tag, blob.tag):
+            raise KeyBlobRejected("the key blob was altered")
+        return session.unwrapKey(kek.wrap, blob.wrapped, unwrap_template(blob.algorithm), _WRAP)
+
+    def _wrapping_kek(self, session: Any) -> Kek:
+        if self._wrapping is None:
+            keks = load_keks(session) or create_kek(session)
+            with self._lock:
+                self._keks.update(keks)
+                # Processes that raced to create the first KEK each made one; every blob names
+                # its KEK, so all stay usable, and the lowest id is the one new blobs use.
+                self._wrapping = keks[min(keks)]
+        return self._wrapping
+
+    def _kek_by_id(self, session: Any, kek_id: bytes) -> Kek:
+        kek = self._keks.get(kek_id)
+        if kek is None:
+            keks = load_keks(session)
+            with self._lock:
+                self._keks.update(keks)
+            kek = keks.get(kek_id)
+        if kek is None:
+            raise KeyBlobRejected("the key blob's key-encryption key is not in this token")
+        return kek
+
+    def _drop_handles(self) -> None:
+        # The token's session objects died with the sessions; only the references remain.
+        with self._lock:
+            self._cache.clear()
+            self._keks.clear()
+            self._wrapping = None
+
+
+def _read_pin(path: Path | None) -> str:
+    if path is None:
+        raise TokenPinRejected(f"{PIN_SETTING} is not set: name the file holding the token PIN")
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise TokenPinRejected(f"{PIN_SETTING}: cannot read {path} ({error.strerror})") from None
+    if not lines or not lines[0]:
+        raise TokenPinRejected(f"{PIN_SETTING}: {path} is empty")
+    return lines[0]
