@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from collections import OrderedDict
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import PyKCS11
@@ -29,13 +27,13 @@ from app.crypto.keystore import (
     PublicKey,
     RsaPadding,
 )
+from app.crypto.pkcs11_cache import UnwrappedKeys
 from app.crypto.pkcs11_format import (
     KeyBlob,
     KeyBlobRejected,
     algorithm_of,
     finish_signature,
     key_pair_templates,
-    secret_key_template,
     signing_input,
     unwrap_template,
     verify_digest,
@@ -45,6 +43,7 @@ from app.crypto.pkcs11_objects import (
     TokenKeyExists,
     TokenKeyMissing,
     create_kek,
+    create_secret_key,
     destroy,
     find,
     load_keks,
@@ -54,7 +53,6 @@ from app.crypto.pkcs11_objects import (
     read_public_key,
 )
 from app.crypto.pkcs11_token import (
-    PIN_SETTING,
     ModuleNotLoadable,
     Pkcs11ConfigurationError,
     Pkcs11Error,
@@ -62,6 +60,7 @@ from app.crypto.pkcs11_token import (
     TokenNotFound,
     TokenPinRejected,
     TokenUnavailable,
+    read_pin_file,
 )
 
 if TYPE_CHECKING:
@@ -83,19 +82,14 @@ __all__ = [
 
 _WRAP = PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP_PAD)
 _HMAC = PyKCS11.Mechanism(PyKCS11.CKM_SHA256_HMAC)
-_SECRET_KEY_GEN = PyKCS11.Mechanism(PyKCS11.CKM_GENERIC_SECRET_KEY_GEN)
+_PRIVATE = PyKCS11.CKO_PRIVATE_KEY
+_SECRET = PyKCS11.CKO_SECRET_KEY
 _STALE_HANDLE = frozenset({PyKCS11.CKR_KEY_HANDLE_INVALID, PyKCS11.CKR_OBJECT_HANDLE_INVALID})
 _SELF_TEST_DIGEST = hashlib.sha256(b"roamsign pkcs11 self-test").digest()
 
 
 class KeyNotExportable(TypeError):
     """The pkcs11 store never hands out a private key; sign through it instead."""
-
-
-@dataclass(frozen=True)
-class _Unwrapped:
-    blob: bytes
-    handle: Any
 
 
 class Pkcs11KeyStore:
@@ -107,11 +101,14 @@ class Pkcs11KeyStore:
 
     def __init__(self, token: Token, *, cache_size: int = 1024) -> None:
         self._token = token
-        self._cache_size = cache_size
-        self._cache: OrderedDict[str, _Unwrapped] = OrderedDict()
+        self._unwrapped = UnwrappedKeys(cache_size)
+        # Token objects by (class, label) and by KEK id: looking a label up costs more than
+        # the signature itself.
+        self._labelled: dict[tuple[int, str], Any] = {}
+        self._algorithms: dict[str, KeyAlgorithm] = {}
         self._keks: dict[bytes, Kek] = {}
         self._wrapping: Kek | None = None
-        self._lock = threading.Lock()
+        self._kek_lock = threading.Lock()
         token.on_reset.append(self._drop_handles)
 
     @classmethod
@@ -125,7 +122,9 @@ class Pkcs11KeyStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> Pkcs11KeyStore:
         return cls.open(
-            settings.pkcs11_module, settings.pkcs11_token_label, _read_pin(settings.pkcs11_pin_file)
+            settings.pkcs11_module,
+            settings.pkcs11_token_label,
+            read_pin_file(settings.pkcs11_pin_file),
         )
 
     def close(self) -> None:
@@ -141,16 +140,13 @@ class Pkcs11KeyStore:
             algorithm, token=False, extractable=True
         )
         with self._token.session() as session:
-            kek = self._wrapping_kek(session)
             public, private = session.generateKeyPair(public_template, private_template, mechanism)
             try:
                 public_key = read_public_key(session, public)
-                wrapped = bytes(session.wrapKey(kek.wrap, private, _WRAP))
+                blob = self._wrap(session, key_id, algorithm, private)
             finally:
                 destroy(session, private, public)
-            blob = KeyBlob(key_id, algorithm, kek.kek_id, wrapped)
-            tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
-        return GeneratedKey(blob=replace(blob, tag=tag).encode(), public_key=public_key)
+        return GeneratedKey(blob=blob, public_key=public_key)
 
     def import_private_key(self, key_id: str, key: PrivateKey) -> GeneratedKey:
         """Wrap an existing software key under the KEK (the way `keys migrate` moves keys).
@@ -159,15 +155,12 @@ class Pkcs11KeyStore:
         """
         algorithm = algorithm_of(key.public_key())
         with self._token.session() as session:
-            kek = self._wrapping_kek(session)
             private = session.createObject(private_key_import_template(key))
             try:
-                wrapped = bytes(session.wrapKey(kek.wrap, private, _WRAP))
+                blob = self._wrap(session, key_id, algorithm, private)
             finally:
                 destroy(session, private)
-            blob = KeyBlob(key_id, algorithm, kek.kek_id, wrapped)
-            tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
-        return GeneratedKey(blob=replace(blob, tag=tag).encode(), public_key=key.public_key())
+        return GeneratedKey(blob=blob, public_key=key.public_key())
 
     def private_key(self, key_id: str, blob: bytes) -> PrivateKey:
         raise KeyNotExportable("the pkcs11 key store keeps private keys in the token")
@@ -187,21 +180,22 @@ class Pkcs11KeyStore:
             parsed.algorithm, digest, hash_algorithm, rsa_padding, pss_salt_length
         )
         with self._token.session() as session:
-            handle = self._cached(session, key_id, blob)
+            handle, released = self._unwrapped.get(key_id, blob)
+            destroy(session, *released)
             if handle is not None:
                 try:
-                    raw = bytes(session.sign(handle, data, mechanism))
+                    return finish_signature(
+                        parsed.algorithm, bytes(session.sign(handle, data, mechanism))
+                    )
                 except PyKCS11.PyKCS11Error as error:
                     # Evicted and destroyed by another thread between our lookup and C_Sign.
                     if error.value not in _STALE_HANDLE:
                         raise
-                    handle = None
-            if handle is None:
-                handle = self._unwrap(session, parsed)
-                try:
-                    raw = bytes(session.sign(handle, data, mechanism))
-                finally:
-                    self._remember(session, key_id, blob, handle)
+            handle = self._unwrap(session, parsed)
+            try:
+                raw = bytes(session.sign(handle, data, mechanism))
+            finally:
+                destroy(session, *self._unwrapped.put(key_id, blob, handle))
         return finish_signature(parsed.algorithm, raw)
 
     def forget(self, key_id: str) -> None:
@@ -210,13 +204,12 @@ class Pkcs11KeyStore:
         The blob itself is the caller's to wipe: the database row is the only copy. Other
         processes keep their copy until it is evicted or their blob changes.
         """
-        with self._lock:
-            entry = self._cache.pop(key_id, None)
-        if entry is None:
+        handle = self._unwrapped.pop(key_id)
+        if handle is None:
             return
         try:
             with self._token.session() as session:
-                destroy(session, entry.handle)
+                destroy(session, handle)
         except TokenUnavailable:
             # The module is initialised again before any further use, which destroys every
             # session object, this one included.
@@ -224,7 +217,7 @@ class Pkcs11KeyStore:
 
     @property
     def cached_keys(self) -> int:
-        return len(self._cache)
+        return len(self._unwrapped)
 
     def self_test(self) -> None:
         """Generate, wrap, unwrap and sign in the token, and verify the signature here."""
@@ -250,7 +243,7 @@ class Pkcs11KeyStore:
             algorithm, token=True, label=label, extractable=False
         )
         with self._token.session() as session:
-            if find(session, PyKCS11.CKO_PRIVATE_KEY, label):
+            if find(session, _PRIVATE, label):
                 raise TokenKeyExists(f"the token holds a key labelled {label!r} already")
             public, _ = session.generateKeyPair(public_template, private_template, mechanism)
             return read_public_key(session, public)
@@ -269,12 +262,14 @@ class Pkcs11KeyStore:
     ) -> bytes:
         """Sign a precomputed digest with the token key `label`; same output as software."""
         with self._token.session() as session:
-            handle = one(session, PyKCS11.CKO_PRIVATE_KEY, label)
-            algorithm = private_key_algorithm(session, handle)
+            algorithm = self._algorithms.get(label)
+            if algorithm is None:
+                algorithm = private_key_algorithm(session, one(session, _PRIVATE, label))
+                self._algorithms[label] = algorithm
             mechanism, data = signing_input(
                 algorithm, digest, hash_algorithm, rsa_padding, pss_salt_length
             )
-            raw = bytes(session.sign(handle, data, mechanism))
+            raw = self._sign_labelled(session, _PRIVATE, label, data, mechanism)
         return finish_signature(algorithm, raw)
 
     def secret_key(self, label: str) -> None:
@@ -284,9 +279,8 @@ class Pkcs11KeyStore:
         label at the same moment would make two keys, and `mac` refuses to choose.
         """
         with self._token.session() as session:
-            if not find(session, PyKCS11.CKO_SECRET_KEY, label):
-                template = [*secret_key_template(label), (PyKCS11.CKA_VALUE_LEN, 32)]
-                session.generateKey(template, _SECRET_KEY_GEN)
+            if not find(session, _SECRET, label):
+                create_secret_key(session, label)
 
     def import_secret_key(self, label: str, value: bytes) -> None:
         """Put a known HMAC key into the token as `label`, non-extractable from then on.
@@ -297,20 +291,20 @@ class Pkcs11KeyStore:
             raise ValueError("an HMAC key needs at least 16 bytes")
         probe = b"roamsign import probe"
         with self._token.session() as session:
-            if find(session, PyKCS11.CKO_SECRET_KEY, label):
-                existing = one(session, PyKCS11.CKO_SECRET_KEY, label)
+            if find(session, _SECRET, label):
                 ours = hmac.new(value, probe, hashlib.sha256).digest()
-                if hmac.compare_digest(bytes(session.sign(existing, probe, _HMAC)), ours):
+                theirs = self._sign_labelled(session, _SECRET, label, probe, _HMAC)
+                if hmac.compare_digest(theirs, ours):
                     return
                 raise TokenKeyExists(f"the token holds another secret key labelled {label!r}")
-            session.createObject([*secret_key_template(label), (PyKCS11.CKA_VALUE, value)])
+            create_secret_key(session, label, value)
 
     def mac(self, label: str, data: bytes) -> bytes:
         """HMAC-SHA256 of `data` under the token's secret key `label`."""
         if not data:
             raise ValueError("nothing to MAC")  # PyKCS11 refuses empty input to C_Sign
         with self._token.session() as session:
-            return bytes(session.sign(one(session, PyKCS11.CKO_SECRET_KEY, label), data, _HMAC))
+            return self._sign_labelled(session, _SECRET, label, data, _HMAC)
 
     def count_token_objects(self) -> int:
         """Every persistent object this login can see (it must not grow with people)."""
@@ -325,28 +319,28 @@ class Pkcs11KeyStore:
         with self._token.session():
             self._token.token_info_label()
 
-    def _cached(self, session: Any, key_id: str, blob: bytes) -> Any | None:
-        with self._lock:
-            entry = self._cache.get(key_id)
-            if entry is None:
-                return None
-            if entry.blob == blob:
-                self._cache.move_to_end(key_id)
-                return entry.handle
-            del self._cache[key_id]  # a renewed key under the same id: the old one goes
-        destroy(session, entry.handle)
-        return None
+    def _sign_labelled(
+        self, session: Any, object_class: int, label: str, data: bytes, mechanism: Any
+    ) -> bytes:
+        key = (object_class, label)
+        handle = self._labelled.get(key)
+        if handle is not None:
+            try:
+                return bytes(session.sign(handle, data, mechanism))
+            except PyKCS11.PyKCS11Error as error:
+                # Destroyed (and perhaps made again) outside this process: look it up anew.
+                if error.value not in _STALE_HANDLE:
+                    raise
+        handle = one(session, object_class, label)
+        self._labelled[key] = handle
+        return bytes(session.sign(handle, data, mechanism))
 
-    def _remember(self, session: Any, key_id: str, blob: bytes, handle: Any) -> None:
-        evicted = []
-        with self._lock:
-            if self._cache_size == 0 or key_id in self._cache:
-                evicted.append(handle)  # another thread cached this key meanwhile
-            else:
-                self._cache[key_id] = _Unwrapped(blob, handle)
-                while len(self._cache) > self._cache_size:
-                    evicted.append(self._cache.popitem(last=False)[1].handle)
-        destroy(session, *evicted)
+    def _wrap(self, session: Any, key_id: str, algorithm: KeyAlgorithm, private: Any) -> bytes:
+        kek = self._wrapping_kek(session)
+        wrapped = bytes(session.wrapKey(kek.wrap, private, _WRAP))
+        blob = KeyBlob(key_id, algorithm, kek.kek_id, wrapped)
+        tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
+        return replace(blob, tag=tag).encode()
 
     def _unwrap(self, session: Any, blob: KeyBlob) -> Any:
         kek = self._kek_by_id(session, blob.kek_id)
@@ -356,20 +350,20 @@ class Pkcs11KeyStore:
         return session.unwrapKey(kek.wrap, blob.wrapped, unwrap_template(blob.algorithm), _WRAP)
 
     def _wrapping_kek(self, session: Any) -> Kek:
-        if self._wrapping is None:
-            keks = load_keks(session) or create_kek(session)
-            with self._lock:
+        with self._kek_lock:
+            if self._wrapping is None:
+                keks = load_keks(session) or create_kek(session)
                 self._keks.update(keks)
-                # Processes that raced to create the first KEK each made one; every blob names
-                # its KEK, so all stay usable, and the lowest id is the one new blobs use.
+                # Processes that raced to create the first KEK each made one; every blob
+                # names its KEK, so all stay usable, and the lowest id is the one new blobs use.
                 self._wrapping = keks[min(keks)]
-        return self._wrapping
+            return self._wrapping
 
     def _kek_by_id(self, session: Any, kek_id: bytes) -> Kek:
         kek = self._keks.get(kek_id)
         if kek is None:
             keks = load_keks(session)
-            with self._lock:
+            with self._kek_lock:
                 self._keks.update(keks)
             kek = keks.get(kek_id)
         if kek is None:
@@ -378,19 +372,9 @@ class Pkcs11KeyStore:
 
     def _drop_handles(self) -> None:
         # The token's session objects died with the sessions; only the references remain.
-        with self._lock:
-            self._cache.clear()
+        self._unwrapped.clear()
+        self._labelled.clear()
+        self._algorithms.clear()
+        with self._kek_lock:
             self._keks.clear()
             self._wrapping = None
-
-
-def _read_pin(path: Path | None) -> str:
-    if path is None:
-        raise TokenPinRejected(f"{PIN_SETTING} is not set: name the file holding the token PIN")
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as error:
-        raise TokenPinRejected(f"{PIN_SETTING}: cannot read {path} ({error.strerror})") from None
-    if not lines or not lines[0]:
-        raise TokenPinRejected(f"{PIN_SETTING}: {path} is empty")
-    return lines[0]

@@ -128,6 +128,14 @@ def private_key_algorithm(session: Any, handle: Any) -> KeyAlgorithm:
     return "rsa-2048" if bits == 2048 else "rsa-3072"
 
 
+def create_secret_key(session: Any, label: str, value: bytes | None = None) -> Any:
+    """A 256-bit HMAC key made in the token, or `value` imported: non-extractable either way."""
+    if value is None:
+        template = [*secret_key_template(label), (PyKCS11.CKA_VALUE_LEN, 32)]
+        return session.generateKey(template, _SECRET_KEY_GEN)
+    return session.createObject([*secret_key_template(label), (PyKCS11.CKA_VALUE, value)])
+
+
 def private_key_import_template(key: PrivateKey) -> list[tuple[int, Any]]:
     """A session object holding `key`, extractable only so that C_WrapKey can wrap it."""
     common: list[tuple[int, Any]] = [

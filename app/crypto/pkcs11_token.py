@@ -80,6 +80,19 @@ def error_name(code: int) -> str:
     return str(PyKCS11.CKR.get(code, f"CKR 0x{code:08x}"))
 
 
+def read_pin_file(path: Path | None) -> str:
+    """The user PIN: the first line of ROAMSIGN_PKCS11_PIN_FILE."""
+    if path is None:
+        raise TokenPinRejected(f"{PIN_SETTING} is not set: name the file holding the token PIN")
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise TokenPinRejected(f"{PIN_SETTING}: cannot read {path} ({error.strerror})") from None
+    if not lines or not lines[0]:
+        raise TokenPinRejected(f"{PIN_SETTING}: {path} is empty")
+    return lines[0]
+
+
 class _Module:
     """The process's one initialised copy of a PKCS#11 library (shared by its tokens)."""
 

@@ -115,7 +115,7 @@ def test_generated_keys_are_wrapped_not_stored(key_store: Pkcs11KeyStore) -> Non
 def test_unwrapped_keys_are_sensitive_and_not_extractable(key_store: Pkcs11KeyStore) -> None:
     generated = key_store.generate("cred-1", "ecdsa-p256")
     key_store.sign_digest("cred-1", generated.blob, hashlib.sha256(b"x").digest(), "sha256")
-    handle = key_store._cache["cred-1"].handle
+    handle = key_store._unwrapped.peek("cred-1")
     with key_store._token.session() as session:
         sensitive, extractable, token = session.getAttributeValue(
             handle, [PyKCS11.CKA_SENSITIVE, PyKCS11.CKA_EXTRACTABLE, PyKCS11.CKA_TOKEN]
@@ -149,7 +149,7 @@ def test_forget_destroys_the_unwrapped_key_at_once(
     key_store.sign_digest("cred-1", generated.blob, digest, "sha256")
     key_store.sign_digest("cred-1", generated.blob, digest, "sha256")
     assert unwraps == ["cred-1"] and key_store.cached_keys == 1
-    handle = key_store._cache["cred-1"].handle
+    handle = key_store._unwrapped.peek("cred-1")
 
     key_store.forget("cred-1")
 
