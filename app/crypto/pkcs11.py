@@ -201,8 +201,11 @@ class Pkcs11KeyStore:
     def forget(self, key_id: str) -> None:
         """Destroy this process's unwrapped copy of `key_id` now (revocation, renewal, PIN lock).
 
-        The blob itself is the caller's to wipe: the database row is the only copy. Other
-        processes keep their copy until it is evicted or their blob changes.
+        Wiping the key itself is the caller's job: the wrapped blob in the database is its
+        only copy, so revocation and renewal overwrite that column in their transaction and
+        call this after the commit. Other processes keep their copy until it is evicted, and
+        must not sign with it: they check the credential's state before they sign (and a
+        renewed blob under the same id replaces a cached key by itself).
         """
         handle = self._unwrapped.pop(key_id)
         if handle is None:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 
 from app.crypto.keystore import KeyAlgorithm, new_private_key, sign_digest_with
 from app.crypto.pkcs11 import KeyBlobRejected, KeyNotExportable, Pkcs11KeyStore
-from app.crypto.pkcs11_format import KeyBlob, verify_digest
+from app.crypto.pkcs11_format import KeyBlob, key_pair_templates, verify_digest
 from tests.hsm.conftest import SoftHsmToken
 
 HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
@@ -221,3 +221,25 @@ def test_digest_length_and_hash_are_checked(key_store: Pkcs11KeyStore) -> None:
     with pytest.raises(ValueError, match="hash"):
         key_store.sign_digest("cred-1", generated.blob, bytes(32), "md5")
     assert isinstance(generated.public_key, ec.EllipticCurvePublicKey)
+
+
+def test_wrap_with_trusted_would_need_a_kek_only_the_security_officer_can_mark(
+    key_store: Pkcs11KeyStore,
+) -> None:
+    # Why generated keys do not set CKA_WRAP_WITH_TRUSTED: SoftHSM2 honours it, but only a
+    # CKA_TRUSTED wrapping key may then wrap them, and only the SO can mark one trusted (as
+    # a public object, which SoftHSM2 does not encrypt under the user PIN at rest).
+    public_template, private_template, mechanism = key_pair_templates(
+        "ecdsa-p256", token=False, extractable=True
+    )
+    with key_store._token.session() as session:
+        kek = key_store._wrapping_kek(session).wrap
+        public, private = session.generateKeyPair(
+            public_template, [*private_template, (PyKCS11.CKA_WRAP_WITH_TRUSTED, True)], mechanism
+        )
+        with pytest.raises(PyKCS11.PyKCS11Error, match="CKR_KEY_NOT_WRAPPABLE"):
+            session.wrapKey(kek, private, PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP_PAD))
+        with pytest.raises(PyKCS11.PyKCS11Error, match="CKR_ATTRIBUTE_READ_ONLY"):
+            session.setAttributeValue(kek, [(PyKCS11.CKA_TRUSTED, True)])
+        session.destroyObject(private)
+        session.destroyObject(public)
