@@ -186,14 +186,20 @@ class Token:
         module, loaded_now = _module(self.module_path)
         with self._lock:
             try:
-                self._connect(module)
-            except TokenNotFound:
-                if loaded_now:
-                    raise
-                # SoftHSM2 reads its token directory only in C_Initialize: a token created
-                # after another part of this process initialised the module needs a new one.
-                module.reinitialize(module.generation)
-                self._connect(module)
+                try:
+                    self._connect(module)
+                except TokenNotFound:
+                    if loaded_now:
+                        raise
+                    # SoftHSM2 reads its token directory only in C_Initialize: a token made
+                    # after another part of this process initialised the module needs a new one.
+                    module.reinitialize(module.generation)
+                    self._connect(module)
+            except PyKCS11.PyKCS11Error as error:
+                raise Pkcs11ConfigurationError(
+                    f"{LABEL_SETTING}: the token {self.label!r} in {self.module_path} cannot be "
+                    f"used: {error_name(error.value)}"
+                ) from None
 
     @contextmanager
     def session(self) -> Iterator[Any]:
@@ -201,23 +207,30 @@ class Token:
         if not self._free.acquire(timeout=60):
             raise TokenUnavailable("no PKCS#11 session became free within 60 seconds")
         try:
-            session, generation = self._take()
+            try:
+                session, generation = self._take()
+            except PyKCS11.PyKCS11Error as error:
+                raise self._translate(error) from None
             try:
                 yield session
             except PyKCS11.PyKCS11Error as error:
-                if error.value in _UNAVAILABLE:
-                    self._stale = True
-                    raise TokenUnavailable(
-                        f"the token {self.label!r} is unavailable: {error_name(error.value)}"
-                    ) from None
-                self._give_back(session, generation)
-                raise Pkcs11Error(error.value, error_name(error.value)) from None
+                if error.value not in _UNAVAILABLE:
+                    self._give_back(session, generation)
+                raise self._translate(error) from None
             except BaseException:
                 self._give_back(session, generation)
                 raise
             self._give_back(session, generation)
         finally:
             self._free.release()
+
+    def _translate(self, error: PyKCS11.PyKCS11Error) -> Exception:
+        if error.value in _UNAVAILABLE:
+            self._stale = True
+            return TokenUnavailable(
+                f"the token {self.label!r} is unavailable: {error_name(error.value)}"
+            )
+        return Pkcs11Error(error.value, error_name(error.value))
 
     def token_info_label(self) -> str:
         """The token's label as it reports it now (a cheap probe that it is still there)."""
