@@ -128,6 +128,31 @@ class Settings(BaseSettings):
     log_json: bool = True
     metrics_dir: Path | None = None
 
+    # --- key custody (app/crypto/pkcs11.py) ---
+    # `software`: keys sealed under the master key. `pkcs11`: keys and secrets in a token.
+    key_store: Literal["software", "pkcs11"] = "software"
+    # The HSM vendor's PKCS#11 library. Production must name it; the demo profile falls back
+    # to Debian's SoftHSM2, a software token that protects nothing a copy of the host's files
+    # would not also reveal.
+    pkcs11_module: str = ""
+    # PKCS#11 labels are 32 bytes, blank-padded.
+    pkcs11_token_label: str = Field(default="roamsign", min_length=1, max_length=32)
+    # The token's user PIN, first line of the file.
+    pkcs11_pin_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _fill_pkcs11_defaults(self) -> Settings:
+        if self.pkcs11_module and not Path(self.pkcs11_module).is_absolute():
+            raise ValueError("ROAMSIGN_PKCS11_MODULE must be an absolute path")
+        if not self.pkcs11_module and self.profile is Profile.DEMO:
+            softhsm = (
+                Path("/usr/lib/softhsm/libsofthsm2.so"),
+                Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"),
+                Path("/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so"),
+            )
+            self.pkcs11_module = str(next((p for p in softhsm if p.exists()), softhsm[0]))
+        return self
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:

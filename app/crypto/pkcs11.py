@@ -1,0 +1,383 @@
+"""The pkcs11 key store: no private or secret key ever exists in clear outside the token.
+
+A person's key pair is generated in the token, leaves it only wrapped (CKM_AES_KEY_WRAP_PAD)
+under a key-encryption key that cannot leave it, and comes back as a sensitive,
+non-extractable session object to sign: the database keeps the wrapped blob, and the number
+of token objects does not grow with the number of people. The CA keys and the MAC keys are
+token objects, used by label.
+
+Use `Pkcs11KeyStore.from_settings` at start-up; its errors name the setting to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import PyKCS11
+
+from app.crypto.keystore import (
+    KEY_ALGORITHMS,
+    GeneratedKey,
+    KeyAlgorithm,
+    PrivateKey,
+    PublicKey,
+    RsaPadding,
+)
+from app.crypto.pkcs11_cache import UnwrappedKeys
+from app.crypto.pkcs11_format import (
+    KeyBlob,
+    KeyBlobRejected,
+    algorithm_of,
+    finish_signature,
+    key_pair_templates,
+    signing_input,
+    unwrap_template,
+    verify_digest,
+)
+from app.crypto.pkcs11_objects import (
+    Kek,
+    TokenKeyExists,
+    TokenKeyMissing,
+    create_kek,
+    create_secret_key,
+    destroy,
+    find,
+    load_keks,
+    one,
+    private_key_algorithm,
+    private_key_import_template,
+    read_public_key,
+)
+from app.crypto.pkcs11_token import (
+    ModuleNotLoadable,
+    Pkcs11ConfigurationError,
+    Pkcs11Error,
+    Token,
+    TokenNotFound,
+    TokenPinRejected,
+    TokenUnavailable,
+    read_pin_file,
+)
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+__all__ = [
+    "KeyBlobRejected",
+    "KeyNotExportable",
+    "ModuleNotLoadable",
+    "Pkcs11ConfigurationError",
+    "Pkcs11Error",
+    "Pkcs11KeyStore",
+    "TokenKeyExists",
+    "TokenKeyMissing",
+    "TokenNotFound",
+    "TokenPinRejected",
+    "TokenUnavailable",
+]
+
+_WRAP = PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_WRAP_PAD)
+_HMAC = PyKCS11.Mechanism(PyKCS11.CKM_SHA256_HMAC)
+_PRIVATE = PyKCS11.CKO_PRIVATE_KEY
+_SECRET = PyKCS11.CKO_SECRET_KEY
+_STALE_HANDLE = frozenset({PyKCS11.CKR_KEY_HANDLE_INVALID, PyKCS11.CKR_OBJECT_HANDLE_INVALID})
+_SELF_TEST_DIGEST = hashlib.sha256(b"roamsign pkcs11 self-test").digest()
+
+
+class KeyNotExportable(TypeError):
+    """The pkcs11 store never hands out a private key; sign through it instead."""
+
+
+class Pkcs11KeyStore:
+    """A `KeyStore` whose keys live in a PKCS#11 token (see the module docstring).
+
+    Keeps up to `cache_size` unwrapped keys per process (least recently used first out);
+    `forget` drops one at once. Thread-safe; each process logs in once.
+    """
+
+    def __init__(self, token: Token, *, cache_size: int = 1024) -> None:
+        self._token = token
+        self._unwrapped = UnwrappedKeys(cache_size)
+        # Token objects by (class, label) and by KEK id: looking a label up costs more than
+        # the signature itself.
+        self._labelled: dict[tuple[int, str], Any] = {}
+        self._algorithms: dict[str, KeyAlgorithm] = {}
+        self._keks: dict[bytes, Kek] = {}
+        self._wrapping: Kek | None = None
+        self._kek_lock = threading.Lock()
+        token.on_reset.append(self._drop_handles)
+
+    @classmethod
+    def open(
+        cls, module_path: str, label: str, pin: str, *, cache_size: int = 1024, pool_size: int = 8
+    ) -> Pkcs11KeyStore:
+        token = Token(module_path, label, pin, pool_size=pool_size)
+        token.open()
+        return cls(token, cache_size=cache_size)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pkcs11KeyStore:
+        return cls.open(
+            settings.pkcs11_module,
+            settings.pkcs11_token_label,
+            read_pin_file(settings.pkcs11_pin_file),
+        )
+
+    def close(self) -> None:
+        self._token.close()
+
+    # --- people's keys: wrapped blobs ---
+
+    def generate(self, key_id: str, algorithm: KeyAlgorithm) -> GeneratedKey:
+        """A key pair made in the token; the blob is its private key wrapped under the KEK."""
+        if algorithm not in KEY_ALGORITHMS:
+            raise ValueError(f"unsupported key algorithm {algorithm!r}")
+        public_template, private_template, mechanism = key_pair_templates(
+            algorithm, token=False, extractable=True
+        )
+        with self._token.session() as session:
+            public, private = session.generateKeyPair(public_template, private_template, mechanism)
+            try:
+                public_key = read_public_key(session, public)
+                blob = self._wrap(session, key_id, algorithm, private)
+            finally:
+                destroy(session, private, public)
+        return GeneratedKey(blob=blob, public_key=public_key)
+
+    def import_private_key(self, key_id: str, key: PrivateKey) -> GeneratedKey:
+        """Wrap an existing software key under the KEK (the way `keys migrate` moves keys).
+
+        The clear key passes through the token only as a session object, destroyed here.
+        """
+        algorithm = algorithm_of(key.public_key())
+        with self._token.session() as session:
+            private = session.createObject(private_key_import_template(key))
+            try:
+                blob = self._wrap(session, key_id, algorithm, private)
+            finally:
+                destroy(session, private)
+        return GeneratedKey(blob=blob, public_key=key.public_key())
+
+    def private_key(self, key_id: str, blob: bytes) -> PrivateKey:
+        raise KeyNotExportable("the pkcs11 key store keeps private keys in the token")
+
+    def sign_digest(
+        self,
+        key_id: str,
+        blob: bytes,
+        digest: bytes,
+        hash_algorithm: str,
+        rsa_padding: RsaPadding = "pkcs1v15",
+        pss_salt_length: int | None = None,
+    ) -> bytes:
+        """Sign a precomputed digest as `keystore.sign_digest_with` would, inside the token."""
+        parsed = KeyBlob.decode(blob, key_id)
+        mechanism, data = signing_input(
+            parsed.algorithm, digest, hash_algorithm, rsa_padding, pss_salt_length
+        )
+        with self._token.session() as session:
+            handle, released = self._unwrapped.get(key_id, blob)
+            destroy(session, *released)
+            if handle is not None:
+                try:
+                    return finish_signature(
+                        parsed.algorithm, bytes(session.sign(handle, data, mechanism))
+                    )
+                except PyKCS11.PyKCS11Error as error:
+                    # Evicted and destroyed by another thread between our lookup and C_Sign.
+                    if error.value not in _STALE_HANDLE:
+                        raise
+            handle = self._unwrap(session, parsed)
+            try:
+                raw = bytes(session.sign(handle, data, mechanism))
+            finally:
+                destroy(session, *self._unwrapped.put(key_id, blob, handle))
+        return finish_signature(parsed.algorithm, raw)
+
+    def forget(self, key_id: str) -> None:
+        """Destroy this process's unwrapped copy of `key_id` now (revocation, renewal, PIN lock).
+
+        Wiping the key itself is the caller's job: the wrapped blob in the database is its
+        only copy, so revocation and renewal overwrite that column in their transaction and
+        call this after the commit. Other processes keep their copy until it is evicted, and
+        must not sign with it: they check the credential's state before they sign (and a
+        renewed blob under the same id replaces a cached key by itself).
+        """
+        handle = self._unwrapped.pop(key_id)
+        if handle is None:
+            return
+        try:
+            with self._token.session() as session:
+                destroy(session, handle)
+        except TokenUnavailable:
+            # The module is initialised again before any further use, which destroys every
+            # session object, this one included.
+            pass
+
+    @property
+    def cached_keys(self) -> int:
+        return len(self._unwrapped)
+
+    def self_test(self) -> None:
+        """Generate, wrap, unwrap and sign in the token, and verify the signature here."""
+        self._probe()
+        generated = self.generate("self-test", "ecdsa-p256")
+        parsed = KeyBlob.decode(generated.blob, "self-test")
+        mechanism, data = signing_input("ecdsa-p256", _SELF_TEST_DIGEST, "sha256")
+        with self._token.session() as session:
+            handle = self._unwrap(session, parsed)
+            try:
+                raw = bytes(session.sign(handle, data, mechanism))
+            finally:
+                destroy(session, handle)
+        verify_digest(
+            generated.public_key, finish_signature("ecdsa-p256", raw), _SELF_TEST_DIGEST, "sha256"
+        )
+
+    # --- token-resident keys: the CA's private keys, MAC keys ---
+
+    def generate_token_key(self, label: str, algorithm: KeyAlgorithm) -> PublicKey:
+        """A persistent, non-extractable key pair labelled `label` (a CA key)."""
+        public_template, private_template, mechanism = key_pair_templates(
+            algorithm, token=True, label=label, extractable=False
+        )
+        with self._token.session() as session:
+            if find(session, _PRIVATE, label):
+                raise TokenKeyExists(f"the token holds a key labelled {label!r} already")
+            public, _ = session.generateKeyPair(public_template, private_template, mechanism)
+            return read_public_key(session, public)
+
+    def token_public_key(self, label: str) -> PublicKey:
+        with self._token.session() as session:
+            return read_public_key(session, one(session, PyKCS11.CKO_PUBLIC_KEY, label))
+
+    def sign_with_token_key(
+        self,
+        label: str,
+        digest: bytes,
+        hash_algorithm: str,
+        rsa_padding: RsaPadding = "pkcs1v15",
+        pss_salt_length: int | None = None,
+    ) -> bytes:
+        """Sign a precomputed digest with the token key `label`; same output as software."""
+        with self._token.session() as session:
+            algorithm = self._algorithms.get(label)
+            if algorithm is None:
+                algorithm = private_key_algorithm(session, one(session, _PRIVATE, label))
+                self._algorithms[label] = algorithm
+            mechanism, data = signing_input(
+                algorithm, digest, hash_algorithm, rsa_padding, pss_salt_length
+            )
+            raw = self._sign_labelled(session, _PRIVATE, label, data, mechanism)
+        return finish_signature(algorithm, raw)
+
+    def secret_key(self, label: str) -> None:
+        """Create the 256-bit HMAC key `label` in the token unless it exists.
+
+        Call it from one process (start-up, a CLI step): two processes creating the same
+        label at the same moment would make two keys, and `mac` refuses to choose.
+        """
+        with self._token.session() as session:
+            if not find(session, _SECRET, label):
+                create_secret_key(session, label)
+
+    def import_secret_key(self, label: str, value: bytes) -> None:
+        """Put a known HMAC key into the token as `label`, non-extractable from then on.
+
+        Idempotent: importing the same value again is a no-op; another value is refused.
+        """
+        if len(value) < 16:
+            raise ValueError("an HMAC key needs at least 16 bytes")
+        probe = b"roamsign import probe"
+        with self._token.session() as session:
+            if find(session, _SECRET, label):
+                ours = hmac.new(value, probe, hashlib.sha256).digest()
+                theirs = self._sign_labelled(session, _SECRET, label, probe, _HMAC)
+                if hmac.compare_digest(theirs, ours):
+                    return
+                raise TokenKeyExists(f"the token holds another secret key labelled {label!r}")
+            create_secret_key(session, label, value)
+
+    def mac(self, label: str, data: bytes) -> bytes:
+        """HMAC-SHA256 of `data` under the token's secret key `label`."""
+        if not data:
+            raise ValueError("nothing to MAC")  # PyKCS11 refuses empty input to C_Sign
+        with self._token.session() as session:
+            return self._sign_labelled(session, _SECRET, label, data, _HMAC)
+
+    def count_token_objects(self) -> int:
+        """Every persistent object this login can see (it must not grow with people)."""
+        with self._token.session() as session:
+            return len(session.findObjects([(PyKCS11.CKA_TOKEN, True)]))
+
+    # --- internals ---
+
+    def _probe(self) -> None:
+        # Reads the token itself: a removed token fails here even while the library still
+        # answers from memory.
+        with self._token.session():
+            self._token.token_info_label()
+
+    def _sign_labelled(
+        self, session: Any, object_class: int, label: str, data: bytes, mechanism: Any
+    ) -> bytes:
+        key = (object_class, label)
+        handle = self._labelled.get(key)
+        if handle is not None:
+            try:
+                return bytes(session.sign(handle, data, mechanism))
+            except PyKCS11.PyKCS11Error as error:
+                # Destroyed (and perhaps made again) outside this process: look it up anew.
+                if error.value not in _STALE_HANDLE:
+                    raise
+        handle = one(session, object_class, label)
+        self._labelled[key] = handle
+        return bytes(session.sign(handle, data, mechanism))
+
+    def _wrap(self, session: Any, key_id: str, algorithm: KeyAlgorithm, private: Any) -> bytes:
+        kek = self._wrapping_kek(session)
+        wrapped = bytes(session.wrapKey(kek.wrap, private, _WRAP))
+        blob = KeyBlob(key_id, algorithm, kek.kek_id, wrapped)
+        tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
+        return replace(blob, tag=tag).encode()
+
+    def _unwrap(self, session: Any, blob: KeyBlob) -> Any:
+        kek = self._kek_by_id(session, blob.kek_id)
+        tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
+        if not hmac.compare_digest(tag, blob.tag):
+            raise KeyBlobRejected("the key blob was altered")
+        return session.unwrapKey(kek.wrap, blob.wrapped, unwrap_template(blob.algorithm), _WRAP)
+
+    def _wrapping_kek(self, session: Any) -> Kek:
+        with self._kek_lock:
+            if self._wrapping is None:
+                keks = load_keks(session) or create_kek(session)
+                self._keks.update(keks)
+                # Processes that raced to create the first KEK each made one; every blob
+                # names its KEK, so all stay usable, and the lowest id is the one new blobs use.
+                self._wrapping = keks[min(keks)]
+            return self._wrapping
+
+    def _kek_by_id(self, session: Any, kek_id: bytes) -> Kek:
+        kek = self._keks.get(kek_id)
+        if kek is None:
+            keks = load_keks(session)
+            with self._kek_lock:
+                self._keks.update(keks)
+            kek = keks.get(kek_id)
+        if kek is None:
+            raise KeyBlobRejected("the key blob's key-encryption key is not in this token")
+        return kek
+
+    def _drop_handles(self) -> None:
+        # The token's session objects died with the sessions; only the references remain.
+        self._unwrapped.clear()
+        self._labelled.clear()
+        self._algorithms.clear()
+        with self._kek_lock:
+            self._keks.clear()
+            self._wrapping = None
