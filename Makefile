@@ -30,7 +30,9 @@ typecheck: install
 dockerfile:
 	bash scripts/check-dockerfile.sh
 
+# SoftHSM2 (Debian) for tests/hsm: the pkcs11 key store is tested on a real PKCS#11 token.
 test-sqlite: install
+	bash scripts/ensure-softhsm.sh
 	ROAMSIGN_TEST_DATABASE=sqlite $(BIN)/pytest
 
 test-postgres: install
