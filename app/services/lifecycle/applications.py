@@ -47,7 +47,8 @@ from app.services.lifecycle.people import (
 )
 from app.services.lifecycle.tokens import IssuedToken, TokenSent
 from app.services.mail.notices import queue_notice
-from app.services.mail.texts import ApplicationVerificationNotice, mask_email
+from app.services.mail.texts.common import mask_email
+from app.services.mail.texts.tokens import ApplicationVerificationNotice
 from app.validation import normalise_mykad
 
 MAX_ENROLMENT_BATCH = 1000

@@ -16,11 +16,8 @@ from app.services.devices.service import deactivate_for_phone_change
 from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.tokens import IssuedToken
 from app.services.mail.notices import queue_email_changed_notice, queue_notice
-from app.services.mail.texts import (
-    ApplicationVerificationNotice,
-    EmailChangeNotice,
-    mask_email,
-)
+from app.services.mail.texts.common import mask_email
+from app.services.mail.texts.tokens import ApplicationVerificationNotice, EmailChangeNotice
 
 NO_SUCH_PERSON = "no such person"
 

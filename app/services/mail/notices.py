@@ -15,15 +15,15 @@ from sqlalchemy.orm import Session
 
 from app.models import Credential, OutboxMessage, SigningRequest, User
 from app.services.mail.outbox import Outbox
-from app.services.mail.texts import (
+from app.services.mail.texts.alerts import (
     CredentialLockedNotice,
     CredentialRevokedNotice,
     EmailChangedNotice,
     ExpiryNotice,
     PinChangedNotice,
-    SigningNotice,
-    mask_email,
 )
+from app.services.mail.texts.common import mask_email
+from app.services.mail.texts.signing import SigningNotice
 
 
 class Notice(Protocol):
