@@ -12,7 +12,7 @@ from app.errors import Conflict, NotFound
 from app.models import ApplicationStatus, RoamingApplication, Role, TokenPurpose, User
 from app.services.audit.log import AuditLog
 from app.services.clients import Caller
-from app.services.devices.service import deactivate_for_phone_change
+from app.services.devices.deactivation import deactivate_for_phone_change
 from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.tokens import IssuedToken
 from app.services.mail.notices import queue_email_changed_notice, queue_notice
