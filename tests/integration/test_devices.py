@@ -19,7 +19,7 @@ from app.errors import ActivationCodeConsumed
 from app.models import AuditEvent, User
 from app.models.device import Device, DeviceMessage, DeviceNonce
 from app.runtime import Runtime
-from app.services.audit.log import verify_audit_trail
+from app.services.audit.verification import verify_audit_trail
 from app.services.clients import ClientService
 from app.services.devices.deactivation import deactivate_for_phone_change
 from app.services.devices.messages import DeviceMessageStore, associated_data

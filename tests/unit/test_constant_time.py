@@ -111,7 +111,7 @@ CONSTANT_TIME_CHECKS = {
     ("app/services/devices/activation.py", "DeviceActivator.activate"),
     ("app/services/devices/registration.py", "DeviceRegistrar.register"),
     ("app/services/clients.py", "ClientService.authenticate"),
-    ("app/services/audit/log.py", "verify_audit_trail"),
+    ("app/services/audit/verification.py", "verify_audit_trail"),
 }
 CONSTANT_TIME_CALLS = frozenset({"compare_digest", "macs_equal"})
 
