@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -104,17 +105,12 @@ class ApplicationService:
             actor=caller.name,
             mykad=user.mykad,
         )
-        verified = self.session.execute(
-            update(RoamingApplication)
-            .where(
-                RoamingApplication.id == application.id,
-                RoamingApplication.status == ApplicationStatus.AWAITING_EMAIL_VERIFICATION,
-            )
-            .values(status=ApplicationStatus.EMAIL_VERIFIED, email_verified_at=now)
-            .returning(RoamingApplication.id)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if verified is None:
+        if not self._move(
+            application,
+            ApplicationStatus.AWAITING_EMAIL_VERIFICATION,
+            status=ApplicationStatus.EMAIL_VERIFIED,
+            email_verified_at=now,
+        ):
             raise Conflict(f"the application is {application.status}, not awaiting verification")
         self.session.refresh(application)
         self.audit.record(
@@ -191,17 +187,12 @@ class ApplicationService:
             raise Conflict(f"the application is already {application.status}")
         if holds_current_roaming(self.session, user.id, now):
             raise Conflict("this person already holds a roaming credential")
-        claimed = self.session.execute(
-            update(RoamingApplication)
-            .where(
-                RoamingApplication.id == application.id,
-                RoamingApplication.status == ApplicationStatus.EMAIL_VERIFIED,
-            )
-            .values(status=ApplicationStatus.APPROVED, approved_at=now)
-            .returning(RoamingApplication.id)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if claimed is None:
+        if not self._move(
+            application,
+            ApplicationStatus.EMAIL_VERIFIED,
+            status=ApplicationStatus.APPROVED,
+            approved_at=now,
+        ):
             raise Conflict("the application was approved meanwhile")
         # A roaming credential the person still has can only be an expired one (checked
         # above): the new one replaces it once its PIN is set, as a renewal would.
@@ -233,3 +224,20 @@ class ApplicationService:
     def enrol(self, actor: str, mykads: Sequence[str], now: datetime) -> list[EnrolmentResult]:
         """See `BulkEnrolment.enrol`."""
         return BulkEnrolment(self.context).enrol(actor, mykads, now)
+
+    def _move(
+        self, application: RoamingApplication, expected: ApplicationStatus, **values: Any
+    ) -> bool:
+        """Change the application only while it is still `expected`: of two concurrent steps,
+        one wins."""
+        moved = self.session.execute(
+            update(RoamingApplication)
+            .where(
+                RoamingApplication.id == application.id,
+                RoamingApplication.status == expected,
+            )
+            .values(**values)
+            .returning(RoamingApplication.id)
+            .execution_options(synchronize_session=False)
+        ).first()
+        return moved is not None

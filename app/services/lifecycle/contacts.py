@@ -13,7 +13,7 @@ from app.services.devices.deactivation import deactivate_for_phone_change
 from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.opening import send_application_verification
 from app.services.lifecycle.people import PeopleService
-from app.services.mail.notices import queue_email_changed_notice, queue_notice
+from app.services.mail.notices import queue_email_changed_notice, queue_token_notice
 from app.services.mail.texts.common import mask_email
 from app.services.mail.texts.tokens import EmailChangeNotice
 
@@ -137,14 +137,13 @@ class ContactService:
         notice = EmailChangeNotice(
             token=issued.token, name=user.name, expires_at=issued.row.expires_at
         )
-        queue_notice(
+        queue_token_notice(
             self.session,
             self.context.seal_key,
             purpose="email_change",
             recipient=new_address,
             notice=notice,
             now=now,
-            not_after=issued.row.expires_at,
         )
         self.audit.record(
             now=now,

@@ -15,7 +15,7 @@ from app.models.base import new_id
 from app.services.audit.log import AuditLog
 from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.tokens import IssuedToken
-from app.services.mail.notices import queue_notice
+from app.services.mail.notices import queue_token_notice
 from app.services.mail.texts.tokens import ApplicationVerificationNotice
 
 
@@ -98,13 +98,11 @@ def queue_verification(
     notice: ApplicationVerificationNotice,
     now: datetime,
 ) -> None:
-    """Queue the verification e-mail; it is not sent once its token has expired."""
-    queue_notice(
+    queue_token_notice(
         context.session,
         context.seal_key,
         purpose="application_email",
         recipient=recipient,
         notice=notice,
         now=now,
-        not_after=notice.expires_at,
     )
