@@ -363,7 +363,7 @@ def prepare_metrics_dir(settings: Settings) -> None:
 
 
 def cmd_audit_verify(_args: argparse.Namespace) -> int:
-    from app.services.audit.log import verify_audit_trail
+    from app.services.audit.verification import verify_audit_trail
 
     runtime = _runtime()
     with runtime.sessions() as session:

@@ -44,7 +44,7 @@ from app.runtime import Runtime
 from app.schemas.csc import CscError, csc_error, csc_invalid_request, is_csc_path
 from app.schemas.problem import body_schemas
 from app.services.lifecycle.jobs import job_runner, run_jobs_loop
-from app.services.mail.delivery import run_delivery_loop
+from app.services.mail.loop import run_delivery_loop
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("roamsign.app")

@@ -55,7 +55,7 @@ class OutboxCollector(Collector):
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        from app.services.mail.delivery import outbox_stats
+        from app.services.mail.claims import outbox_stats
 
         with self.runtime.sessions() as session:
             depth, oldest_age = outbox_stats(session, self.runtime.clock.now())

@@ -15,7 +15,8 @@ from app.db import connection_capacity, make_engine, make_sessionmaker
 from app.services.audit.log import AuditLog
 from app.services.ca import CaCache
 from app.services.mail.courier import COURIER_KEY, Courier
-from app.services.mail.delivery import DeliveryWorker, SmtpTransport
+from app.services.mail.delivery import DeliveryWorker
+from app.services.mail.transport import SmtpTransport
 from app.settings import Settings
 
 

@@ -78,12 +78,8 @@ from app.models import (  # noqa: E402
     User,
 )
 from app.runtime import Runtime  # noqa: E402
-from app.services.audit.log import (  # noqa: E402
-    DEFAULT_CHAINS,
-    EVENT_COLUMNS,
-    chain_for,
-    subject_ref,
-)
+from app.services.audit.event import subject_ref  # noqa: E402
+from app.services.audit.log import DEFAULT_CHAINS, EVENT_COLUMNS, chain_for  # noqa: E402
 from app.services.ca import CertificateAuthorityService  # noqa: E402
 from app.services.mail.sink import MailSink  # noqa: E402
 from app.settings import Settings  # noqa: E402

@@ -160,7 +160,8 @@ class Factory:
         is deactivated, as with any activation."""
         from app.models import User
         from app.models.device import Device
-        from app.services.devices.service import DeviceRegistration, DeviceService
+        from app.services.devices.registration import DeviceRegistration
+        from app.services.devices.service import DeviceService
 
         codes: list[str] = []
 

@@ -21,7 +21,7 @@ from app.db import unit_of_work
 from app.models import OutboxMessage
 from app.models.device import Device, DeviceStatus
 from app.runtime import Runtime
-from app.services.devices.service import activation_code_mac
+from app.services.devices.activation_code import activation_code_mac
 from app.services.mail.outbox import open_message
 from tests.factories import Person
 

@@ -26,7 +26,7 @@ from app.schemas.lifecycle import ApplicationOut, ApprovalRequest, TokenSentOut
 from app.schemas.problem import BODY_PROBLEMS, problem_responses
 from app.schemas.users import TokenConfirmation
 from app.services.lifecycle.applications import ApplicationService
-from app.services.mail.texts import mask_email
+from app.services.mail.texts.common import mask_email
 
 router = APIRouter(prefix="/v1/roaming-applications", tags=["roaming lifecycle"])
 

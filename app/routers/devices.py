@@ -34,14 +34,11 @@ from app.schemas.devices import (
     OtpMessageOut,
 )
 from app.schemas.problem import BODY_PROBLEMS, problem_responses, response_links
+from app.services.devices.activation_code import EmailActivationCodeSender
 from app.services.devices.auth import SignedRequest
-from app.services.devices.messages import MAX_WAIT_SECONDS, MessageFeed
-from app.services.devices.service import (
-    DeviceRegistration,
-    DeviceService,
-    EmailActivationCodeSender,
-    mask_phone_end,
-)
+from app.services.devices.feed import MAX_WAIT_SECONDS, MessageFeed
+from app.services.devices.registration import DeviceRegistration
+from app.services.devices.service import DeviceService, mask_phone_end
 
 router = APIRouter(tags=["devices"])
 

@@ -12,9 +12,9 @@ from app.models import Role
 from app.services.audit.trail import AuditTrailService
 from app.services.clients import Caller
 from app.services.lifecycle.applications import ApplicationService
+from app.services.lifecycle.contacts import ContactService
 from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.credentials import CredentialLifecycle
-from app.services.lifecycle.people import ContactService
 from app.services.lifecycle.pins import PinService
 from app.validation import normalise_mykad
 

@@ -32,7 +32,7 @@ from app.routers.lifecycle_deps import (
 from app.schemas.lifecycle import ApplicationOut, CredentialOut, MediumRecord
 from app.schemas.problem import BODY_PROBLEMS, problem_responses, response_links
 from app.schemas.users import TokenConfirmation, UserCreate, UserOut, UserUpdate
-from app.services.lifecycle.people import UNCHANGED, ContactChanges, ContactService
+from app.services.lifecycle.contacts import UNCHANGED, ContactChanges, ContactService
 
 router = APIRouter(prefix="/v1/users", tags=["people"])
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto.keys import DerivedKeys
 from app.models import AuditEvent, Signature
-from app.services.audit.log import verify_audit_trail
+from app.services.audit.verification import verify_audit_trail
 from app.services.mail.sink import MailSink
 from tests.db_proxy import DatabaseProxy
 from tests.e2e.conftest import Server, ServerStarter

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto.keys import DerivedKeys
 from app.models import AuditEvent, Signature, SigningRequest
-from app.services.audit.log import verify_audit_trail
+from app.services.audit.verification import verify_audit_trail
 from app.services.mail.sink import MailSink
 from tests.conftest import Cli
 from tests.e2e.conftest import Server, ServerStarter, at_once

@@ -15,14 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.clock import FrozenClock
 from app.crypto.keys import DerivedKeys
 from app.models import AuditChainHead, AuditEvent
-from app.services.audit.log import (
-    AuditLog,
-    AuditVerification,
-    chain_for,
-    query_events,
-    subject_ref,
-    verify_audit_trail,
-)
+from app.services.audit.event import subject_ref
+from app.services.audit.log import AuditLog, chain_for
+from app.services.audit.trail import query_events
+from app.services.audit.verification import AuditVerification, verify_audit_trail
 
 CHAINS = 16
 MYKADS = ["850101145555", "900215086666", "771231017777", "020304148888"]

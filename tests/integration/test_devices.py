@@ -19,14 +19,11 @@ from app.errors import ActivationCodeConsumed
 from app.models import AuditEvent, User
 from app.models.device import Device, DeviceMessage, DeviceNonce
 from app.runtime import Runtime
-from app.services.audit.log import verify_audit_trail
+from app.services.audit.verification import verify_audit_trail
 from app.services.clients import ClientService
+from app.services.devices.deactivation import deactivate_for_phone_change
 from app.services.devices.messages import DeviceMessageStore, associated_data
-from app.services.devices.service import (
-    DeviceService,
-    deactivate_for_phone_change,
-    purge_device_leftovers,
-)
+from app.services.devices.service import DeviceService, purge_device_leftovers
 from app.services.signing.service import NewSigningRequest, SigningService
 from tests.factories import Factory, Person
 from tests.helpers import document_hash, pending_device
@@ -109,7 +106,9 @@ def test_a_refused_activation_replaces_nothing(runtime: Runtime, factory: Factor
     with pytest.raises(ActivationCodeConsumed), unit_of_work(runtime.sessions) as session:
         device, user = session.get(Device, gone), session.get(User, person.user_id)
         assert device is not None and user is not None
-        service(runtime, session)._make_only_active(device, user, MobileApp().public_key_pem, now)
+        service(runtime, session).activation._make_only_active(
+            device, user, MobileApp().public_key_pem, now
+        )
 
     assert statuses(runtime) == {active: ("active", None), gone: ("deactivated", None)}
 

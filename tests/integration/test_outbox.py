@@ -30,19 +30,15 @@ from app.crypto.sealing import SealBroken, open_sealed
 from app.db import make_sessionmaker, unit_of_work
 from app.models import AuditEvent
 from app.models.outbox import OutboxMessage, OutboxStatus
-from app.services.audit.log import AuditLog, verify_audit_trail
+from app.services.audit.log import AuditLog
+from app.services.audit.verification import verify_audit_trail
+from app.services.mail.claims import outbox_stats
 from app.services.mail.courier import COURIER_KEY, Claim, Courier, Nudge
-from app.services.mail.delivery import (
-    DeliveryReport,
-    DeliveryWorker,
-    PermanentDeliveryError,
-    SmtpTransport,
-    Transport,
-    outbox_stats,
-    run_delivery_loop,
-)
+from app.services.mail.delivery import DeliveryReport, DeliveryWorker
+from app.services.mail.loop import run_delivery_loop
 from app.services.mail.outbox import Outbox, associated_data, open_message
 from app.services.mail.sink import MailSink
+from app.services.mail.transport import PermanentDeliveryError, SmtpTransport, Transport
 from app.settings import Settings
 
 RECIPIENT = "aminah.yusof@jdn.gov.my"

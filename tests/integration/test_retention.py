@@ -24,7 +24,7 @@ from app.models import (
 from app.models.base import new_id
 from app.models.device import DeviceMessage
 from app.runtime import Runtime
-from app.services.audit.log import verify_audit_trail
+from app.services.audit.verification import verify_audit_trail
 from app.services.clients import Caller, ClientService
 from app.services.retention import RetentionPurge
 from app.services.signing.service import NewSigningRequest, SigningService

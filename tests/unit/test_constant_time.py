@@ -108,10 +108,10 @@ CONSTANT_TIME_CHECKS = {
     ("app/services/lifecycle/pins.py", "PinService.change"),
     ("app/services/lifecycle/pins.py", "PinService._refuse_same_pin"),
     ("app/services/signing/csc.py", "CscService._request_of_sad"),
-    ("app/services/devices/service.py", "DeviceService.activate"),
-    ("app/services/devices/service.py", "DeviceService.register"),
+    ("app/services/devices/activation.py", "DeviceActivator.activate"),
+    ("app/services/devices/registration.py", "DeviceRegistrar.register"),
     ("app/services/clients.py", "ClientService.authenticate"),
-    ("app/services/audit/log.py", "verify_audit_trail"),
+    ("app/services/audit/verification.py", "verify_audit_trail"),
 }
 CONSTANT_TIME_CALLS = frozenset({"compare_digest", "macs_equal"})
 

@@ -10,14 +10,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from app.errors import DeviceNotEligible, SignatureRejected
+from app.services.devices.activation_code import activation_code_mac
 from app.services.devices.auth import (
     SignedRequest,
     VerifiedSignature,
     load_device_public_key,
     verify_signature,
 )
+from app.services.devices.eligibility import check_eligibility
 from app.services.devices.messages import OtpMessage, associated_data
-from app.services.devices.service import activation_code_mac, check_eligibility
 from tests.mobile_app import MobileApp
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)

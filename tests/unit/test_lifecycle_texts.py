@@ -9,17 +9,19 @@ import pytest
 
 from app.services.lifecycle.tokens import generate_token, token_mac
 from app.services.mail.notices import Notice
-from app.services.mail.texts import (
-    ApplicationVerificationNotice,
+from app.services.mail.texts.alerts import (
     CredentialLockedNotice,
     CredentialRevokedNotice,
     EmailChangedNotice,
-    EmailChangeNotice,
     ExpiryNotice,
     PinChangedNotice,
+)
+from app.services.mail.texts.signing import SigningNotice
+from app.services.mail.texts.tokens import (
+    ApplicationVerificationNotice,
+    EmailChangeNotice,
     PinResetNotice,
     PinSetupNotice,
-    SigningNotice,
 )
 
 WHEN = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 Every event carries `mac = HMAC(audit key, chain, seq, previous event's mac, content)`, and each
 chain's last (seq, mac) is kept in its `AuditChainHead`. Anyone who edits, deletes, inserts or
-reorders rows without the key breaks a chain, and `verify_audit_trail` names where.
+reorders rows without the key breaks a chain, and `app.services.audit.verification` names where.
 
 Chains exist so that signatures do not queue behind one global lock: an event locks only its
 chain's head, and keeps it locked until the caller's transaction commits, which is what keeps
@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
-import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.crypto.secrets import keyed_digest
 from app.db import insert_with_on_conflict
 from app.models import AuditChainHead, AuditEvent
+from app.services.audit.event import (
+    GENESIS_MAC,
+    DetailValue,
+    event_mac,
+    mykad_digits,
+    subject_ref,
+)
 from app.validation import MYKAD_PATTERN, mask_mykad
 
 DEFAULT_CHAINS = 16
@@ -72,13 +74,6 @@ _INSERT_EVENT_MOVING_HEAD = (
     .add_cte(_MOVE_HEAD.cte("moved_head"))
     .returning(_EVENTS.c.id)
 )
-# The "previous mac" of every chain's first event.
-GENESIS_MAC = "0" * 64
-MAC_CONTEXT = "roamsign/audit-event/v1"
-MAX_PAGE = 1000
-VERIFY_BATCH = 1000
-
-DetailValue = str | int | bool | None
 
 # A guard against a careless caller, not a proof: a details key is refused when one of its words
 # names a secret, or when its last word is "key" ("api_key" is refused, "key_algorithm" is not).
@@ -107,28 +102,6 @@ _PINNED_CHAIN = "roamsign.audit.pinned_chain"
 # the same (innermost) transaction needs no SELECT ... FOR UPDATE; a savepoint is its own key,
 # so one rolled back never leaves a head the database no longer has.
 _MOVED_HEAD = "roamsign.audit.moved_head"
-
-
-class AuditBreak(NamedTuple):
-    """Where the trail stops verifying. `event_id` is None when the break is at the head."""
-
-    event_id: int | None
-    chain: int
-    seq: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class AuditVerification:
-    ok: bool
-    checked: int
-    first_broken: AuditBreak | None = None
-    breaks: int = 0
-
-
-def subject_ref(subject_key: bytes, mykad: str) -> str:
-    """The keyed digest that stands for a MyKad in the trail (use it to filter events)."""
-    return keyed_digest(subject_key, _digits(mykad))
 
 
 def chain_for(partition_key: str, chains: int) -> int:
@@ -198,7 +171,7 @@ class AuditLog:
         _check_lengths(action=action, actor=actor, target_id=target_id, outcome=outcome)
         clean_details = _checked_details(details or {})
         ref = subject_ref(self._subject_key, mykad) if mykad is not None else None
-        masked = mask_mykad(_digits(mykad)) if mykad is not None else None
+        masked = mask_mykad(mykad_digits(mykad)) if mykad is not None else None
 
         chain = self._chain(ref or target_id or actor)
         previous_seq, previous_mac = self._lock_head(chain)
@@ -283,203 +256,6 @@ class AuditLog:
         )
 
 
-def event_mac(
-    mac_key: bytes,
-    *,
-    chain: int,
-    seq: int,
-    previous_mac: str,
-    occurred_at: datetime,
-    action: str,
-    actor: str,
-    subject_ref: str | None,
-    mykad_masked: str | None,
-    target_id: str | None,
-    outcome: str,
-    details: Mapping[str, DetailValue],
-) -> str:
-    message = _encode(
-        MAC_CONTEXT,
-        str(chain),
-        str(seq),
-        previous_mac,
-        occurred_at.astimezone(UTC).isoformat(),
-        action,
-        actor,
-        subject_ref,
-        mykad_masked,
-        target_id,
-        outcome,
-        json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-    )
-    return hmac.new(mac_key, message, hashlib.sha256).hexdigest()
-
-
-def verify_audit_trail(
-    session: Session, mac_key: bytes, *, batch_size: int = VERIFY_BATCH
-) -> AuditVerification:
-    """Recompute every chain and report the first event that does not verify.
-
-    Each event is checked against the event stored before it in its chain: its seq must follow
-    on (a gap means deleted events), its id must be larger (ids grow in insertion order within a
-    chain, so a smaller one means rows were renumbered), and its MAC must match its content and
-    the previous MAC (edited content, forged or moved events). A head must match the event at
-    its seq, and no chain may end before its head (events deleted from the end). The chains are
-    the ones found in the data, so the check needs no chain count.
-
-    Because each event is checked against its stored predecessor, one edit breaks one or two
-    events rather than everything after it. Of all the breaks, `first_broken` is the one with
-    the smallest event id (the oldest damage); breaks at a head have no event and come after
-    every event break, ordered by chain. `breaks` counts them all.
-
-    The heads are read before the events are streamed (`batch_size` rows at a time), so events
-    appended meanwhile only extend a chain past its head, which is accepted if their MACs
-    verify, and a head created meanwhile is looked up again: the check runs against a live
-    database without locking it. (On SQLite the session's transaction still takes the write
-    lock, see app/db.py, so writers wait for the check.)
-    """
-    heads = {
-        row.chain: (row.seq, row.mac)
-        for row in session.execute(
-            select(AuditChainHead.chain, AuditChainHead.seq, AuditChainHead.mac)
-        )
-    }
-    columns = (
-        AuditEvent.id,
-        AuditEvent.chain,
-        AuditEvent.seq,
-        AuditEvent.occurred_at,
-        AuditEvent.action,
-        AuditEvent.actor,
-        AuditEvent.subject_ref,
-        AuditEvent.mykad_masked,
-        AuditEvent.target_id,
-        AuditEvent.outcome,
-        AuditEvent.details,
-        AuditEvent.mac,
-    )
-    rows = session.execute(
-        select(*columns)
-        .order_by(AuditEvent.chain, AuditEvent.seq)
-        .execution_options(yield_per=batch_size)
-    )
-    tally = _Tally()
-    checked = 0
-    chain: int | None = None
-    previous_seq, previous_mac, previous_id = 0, GENESIS_MAC, 0
-    for row in rows:
-        if row.chain != chain:
-            if chain is not None:
-                tally.add(_check_head(session, chain, previous_seq, heads.pop(chain, None)))
-            chain, previous_seq, previous_mac, previous_id = row.chain, 0, GENESIS_MAC, 0
-        checked += 1
-        expected = event_mac(
-            mac_key,
-            chain=row.chain,
-            seq=row.seq,
-            previous_mac=previous_mac,
-            occurred_at=row.occurred_at,
-            action=row.action,
-            actor=row.actor,
-            subject_ref=row.subject_ref,
-            mykad_masked=row.mykad_masked,
-            target_id=row.target_id,
-            outcome=row.outcome,
-            details=row.details,
-        )
-        reason: str | None = None
-        if row.seq != previous_seq + 1:
-            reason = f"seq {previous_seq + 1}..{row.seq - 1} missing before this event: deleted"
-        elif row.id <= previous_id:
-            reason = f"id {row.id} after id {previous_id} in the chain: events reordered"
-        elif not hmac.compare_digest(expected, row.mac):
-            reason = "MAC mismatch: the event was changed, moved or forged"
-        else:
-            head = heads.get(row.chain)
-            if (
-                head is not None
-                and head[0] == row.seq
-                and not hmac.compare_digest(head[1], row.mac)
-            ):
-                reason = "the chain head's MAC differs from this event's"
-        if reason is not None:
-            tally.add(AuditBreak(row.id, row.chain, row.seq, reason))
-        previous_seq, previous_mac, previous_id = row.seq, row.mac, row.id
-    if chain is not None:
-        tally.add(_check_head(session, chain, previous_seq, heads.pop(chain, None)))
-    for head_chain, (head_seq, _mac) in heads.items():
-        if head_seq > 0:
-            tally.add(_check_head(session, head_chain, 0, (head_seq, _mac)))
-    return AuditVerification(
-        ok=tally.count == 0, checked=checked, first_broken=tally.first, breaks=tally.count
-    )
-
-
-def query_events(
-    session: Session,
-    *,
-    subject_ref: str | None = None,
-    action: str | None = None,
-    since: datetime | None = None,
-    limit: int = 100,
-    after_id: int | None = None,
-) -> list[AuditEvent]:
-    """A page of events in id order; pass the last id seen as `after_id` for the next page."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit must be 1 to {MAX_PAGE}")
-    query = select(AuditEvent).order_by(AuditEvent.id).limit(limit)
-    if subject_ref is not None:
-        query = query.where(AuditEvent.subject_ref == subject_ref)
-    if action is not None:
-        query = query.where(AuditEvent.action == action)
-    if since is not None:
-        query = query.where(AuditEvent.occurred_at >= since)
-    if after_id is not None:
-        query = query.where(AuditEvent.id > after_id)
-    return list(session.scalars(query))
-
-
-class _Tally:
-    def __init__(self) -> None:
-        self.first: AuditBreak | None = None
-        self.count = 0
-
-    def add(self, found: AuditBreak | None) -> None:
-        if found is None:
-            return
-        self.count += 1
-        if self.first is None or _order(found) < _order(self.first):
-            self.first = found
-
-
-def _order(found: AuditBreak) -> tuple[float, int, int]:
-    return (math.inf if found.event_id is None else found.event_id, found.chain, found.seq)
-
-
-def _check_head(
-    session: Session, chain: int, last_seq: int, head: tuple[int, str] | None
-) -> AuditBreak | None:
-    if head is None:
-        # Created after the heads were read (the chain's first event is new)? Then it is fine.
-        created = session.scalar(select(AuditChainHead.chain).where(AuditChainHead.chain == chain))
-        if created is None:
-            return AuditBreak(None, chain, last_seq, "the chain has events but no head")
-        return None
-    head_seq, _mac = head
-    if last_seq < head_seq:
-        return AuditBreak(
-            None, chain, head_seq, f"seq {last_seq + 1}..{head_seq} missing at the end: deleted"
-        )
-    return None
-
-
-def _digits(mykad: str) -> str:
-    match = MYKAD_PATTERN.match(mykad.strip())
-    if not match:
-        raise ValueError("mykad must be 12 digits")
-    return "".join(match.groups())
-
-
 def _check_lengths(**fields: str | None) -> None:
     for name, value in fields.items():
         if value is not None and len(value) > _COLUMN_LENGTHS[name]:
@@ -498,15 +274,3 @@ def _checked_details(details: Mapping[str, DetailValue]) -> dict[str, DetailValu
             raise ValueError(f"audit detail {key!r} looks like a MyKad; pass it as `mykad`")
         clean[key] = value
     return clean
-
-
-def _encode(*fields: str | None) -> bytes:
-    # Length-prefixed, and None distinct from "": no two different events encode the same.
-    out = bytearray()
-    for field in fields:
-        if field is None:
-            out += b"\x00"
-        else:
-            data = field.encode()
-            out += b"\x01" + len(data).to_bytes(4, "big") + data
-    return bytes(out)

@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import ValidationFailed
 from app.models import AuditEvent
-from app.services.audit.log import query_events, subject_ref
+from app.services.audit.event import subject_ref
 from app.validation import normalise_mykad
 
-# Below audit.MAX_PAGE: one more event is read to know whether another page follows.
+MAX_QUERY = 1000
+# Below MAX_QUERY: one more event is read to know whether another page follows.
 MAX_PAGE = 500
 
 
@@ -60,3 +62,27 @@ class AuditTrailService:
         if len(events) > limit:
             return AuditPage(events[:limit], events[limit - 1].id)
         return AuditPage(events, None)
+
+
+def query_events(
+    session: Session,
+    *,
+    subject_ref: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+    after_id: int | None = None,
+) -> list[AuditEvent]:
+    """A page of events in id order; pass the last id seen as `after_id` for the next page."""
+    if not 1 <= limit <= MAX_QUERY:
+        raise ValueError(f"limit must be 1 to {MAX_QUERY}")
+    query = select(AuditEvent).order_by(AuditEvent.id).limit(limit)
+    if subject_ref is not None:
+        query = query.where(AuditEvent.subject_ref == subject_ref)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    if since is not None:
+        query = query.where(AuditEvent.occurred_at >= since)
+    if after_id is not None:
+        query = query.where(AuditEvent.id > after_id)
+    return list(session.scalars(query))

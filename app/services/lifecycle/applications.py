@@ -5,18 +5,17 @@
         --the person sets the PIN with the PIN-setup token--> credential active
 
 No signing before the PIN is set: the signing service signs with active credentials only. One
-open application per person (a partial unique index settles races). Bulk enrolment opens
-applications for many existing people at once, idempotently: nobody registers again (FAQ 10-13).
+open application per person (a partial unique index settles races). Bulk enrolment
+(`app.services.lifecycle.bulk_enrolment`) opens applications for many people at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
-from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, NoEmailAddress, NotFound
@@ -24,49 +23,27 @@ from app.models import (
     ApplicationStatus,
     Credential,
     CredentialStatus,
-    Medium,
     RoamingApplication,
     Role,
     TokenPurpose,
     User,
 )
-from app.models.base import new_id
-from app.models.lifecycle import OPEN_APPLICATION_STATUSES
 from app.services.clients import Caller
+from app.services.lifecycle.bulk_enrolment import BulkEnrolment, EnrolmentResult
 from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.credentials import (
-    CURRENT_ROAMING_STATUSES,
     CredentialLifecycle,
     CredentialService,
     holds_current_roaming,
 )
-from app.services.lifecycle.people import (
-    PeopleService,
-    issue_application_token,
+from app.services.lifecycle.opening import (
+    new_application_row,
+    record_opened,
     send_application_verification,
 )
-from app.services.lifecycle.tokens import IssuedToken, TokenSent
-from app.services.mail.notices import queue_notice
-from app.services.mail.texts import ApplicationVerificationNotice, mask_email
-from app.validation import normalise_mykad
-
-MAX_ENROLMENT_BATCH = 1000
-
-
-class EnrolmentOutcome(StrEnum):
-    ENROLLED = "enrolled"  # application opened, verification e-mail queued
-    ALREADY_ENROLLED = "already_enrolled"  # an application is open already: nothing sent
-    ALREADY_ROAMING = "already_roaming"
-    UNKNOWN_PERSON = "unknown_person"
-    INVALID_MYKAD = "invalid_mykad"
-    NO_EMAIL = "no_email"
-
-
-@dataclass(frozen=True)
-class EnrolmentResult:
-    mykad: str  # normalised, or as given when it is not a valid MyKad
-    outcome: EnrolmentOutcome
-    application_id: str | None = None
+from app.services.lifecycle.people import PeopleService
+from app.services.lifecycle.tokens import TokenSent
+from app.services.mail.texts.common import mask_email
 
 
 class ApplicationService:
@@ -105,14 +82,14 @@ class ApplicationService:
         if not user.email:
             raise NoEmailAddress("the application is verified by e-mail: register an address")
         origin = "jdn_admin" if caller.role is Role.JDN_ADMIN else "portal"
-        application = self._new_application(user, origin, caller.name, now)
+        application = new_application_row(user, origin, caller.name, now)
         try:
             with self.session.begin_nested():
                 self.session.add(application)
         except IntegrityError:
             raise Conflict("this person already has an open roaming application") from None
         send_application_verification(self.context, user, application, now)
-        self._record_opened(caller.name, user, application, now)
+        record_opened(self.audit, caller.name, user.mykad, application.id, application.origin, now)
         return application
 
     def verify_email(
@@ -128,17 +105,12 @@ class ApplicationService:
             actor=caller.name,
             mykad=user.mykad,
         )
-        verified = self.session.execute(
-            update(RoamingApplication)
-            .where(
-                RoamingApplication.id == application.id,
-                RoamingApplication.status == ApplicationStatus.AWAITING_EMAIL_VERIFICATION,
-            )
-            .values(status=ApplicationStatus.EMAIL_VERIFIED, email_verified_at=now)
-            .returning(RoamingApplication.id)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if verified is None:
+        if not self._move(
+            application,
+            ApplicationStatus.AWAITING_EMAIL_VERIFICATION,
+            status=ApplicationStatus.EMAIL_VERIFIED,
+            email_verified_at=now,
+        ):
             raise Conflict(f"the application is {application.status}, not awaiting verification")
         self.session.refresh(application)
         self.audit.record(
@@ -215,17 +187,12 @@ class ApplicationService:
             raise Conflict(f"the application is already {application.status}")
         if holds_current_roaming(self.session, user.id, now):
             raise Conflict("this person already holds a roaming credential")
-        claimed = self.session.execute(
-            update(RoamingApplication)
-            .where(
-                RoamingApplication.id == application.id,
-                RoamingApplication.status == ApplicationStatus.EMAIL_VERIFIED,
-            )
-            .values(status=ApplicationStatus.APPROVED, approved_at=now)
-            .returning(RoamingApplication.id)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if claimed is None:
+        if not self._move(
+            application,
+            ApplicationStatus.EMAIL_VERIFIED,
+            status=ApplicationStatus.APPROVED,
+            approved_at=now,
+        ):
             raise Conflict("the application was approved meanwhile")
         # A roaming credential the person still has can only be an expired one (checked
         # above): the new one replaces it once its PIN is set, as a renewal would.
@@ -254,175 +221,23 @@ class ApplicationService:
         )
         return application
 
-    # -- bulk enrolment -----------------------------------------------------------------------
-
     def enrol(self, actor: str, mykads: Sequence[str], now: datetime) -> list[EnrolmentResult]:
-        """Open an application (and queue its verification e-mail) for each person, in order.
+        """See `BulkEnrolment.enrol`."""
+        return BulkEnrolment(self.context).enrol(actor, mykads, now)
 
-        Idempotent: people already roaming, or with an open application, get nothing new.
-        Reads the batch's people, credentials and applications in three queries. If another
-        enrolment opens an application for one of them meanwhile, the unique index refuses
-        this batch's insert and the batch is done again, seeing it.
-        """
-        if len(mykads) > MAX_ENROLMENT_BATCH:
-            raise ValueError(f"at most {MAX_ENROLMENT_BATCH} people per batch")
-        try:
-            with self.session.begin_nested():
-                return self._enrol_batch(actor, mykads, now)
-        except IntegrityError:
-            with self.session.begin_nested():
-                return self._enrol_batch(actor, mykads, now)
-
-    def _enrol_batch(
-        self, actor: str, mykads: Sequence[str], now: datetime
-    ) -> list[EnrolmentResult]:
-        normalised = [_normalised_or_none(given) for given in mykads]
-        wanted = {mykad for mykad in normalised if mykad is not None}
-        users = self._users_by_mykad(wanted)
-        user_ids = [user.id for user in users.values()]
-        roaming = self._current_roaming_holders(user_ids, now)
-        open_applications = self._open_applications(user_ids)
-
-        results: list[EnrolmentResult] = []
-        to_enrol: list[tuple[User, RoamingApplication]] = []
-        for given, mykad in zip(mykads, normalised, strict=True):
-            if mykad is None:
-                results.append(EnrolmentResult(given.strip(), EnrolmentOutcome.INVALID_MYKAD))
-                continue
-            user = users.get(mykad)
-            if user is None:
-                results.append(EnrolmentResult(mykad, EnrolmentOutcome.UNKNOWN_PERSON))
-            elif user.id in roaming:
-                results.append(EnrolmentResult(mykad, EnrolmentOutcome.ALREADY_ROAMING))
-            elif user.id in open_applications:
-                results.append(
-                    EnrolmentResult(
-                        mykad, EnrolmentOutcome.ALREADY_ENROLLED, open_applications[user.id]
-                    )
-                )
-            elif not user.email:
-                results.append(EnrolmentResult(mykad, EnrolmentOutcome.NO_EMAIL))
-            else:
-                application = self._new_application(user, "enrolment", actor, now)
-                to_enrol.append((user, application))
-                open_applications[user.id] = application.id
-                results.append(EnrolmentResult(mykad, EnrolmentOutcome.ENROLLED, application.id))
-        # The batch's applications and tokens in two multi-row INSERTs; what remains per person
-        # is the sealed e-mail and the audit event.
-        self.session.add_all([application for _user, application in to_enrol])
-        mailings = [
-            _Mailing.of(
-                user,
-                application,
-                issue_application_token(self.context, user, application, now, new_application=True),
+    def _move(
+        self, application: RoamingApplication, expected: ApplicationStatus, **values: Any
+    ) -> bool:
+        """Change the application only while it is still `expected`: of two concurrent steps,
+        one wins."""
+        moved = self.session.execute(
+            update(RoamingApplication)
+            .where(
+                RoamingApplication.id == application.id,
+                RoamingApplication.status == expected,
             )
-            for user, application in to_enrol
-        ]
-        self.session.flush()
-        # Only plain values from here on: the flushed rows leave the session's identity map
-        # (it holds them weakly), which every ORM UPDATE of the loop below would otherwise scan.
-        del users, to_enrol
-        for mailing in mailings:
-            queue_notice(
-                self.session,
-                self.context.seal_key,
-                purpose="application_email",
-                recipient=mailing.email,
-                notice=mailing.notice,
-                now=now,
-                not_after=mailing.notice.expires_at,
-            )
-            self.audit.record(
-                now=now,
-                action="application.opened",
-                actor=actor,
-                mykad=mailing.mykad,
-                target_id=mailing.notice.application_id,
-                details={"origin": "enrolment"},
-            )
-        self.session.flush()
-        return results
-
-    def _users_by_mykad(self, mykads: Iterable[str]) -> dict[str, User]:
-        wanted = list(mykads)
-        if not wanted:
-            return {}
-        return {
-            user.mykad: user
-            for user in self.session.scalars(select(User).where(User.mykad.in_(wanted)))
-        }
-
-    def _current_roaming_holders(self, user_ids: list[str], now: datetime) -> set[str]:
-        if not user_ids:
-            return set()
-        return set(
-            self.session.scalars(
-                select(Credential.user_id).where(
-                    Credential.user_id.in_(user_ids),
-                    Credential.medium == Medium.ROAMING,
-                    Credential.status.in_(CURRENT_ROAMING_STATUSES),
-                    Credential.not_after > now,
-                )
-            )
-        )
-
-    def _open_applications(self, user_ids: list[str]) -> dict[str, str]:
-        if not user_ids:
-            return {}
-        rows = self.session.execute(
-            select(RoamingApplication.user_id, RoamingApplication.id).where(
-                RoamingApplication.user_id.in_(user_ids),
-                RoamingApplication.status.in_(OPEN_APPLICATION_STATUSES),
-            )
-        )
-        return {user_id: application_id for user_id, application_id in rows}
-
-    # -- the steps ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _new_application(user: User, origin: str, actor: str, now: datetime) -> RoamingApplication:
-        return RoamingApplication(
-            id=new_id(),
-            user_id=user.id,
-            status=ApplicationStatus.AWAITING_EMAIL_VERIFICATION,
-            origin=origin,
-            opened_by=actor,
-            created_at=now,
-        )
-
-    def _record_opened(
-        self, actor: str, user: User, application: RoamingApplication, now: datetime
-    ) -> None:
-        self.audit.record(
-            now=now,
-            action="application.opened",
-            actor=actor,
-            mykad=user.mykad,
-            target_id=application.id,
-            details={"origin": application.origin},
-        )
-
-
-@dataclass(frozen=True)
-class _Mailing:
-    mykad: str
-    email: str
-    notice: ApplicationVerificationNotice
-
-    @classmethod
-    def of(cls, user: User, application: RoamingApplication, issued: IssuedToken) -> _Mailing:
-        assert user.email is not None
-        notice = ApplicationVerificationNotice(
-            token=issued.token,
-            name=user.name,
-            expires_at=issued.row.expires_at,
-            application_id=application.id,
-        )
-        return cls(user.mykad, user.email, notice)
-
-
-def _normalised_or_none(given: str) -> str | None:
-    try:
-        return normalise_mykad(given)
-    except ValueError:
-        return None
+            .values(**values)
+            .returning(RoamingApplication.id)
+            .execution_options(synchronize_session=False)
+        ).first()
+        return moved is not None

@@ -35,7 +35,7 @@ from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.people import PeopleService
 from app.services.lifecycle.tokens import IssuedToken
 from app.services.mail.notices import queue_notice, queue_revoked_notice
-from app.services.mail.texts import PinSetupNotice
+from app.services.mail.texts.tokens import PinSetupNotice
 from app.validation import check_pin
 
 # Statuses in which a roaming credential is the person's current one (it signs, or will).

@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.db import unit_of_work
-from app.services.lifecycle.applications import (
-    MAX_ENROLMENT_BATCH,
-    ApplicationService,
-    EnrolmentResult,
-)
+from app.services.lifecycle.applications import ApplicationService
+from app.services.lifecycle.bulk_enrolment import MAX_ENROLMENT_BATCH, EnrolmentResult
 from app.services.lifecycle.context import LifecycleContext
 
 if TYPE_CHECKING:

@@ -30,7 +30,8 @@ from app.services.mail.notices import (
     queue_notice,
     queue_pin_changed_notice,
 )
-from app.services.mail.texts import PinResetNotice, mask_email
+from app.services.mail.texts.common import mask_email
+from app.services.mail.texts.tokens import PinResetNotice
 
 
 class PinService:

@@ -15,21 +15,28 @@ from sqlalchemy.orm import Session
 
 from app.models import Credential, OutboxMessage, SigningRequest, User
 from app.services.mail.outbox import Outbox
-from app.services.mail.texts import (
+from app.services.mail.texts.alerts import (
     CredentialLockedNotice,
     CredentialRevokedNotice,
     EmailChangedNotice,
     ExpiryNotice,
     PinChangedNotice,
-    SigningNotice,
-    mask_email,
 )
+from app.services.mail.texts.common import mask_email
+from app.services.mail.texts.signing import SigningNotice
 
 
 class Notice(Protocol):
     def subject(self) -> str: ...
 
     def body(self) -> str: ...
+
+
+class TokenNotice(Notice, Protocol):
+    """A notice that carries a single-use token, valid until `expires_at`."""
+
+    @property
+    def expires_at(self) -> datetime: ...
 
 
 def queue_notice(
@@ -51,6 +58,27 @@ def queue_notice(
         body=notice.body(),
         now=now,
         not_after=not_after,
+    )
+
+
+def queue_token_notice(
+    session: Session,
+    seal_key: bytes,
+    *,
+    purpose: str,
+    recipient: str | None,
+    notice: TokenNotice,
+    now: datetime,
+) -> OutboxMessage | None:
+    """A token's e-mail is never delivered once the token has expired."""
+    return queue_notice(
+        session,
+        seal_key,
+        purpose=purpose,
+        recipient=recipient,
+        notice=notice,
+        now=now,
+        not_after=notice.expires_at,
     )
 
 

@@ -55,7 +55,8 @@ from app.services.devices.messages import (
 )
 from app.services.mail.notices import queue_credential_locked_notice, queue_signing_notice
 from app.services.mail.outbox import Outbox
-from app.services.mail.texts import OtpNotice, mask_email
+from app.services.mail.texts.common import mask_email
+from app.services.mail.texts.signing import OtpNotice
 from app.services.rate_limits import Hit, RateLimit, RateLimiter
 from app.settings import Settings
 

@@ -1,0 +1,65 @@
+"""The activation code: kept only as a MAC bound to its device, and how it reaches the person."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from app.errors import NoEmailAddress
+from app.models import User
+from app.models.device import Device
+from app.services.devices.eligibility import PLATFORM_NAMES
+from app.services.mail.outbox import Outbox
+from app.services.mail.texts.devices import ActivationCodeNotice
+
+
+def activation_code_mac(key: bytes, device_id: str, code: str) -> bytes:
+    """The code's MAC, bound to its device: a code for one registration opens no other."""
+    message = b"".join(
+        len(part).to_bytes(4, "big") + part for part in (device_id.encode(), code.encode())
+    )
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+class ActivationCodeSender(Protocol):
+    """How an activation code reaches the person: e-mail today; SMS can plug in here later.
+
+    Called in the registration's transaction; an implementation queues, it never waits on a
+    network. Raises a `DomainError` when the person cannot be reached this way.
+    """
+
+    def send(self, *, user: User, device: Device, code: str, now: datetime) -> None: ...
+
+
+class EmailActivationCodeSender:
+    """Queues the code in the outbox, to the person's registered address only."""
+
+    def __init__(self, session: Session, seal_key: bytes) -> None:
+        self.session = session
+        self._seal_key = seal_key
+
+    def send(self, *, user: User, device: Device, code: str, now: datetime) -> None:
+        if not user.email:
+            raise NoEmailAddress(
+                "this person has no registered e-mail address for the activation code"
+            )
+        notice = ActivationCodeNotice(
+            code=code,
+            name=user.name,
+            platform=PLATFORM_NAMES[device.platform],
+            os_version=device.os_version,
+            expires_at=device.activation_expires_at,
+            device_id=device.id,
+        )
+        Outbox(self.session, self._seal_key).enqueue(
+            purpose="device_activation",
+            recipient=user.email,
+            subject=notice.subject(),
+            body=notice.body(),
+            now=now,
+            not_after=device.activation_expires_at,
+        )
