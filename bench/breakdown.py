@@ -64,12 +64,11 @@ from app.services.clients import ClientService  # noqa: E402
 from app.services.mail.courier import COURIER_KEY, Courier  # noqa: E402
 from app.services.mail.notices import queue_signing_notice  # noqa: E402
 from app.services.mail.sink import MailSink  # noqa: E402
-from app.services.signing.service import (  # noqa: E402
-    _INSERT_REQUEST,
-    _INSERT_SIGNATURE,
-    _REQUEST_COLUMNS,
-    NewSigningRequest,
-    SigningService,
+from app.services.signing.service import NewSigningRequest, SigningService  # noqa: E402
+from app.services.signing.statements import (  # noqa: E402
+    INSERT_REQUEST,
+    INSERT_SIGNATURE,
+    REQUEST_COLUMNS,
 )
 from app.settings import Settings  # noqa: E402
 from tests.factories import Factory, Person  # noqa: E402
@@ -228,9 +227,9 @@ class Bench:
                         session.flush()
                     else:
                         connection = session.connection()
-                        row = {column: getattr(request, column) for column in _REQUEST_COLUMNS}
-                        connection.execute(_INSERT_REQUEST, row)
-                        connection.execute(_INSERT_SIGNATURE, signature)
+                        row = {column: getattr(request, column) for column in REQUEST_COLUMNS}
+                        connection.execute(INSERT_REQUEST, row)
+                        connection.execute(INSERT_SIGNATURE, signature)
                 spent[through_orm] += time.thread_time() - started
         return spent[True] / count * 1000, spent[False] / count * 1000
 

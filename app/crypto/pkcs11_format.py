@@ -83,9 +83,9 @@ class KeyBlob:
             if not blob.startswith(BLOB_MAGIC):
                 raise KeyBlobRejected("not a pkcs11 key blob")
             offset = len(BLOB_MAGIC)
-            version, code, kek_length = struct.unpack_from(">BBB", blob, offset)
+            version, algorithm_code, kek_length = struct.unpack_from(">BBB", blob, offset)
             offset += 3
-            if version != BLOB_VERSION or code not in _ALGORITHMS:
+            if version != BLOB_VERSION or algorithm_code not in _ALGORITHMS:
                 raise KeyBlobRejected("unknown pkcs11 key blob version or algorithm")
             kek_id = blob[offset : offset + kek_length]
             offset += kek_length
@@ -101,7 +101,7 @@ class KeyBlob:
             raise KeyBlobRejected("truncated pkcs11 key blob")
         if stored_id != key_id:
             raise KeyBlobRejected("the key blob belongs to another key id")
-        return cls(stored_id, _ALGORITHMS[code], kek_id, wrapped, tag)
+        return cls(stored_id, _ALGORITHMS[algorithm_code], kek_id, wrapped, tag)
 
 
 def key_pair_templates(

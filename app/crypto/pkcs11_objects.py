@@ -69,9 +69,15 @@ def object_id(session: Any, handle: Any) -> bytes:
 
 def load_keks(session: Any) -> dict[bytes, Kek]:
     wraps = {object_id(session, h): h for h in find(session, PyKCS11.CKO_SECRET_KEY, KEK_LABEL)}
-    macs = {object_id(session, h): h for h in find(session, PyKCS11.CKO_SECRET_KEY, BLOB_MAC_LABEL)}
+    tag_keys = {
+        object_id(session, h): h for h in find(session, PyKCS11.CKO_SECRET_KEY, BLOB_MAC_LABEL)
+    }
     # A KEK without its MAC key is what a process that died between the two left behind.
-    return {kek_id: Kek(kek_id, wraps[kek_id], macs[kek_id]) for kek_id in wraps if kek_id in macs}
+    return {
+        kek_id: Kek(kek_id, wraps[kek_id], tag_keys[kek_id])
+        for kek_id in wraps
+        if kek_id in tag_keys
+    }
 
 
 def create_kek(session: Any) -> dict[bytes, Kek]:

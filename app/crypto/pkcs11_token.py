@@ -110,11 +110,9 @@ class _Module:
                 return
             # Fails when the library is already finalised or never was in this process: fine.
             self.lib.lib.C_Finalize()
-            code = self.lib.lib.C_Initialize()
-            if code not in (PyKCS11.CKR_OK, PyKCS11.CKR_CRYPTOKI_ALREADY_INITIALIZED):
-                raise TokenUnavailable(
-                    f"the PKCS#11 module failed to initialise: {error_name(code)}"
-                )
+            rv = self.lib.lib.C_Initialize()
+            if rv not in (PyKCS11.CKR_OK, PyKCS11.CKR_CRYPTOKI_ALREADY_INITIALIZED):
+                raise TokenUnavailable(f"the PKCS#11 module failed to initialise: {error_name(rv)}")
             self.pid = os.getpid()
             self.generation += 1
 

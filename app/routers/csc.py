@@ -45,7 +45,8 @@ from app.schemas.csc import (
     SignHashOut,
     csc_error_responses,
 )
-from app.services.signing.csc import ECDSA_WITH, RSA_WITH, RSASSA_PSS, CredentialDetails, CscService
+from app.services.signing.csc import CredentialDetails, CscService
+from app.services.signing.csc_protocol import ECDSA_WITH, RSA_WITH, RSASSA_PSS
 
 SPECS: dict[CscVersion, str] = {"v1": "1.0.4.0", "v2": "2.0.0.2"}
 METHODS = [
@@ -176,9 +177,9 @@ def versioned_router(version: CscVersion) -> APIRouter:
         csc.send_otp(
             caller,
             credential_id=body.credential_id,
-            hash_b64=body.the_hash,
-            hash_algorithm_oid=body.hash_algorithm or "",
-            description=body.description,
+            digest=body.digest,
+            hash_algorithm=body.hash_name or "",
+            document_name=body.document_name,
             now=clock.now(),
         )
         return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -200,9 +201,8 @@ def versioned_router(version: CscVersion) -> APIRouter:
         grant = csc.authorize(
             caller,
             credential_id=body.credential_id,
-            hash_b64=body.the_hash,
-            hash_algorithm_oid=body.hash_algorithm,
-            num_signatures=body.num_signatures,
+            digest=body.digest,
+            hash_algorithm=body.hash_name,
             otp=body.auth_value("OTP") or "",
             pin=body.auth_value("PIN") or "",
             now=clock.now(),
@@ -225,7 +225,7 @@ def versioned_router(version: CscVersion) -> APIRouter:
             caller,
             credential_id=body.credential_id,
             sad=body.sad,
-            hash_b64=body.the_hash,
+            digest=body.digest,
             hash_algorithm_oid=body.hash_algorithm,
             sign_algorithm_oid=body.sign_algo.strip(),
             sign_algorithm_params_b64=body.sign_algo_params,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from app.errors import AuthorizationFailed, DomainError, Forbidden, RateLimited, Unauthenticated
+from app.services.signing.csc_protocol import decode_hash, hash_algorithm_of
+from app.validation import check_display_text, normalise_mykad
 
 CSC_PATH_PREFIX = "/csc/"
 CscVersion = Literal["v1", "v2"]
@@ -38,6 +40,15 @@ class CredentialsListIn(CscRequest):
     cert_info: bool = Field(default=False, alias="certInfo")
     auth_info: bool = Field(default=True, alias="authInfo")
 
+    # Model-level, as the service's check was: the error reads "userID: ..." without a pointer.
+    @model_validator(mode="after")
+    def _normalise_mykad(self) -> CredentialsListIn:
+        try:
+            self.user_id = normalise_mykad(self.user_id)
+        except ValueError as error:
+            raise ValueError(f"userID: {error}") from None
+        return self
+
 
 class CredentialsInfoIn(CscRequest):
     credential_id: str = _credential_id()
@@ -47,12 +58,18 @@ class CredentialsInfoIn(CscRequest):
 
 
 class _OneHash(CscRequest):
-    """`hash` (v1) or `hashes` (v2): exactly one base64 digest, as one OTP signs once."""
+    """`hash` (v1) or `hashes` (v2): exactly one base64 digest, as one OTP signs once.
+
+    Each body decodes it in its own model validator (`_decode`), after the checks that came
+    before it: a model-level error reads as its bare message, as CSC errors do.
+    """
 
     hash_v1: list[str] | None = Field(default=None, alias="hash", max_length=16)
     hashes: list[str] | None = Field(default=None, max_length=16)
     hash_algo: str | None = Field(default=None, alias="hashAlgo", max_length=64)
     hash_algorithm_oid: str | None = Field(default=None, alias="hashAlgorithmOID", max_length=64)
+    _digest: bytes = PrivateAttr(default=b"")
+    _hash_name: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _exactly_one_hash(self) -> _OneHash:
@@ -74,7 +91,18 @@ class _OneHash(CscRequest):
 
     @property
     def hash_algorithm(self) -> str | None:
+        """The OID given, in either spelling."""
         return self.hash_algorithm_oid or self.hash_algo
+
+    @property
+    def digest(self) -> bytes:
+        """The hash, decoded."""
+        return self._digest
+
+    @property
+    def hash_name(self) -> str | None:
+        """The hash algorithm the OID names (sha256...), if given and decoded."""
+        return self._hash_name
 
 
 class SendOtpIn(_OneHash):
@@ -85,11 +113,25 @@ class SendOtpIn(_OneHash):
         default=None, max_length=400, description="The document's name, shown to the person"
     )
 
+    _document_name: str = PrivateAttr(default="")
+
     @model_validator(mode="after")
-    def _algorithm_required(self) -> SendOtpIn:
+    def _decode(self) -> SendOtpIn:
         if self.hash_algorithm is None:
             raise ValueError("hashAlgo (v2: hashAlgorithmOID) is required with the hash")
+        self._hash_name = hash_algorithm_of(self.hash_algorithm)
+        self._digest = decode_hash(self.the_hash, self._hash_name)
+        if self.description is None:
+            raise ValueError("description is required: the document's name, shown to the person")
+        try:
+            self._document_name = check_display_text(self.description)
+        except ValueError as error:
+            raise ValueError(f"description {error}") from None
         return self
+
+    @property
+    def document_name(self) -> str:
+        return self._document_name
 
 
 class AuthData(CscRequest):
@@ -110,6 +152,14 @@ class AuthorizeIn(_OneHash):
             raise ValueError("both the OTP and the PIN are required (v2: authData)")
         return self
 
+    @model_validator(mode="after")
+    def _decode(self) -> AuthorizeIn:
+        if self.num_signatures is not None and self.num_signatures != 1:
+            raise ValueError("numSignatures must be 1: one OTP authorizes one signature")
+        self._hash_name = hash_algorithm_of(self.hash_algorithm) if self.hash_algorithm else None
+        self._digest = decode_hash(self.the_hash, self._hash_name)
+        return self
+
     def auth_value(self, name: Literal["PIN", "OTP"]) -> str | None:
         direct = self.pin if name == "PIN" else self.otp
         if direct is not None:
@@ -125,6 +175,12 @@ class SignHashIn(_OneHash):
     sad: str = Field(alias="SAD", min_length=1, max_length=200)
     sign_algo: str = Field(alias="signAlgo", min_length=1, max_length=64)
     sign_algo_params: str | None = Field(default=None, alias="signAlgoParams", max_length=2000)
+
+    @model_validator(mode="after")
+    def _decode(self) -> SignHashIn:
+        # Any SHA-2 length here: the SAD says which algorithm it was issued for.
+        self._digest = decode_hash(self.the_hash, None)
+        return self
 
 
 # -- responses ---------------------------------------------------------------------------------

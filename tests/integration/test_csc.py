@@ -85,9 +85,9 @@ def send_otp(runtime: Runtime, caller: Caller, person: Person) -> str:
         request = csc_service(runtime, session).send_otp(
             caller,
             credential_id=person.credential_id,
-            hash_b64=HASH_B64,
-            hash_algorithm_oid=SHA256,
-            description="Baucar Bayaran PV-2026-000123",
+            digest=base64.b64decode(HASH_B64),
+            hash_algorithm="sha256",
+            document_name="Baucar Bayaran PV-2026-000123",
             now=runtime.clock.now(),
         )
     return queued_otp(runtime.sessions, runtime.keys.outbox_seal, request.id)
@@ -101,9 +101,8 @@ def authorize(runtime: Runtime, caller: Caller, person: Person, otp: str) -> str
             .authorize(
                 caller,
                 credential_id=person.credential_id,
-                hash_b64=HASH_B64,
-                hash_algorithm_oid=None,
-                num_signatures=1,
+                digest=base64.b64decode(HASH_B64),
+                hash_algorithm=None,
                 otp=otp,
                 pin=person.pin,
                 now=runtime.clock.now(),
@@ -119,7 +118,7 @@ def sign_hash(runtime: Runtime, caller: Caller, person: Person, sad: str) -> byt
             caller,
             credential_id=person.credential_id,
             sad=sad,
-            hash_b64=HASH_B64,
+            digest=base64.b64decode(HASH_B64),
             hash_algorithm_oid=SHA256,
             sign_algorithm_oid=ECDSA_SHA256,
             sign_algorithm_params_b64=None,

@@ -104,7 +104,7 @@ ALLOWED = {
 # The checks themselves: each must call `macs_equal` or `hmac.compare_digest`.
 CONSTANT_TIME_CHECKS = {
     ("app/crypto/secrets.py", "macs_equal"),
-    ("app/services/signing/service.py", "SigningService.check_otp_and_pin"),
+    ("app/services/signing/check.py", "OtpPinCheck.check_otp_and_pin"),
     ("app/services/lifecycle/pins.py", "PinService.change"),
     ("app/services/lifecycle/pins.py", "PinService._refuse_same_pin"),
     ("app/services/signing/csc.py", "CscService._request_of_sad"),

@@ -31,6 +31,7 @@ from app.models.base import new_id
 from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller
+from app.services.credential_rules import is_expired
 from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.people import PeopleService
 from app.services.lifecycle.tokens import IssuedToken
@@ -59,11 +60,7 @@ EXPIRED = "expired"
 
 def effective_status(credential: Credential, now: datetime) -> str:
     """The status a caller sees: a current credential past its validity reads `expired`."""
-    if (
-        credential.status in CURRENT_ROAMING_STATUSES
-        and credential.not_after is not None
-        and credential.not_after <= now
-    ):
+    if credential.status in CURRENT_ROAMING_STATUSES and is_expired(credential, now):
         return EXPIRED
     return credential.status
 

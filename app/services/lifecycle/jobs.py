@@ -31,8 +31,9 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.clock import Clock
 from app.db import unit_of_work
-from app.models import Credential, CredentialStatus, JobRun, Medium, User
+from app.models import Credential, CredentialStatus, JobRun, User
 from app.services.audit.log import AuditLog
+from app.services.credential_rules import SIGNING_CREDENTIAL
 from app.services.devices.service import purge_device_leftovers
 from app.services.mail.notices import queue_expiry_notice
 from app.services.retention import RetentionPurge
@@ -192,8 +193,7 @@ class ExpiryNotices:
             session.scalars(
                 select(Credential)
                 .where(
-                    Credential.medium == Medium.ROAMING,
-                    Credential.status.in_([CredentialStatus.ACTIVE, CredentialStatus.LOCKED]),
+                    SIGNING_CREDENTIAL,
                     and_(Credential.not_after > now, Credential.not_after <= now + self._window),
                     Credential.expiry_notice_sent_at.is_(None),
                     ~renewed,

@@ -22,14 +22,11 @@ from app.errors import (
 )
 from app.models import Credential, CredentialStatus, TokenPurpose, User
 from app.services.clients import Caller
+from app.services.credential_rules import count_pin_failure, report_credential_locked
 from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.credentials import CredentialLifecycle, effective_status
 from app.services.lifecycle.tokens import TokenSent
-from app.services.mail.notices import (
-    queue_credential_locked_notice,
-    queue_notice,
-    queue_pin_changed_notice,
-)
+from app.services.mail.notices import queue_notice, queue_pin_changed_notice
 from app.services.mail.texts.common import mask_email
 from app.services.mail.texts.tokens import PinResetNotice
 
@@ -246,28 +243,7 @@ class PinService:
         self, caller: Caller, credential: Credential, user: User, now: datetime
     ) -> None:
         limit = self.context.settings.pin_max_failures
-        failures = self.session.execute(
-            update(Credential)
-            .where(Credential.id == credential.id)
-            .values(pin_failures=Credential.pin_failures + 1)
-            .returning(Credential.pin_failures)
-            .execution_options(synchronize_session=False)
-        ).scalar_one()
-        locked = False
-        if failures >= limit:
-            locked = (
-                self.session.execute(
-                    update(Credential)
-                    .where(
-                        Credential.id == credential.id,
-                        Credential.status == CredentialStatus.ACTIVE,
-                    )
-                    .values(status=CredentialStatus.LOCKED, locked_at=now, updated_at=now)
-                    .returning(Credential.id)
-                    .execution_options(synchronize_session=False)
-                ).first()
-                is not None
-            )
+        failure = count_pin_failure(self.session, credential, limit, now)
         self.audit.record(
             now=now,
             action="credential.pin_change_rejected",
@@ -275,23 +251,15 @@ class PinService:
             mykad=user.mykad,
             target_id=credential.id,
             outcome="pin_wrong",
-            details={"failures": failures},
+            details={"failures": failure.failures},
         )
-        if locked:
-            self.audit.record(
-                now=now,
-                action="credential.locked",
-                actor=caller.name,
-                mykad=user.mykad,
-                target_id=credential.id,
-                outcome="pin_failures",
-            )
-            queue_credential_locked_notice(
-                self.session, self.context.seal_key, user, credential, now
+        if failure.locked:
+            report_credential_locked(
+                self.session, self.context.seal_key, self.audit, caller.name, user, credential, now
             )
         # AuthorizationFailed keeps these changes: the session commits them with the refusal.
         raise AuthorizationFailed(
-            "the current PIN is not correct", attempts_remaining=max(0, limit - failures)
+            "the current PIN is not correct", attempts_remaining=max(0, limit - failure.failures)
         )
 
     def _tell_pin_changed(self, user: User, credential: Credential, now: datetime) -> None:

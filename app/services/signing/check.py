@@ -1,0 +1,168 @@
+"""The one check of an OTP and a PIN, shared by the native signature and CSC's authorize:
+one attempt counted whatever was wrong, and the lockouts a failure leads to."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.crypto.keys import DerivedKeys
+from app.crypto.secrets import macs_equal, otp_mac, pin_mac
+from app.errors import AuthorizationFailed, RequestLocked, ValidationFailed
+from app.models import Credential, RequestStatus, SigningRequest, User
+from app.services.audit.log import AuditLog
+from app.services.clients import Caller
+from app.services.credential_rules import (
+    binding_of,
+    clear_failed_checks,
+    clear_pin_failures,
+    count_failed_check,
+    count_pin_failure,
+    refuse_held,
+    refuse_spent_otp,
+    refuse_unless_can_sign,
+    report_credential_locked,
+)
+from app.services.signing.statements import COUNT_ATTEMPT, loaded_as
+from app.settings import Settings
+
+_OTP_FORMAT = re.compile(r"^[0-9]{6}$")
+_PIN_FORMAT = re.compile(r"^[0-9]{6,8}$")
+
+
+class OtpPinCheck:
+    """Checks an OTP and a PIN in the contract's order and counts the failures."""
+
+    def __init__(
+        self, session: Session, *, settings: Settings, keys: DerivedKeys, audit: AuditLog
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.keys = keys
+        self.audit = audit
+
+    def check_otp_and_pin(
+        self, caller: Caller, request: SigningRequest, otp: str, pin: str, now: datetime
+    ) -> tuple[Credential, User]:
+        """The one check of an OTP and a PIN, in the contract's order; the native signature and
+        CSC credentials/authorize both use it.
+
+        Refusals before the check count nothing; the check itself counts one attempt whatever
+        was wrong and raises `AuthorizationFailed` (committed with its counters). On success
+        the person's failure counters are cleared, and spending the OTP (a signature, or a
+        SAD) is the caller's next step, in the same transaction: the row lock taken by the
+        count keeps concurrent submissions out until then.
+        """
+        if not _OTP_FORMAT.match(otp):
+            raise ValidationFailed("otp must be 6 digits", "/otp")
+        if not _PIN_FORMAT.match(pin):
+            raise ValidationFailed("pin must be 6 to 8 digits", "/pin")
+        refuse_spent_otp(request, now)
+        credential = self.session.get(Credential, request.credential_id)
+        user = self.session.get(User, request.user_id)
+        assert credential is not None and user is not None  # foreign keys
+        refuse_unless_can_sign(credential, now)
+        refuse_held(user, now)
+
+        attempts = self._count_attempt(request, now)
+        # Both factors are always computed and compared, so the time taken says nothing
+        # about which one was wrong.
+        otp_ok = macs_equal(request.otp_mac, otp_mac(self.keys.otp_mac, otp, binding_of(request)))
+        pin_ok = macs_equal(credential.pin_mac, pin_mac(self.keys.pin_pepper, credential.id, pin))
+        if otp_ok and pin_ok:
+            clear_pin_failures(self.session, credential)
+            clear_failed_checks(user)
+            return credential, user
+        self._record_failure(caller, request, credential, user, attempts, otp_ok, pin_ok, now)
+        remaining = self.settings.otp_max_attempts - attempts
+        raise AuthorizationFailed("the OTP or the PIN is not correct", attempts_remaining=remaining)
+
+    def _count_attempt(self, request: SigningRequest, now: datetime) -> int:
+        """Count one check before comparing anything, atomically: parallel guesses cannot
+        exceed the limit. The row lock this takes is held until the transaction ends."""
+        counted: int | None = (
+            self.session.connection()
+            .execute(
+                COUNT_ATTEMPT,
+                {
+                    "request_id": request.id,
+                    "max_attempts": self.settings.otp_max_attempts,
+                    "now": now,
+                },
+            )
+            .scalar_one_or_none()
+        )
+        if counted is None:
+            # Another submission changed the request between our read and this update.
+            self.session.refresh(request)
+            refuse_spent_otp(request, now)
+            raise RequestLocked("too many failed attempts; request a new OTP")
+        loaded_as(request, attempts=counted)
+        return counted
+
+    def _record_failure(
+        self,
+        caller: Caller,
+        request: SigningRequest,
+        credential: Credential,
+        user: User,
+        attempts: int,
+        otp_ok: bool,
+        pin_ok: bool,
+        now: datetime,
+    ) -> None:
+        request_locked = attempts >= self.settings.otp_max_attempts
+        if request_locked:
+            self.session.execute(
+                update(SigningRequest)
+                .where(
+                    SigningRequest.id == request.id, SigningRequest.status == RequestStatus.PENDING
+                )
+                .values(status=RequestStatus.LOCKED, finished_at=now)
+            )
+        credential_locked = False
+        if pin_ok:
+            clear_pin_failures(self.session, credential)
+        else:
+            credential_locked = count_pin_failure(
+                self.session, credential, self.settings.pin_max_failures, now
+            ).locked
+        failed_checks, held_until = count_failed_check(self.session, user, self.settings, now)
+        reason = (
+            "otp_and_pin_wrong"
+            if not (otp_ok or pin_ok)
+            else ("otp_wrong" if pin_ok else "pin_wrong")
+        )
+        self.audit.record(
+            now=now,
+            action="otp.check.rejected",
+            actor=caller.name,
+            mykad=user.mykad,
+            target_id=request.id,
+            outcome=reason,
+            details={"attempt": attempts, "request_locked": request_locked},
+        )
+        if request_locked:
+            self.audit.record(
+                now=now,
+                action="signing_request.locked",
+                actor=caller.name,
+                mykad=user.mykad,
+                target_id=request.id,
+            )
+        if credential_locked:
+            report_credential_locked(
+                self.session, self.keys.outbox_seal, self.audit, caller.name, user, credential, now
+            )
+        if held_until is not None:
+            self.audit.record(
+                now=now,
+                action="person.signing_held",
+                actor=caller.name,
+                mykad=user.mykad,
+                outcome="consecutive_failures",
+                details={"failed_checks": failed_checks, "held_until": held_until.isoformat()},
+            )

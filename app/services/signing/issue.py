@@ -1,0 +1,222 @@
+"""Issuing: an OTP bound to one document hash, counted per person and per signer, sent to the
+person's device or e-mail address."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.crypto.keys import DerivedKeys
+from app.crypto.secrets import generate_otp, otp_mac
+from app.db import after_commit
+from app.errors import CredentialNotActive, NoActiveDevice, NoEmailAddress, OtpPending, RateLimited
+from app.metrics import OTPS_ISSUED
+from app.models import Credential, RequestStatus, SigningRequest, User
+from app.models.base import new_id
+from app.models.device import Device
+from app.services.audit.log import AuditLog
+from app.services.clients import Caller
+from app.services.credential_rules import binding_of, refuse_unless_can_sign
+from app.services.devices.messages import DeviceMessageStore, OtpMessage, mobile_destination
+from app.services.mail.outbox import Outbox
+from app.services.mail.texts.common import mask_email
+from app.services.mail.texts.signing import OtpNotice
+from app.services.rate_limits import Hit, RateLimit, RateLimiter
+from app.services.signing.statements import (
+    EXPIRE_STALE,
+    INSERT_REQUEST,
+    PERSON_WITH_SIGNER,
+    REQUEST_COLUMNS,
+)
+from app.settings import Settings
+
+logger = logging.getLogger("roamsign.signing")
+
+OTPS_PER_PERSON = "otp_issuance:person"
+OTPS_PER_SIGNER = "otp_issuance:signer"
+# Commit-long row locks of a few milliseconds on 16 rows instead of one: a signer's requests
+# rarely queue on each other (see app.services.rate_limits).
+SIGNER_COUNTER_SHARDS = 16
+
+
+@dataclass(frozen=True)
+class NewSigningRequest:
+    mykad: str
+    document_hash: str  # lowercase hex, validated against hash_algorithm
+    hash_algorithm: str
+    document_name: str
+    channel: str
+    signature_format: str
+    # The credential the caller named (the CSC API addresses a credential, not a person): the
+    # request is refused unless it is the person's usable roaming credential.
+    credential_id: str | None = None
+
+
+class OtpIssuer:
+    """Issues one OTP for one document hash, for the person's usable roaming credential."""
+
+    def __init__(
+        self, session: Session, *, settings: Settings, keys: DerivedKeys, audit: AuditLog
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.keys = keys
+        self.audit = audit
+
+    def request_signature(
+        self, caller: Caller, new: NewSigningRequest, now: datetime
+    ) -> SigningRequest:
+        row = self.session.execute(PERSON_WITH_SIGNER, {"mykad": new.mykad}).first()
+        user, found, active = (row[0], row[1], row[2]) if row is not None else (None, None, None)
+        credential = _usable_credential(found, now)
+        assert user is not None  # _usable_credential refuses a missing person
+        if new.credential_id is not None and new.credential_id != credential.id:
+            raise CredentialNotActive("this credential is not the person's active roaming one")
+        device = _mobile_device(active, new.channel)
+        channel = "mobile" if device is not None else "email"
+        if device is None and not user.email:
+            raise NoEmailAddress("this person has no registered e-mail address for the OTP")
+        # Counted once nothing else refuses, and before anything is written: the refusal
+        # commits only the counts (the row locks they take last until the commit, so late).
+        self._count_issuance(caller, user, now)
+        # No ORM synchronisation needed: no request of this person is loaded in the session.
+        self.session.connection().execute(
+            EXPIRE_STALE, {"person": user.id, "hash": new.document_hash, "now": now}
+        )
+
+        request = SigningRequest(
+            signer_id=caller.id,
+            user_id=user.id,
+            credential_id=credential.id,
+            document_hash=new.document_hash,
+            hash_algorithm=new.hash_algorithm,
+            document_name=new.document_name,
+            channel=channel,
+            destination=(
+                mobile_destination(device) if device is not None else mask_email(user.email or "")
+            ),
+            signature_format=new.signature_format,
+            status=RequestStatus.PENDING,
+            attempts=0,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self.settings.otp_ttl_seconds),
+        )
+        request.id = new_id()
+        otp = generate_otp()
+        request.otp_mac = otp_mac(self.keys.otp_mac, otp, binding_of(request))
+        try:
+            # No savepoint: losing the race for this hash refuses the whole unit of work.
+            # Every column is set above, and the object is never added: nothing in this unit
+            # of work changes the row again, so a Core insert skips the ORM's unit of work.
+            self.session.connection().execute(
+                INSERT_REQUEST, {column: getattr(request, column) for column in REQUEST_COLUMNS}
+            )
+        except IntegrityError:
+            raise OtpPending(
+                "an OTP for this document is already pending for this person"
+            ) from None
+
+        notice = OtpNotice(
+            otp=otp,
+            document_name=new.document_name,
+            requesting_system=caller.name,
+            hash_algorithm=new.hash_algorithm,
+            document_hash_hex=new.document_hash,
+            expires_at=request.expires_at,
+            request_id=request.id,
+        )
+        if device is not None:
+            # Stored for the device until it fetches it (store-and-forward), sealed meanwhile.
+            DeviceMessageStore(self.session, self.keys.outbox_seal).enqueue(
+                device, otp_message(notice, now), now
+            )
+        else:
+            assert user.email is not None
+            Outbox(self.session, self.keys.outbox_seal).enqueue(
+                purpose="otp",
+                recipient=user.email,
+                subject=notice.subject(),
+                body=notice.body(),
+                now=now,
+                request_id=request.id,
+                not_after=request.expires_at,
+                headers={"X-Roamsign-Request-Id": request.id},
+            )
+        after_commit(self.session, OTPS_ISSUED.labels(channel).inc)
+        self.audit.record(
+            now=now,
+            action="otp.issued",
+            actor=caller.name,
+            mykad=user.mykad,
+            target_id=request.id,
+            details={
+                "channel": channel,
+                "hash_algorithm": new.hash_algorithm,
+                "signature_format": new.signature_format,
+            },
+        )
+        return request
+
+    def _count_issuance(self, caller: Caller, user: User, now: datetime) -> None:
+        """One OTP more for this person and this signer (`rate_limited` once over either)."""
+        try:
+            RateLimiter(self.session, self.keys.subject_ref).hit(
+                now,
+                Hit(
+                    RateLimit(OTPS_PER_PERSON, self.settings.otps_per_person_per_minute, 60),
+                    user.id,
+                    f"at most {self.settings.otps_per_person_per_minute} OTPs a minute for "
+                    "one person; try again later",
+                ),
+                Hit(
+                    # The hot counter (one backend makes nearly every request): sharded.
+                    RateLimit(
+                        OTPS_PER_SIGNER,
+                        self.settings.otps_per_signer_per_minute,
+                        60,
+                        shards=SIGNER_COUNTER_SHARDS,
+                    ),
+                    caller.id,
+                    f"at most {self.settings.otps_per_signer_per_minute} OTPs a minute for "
+                    "this client; try again later",
+                ),
+            )
+        except RateLimited:
+            logger.warning("otp.rate_limited", extra={"client": caller.name})
+            raise
+
+
+def _usable_credential(credential: Credential | None, now: datetime) -> Credential:
+    if credential is None:
+        # An unknown person and one without an active roaming credential look the same.
+        raise CredentialNotActive("no active roaming credential for this MyKad")
+    refuse_unless_can_sign(credential, now)
+    return credential
+
+
+def _mobile_device(device: Device | None, requested_channel: str) -> Device | None:
+    """The device the OTP goes to: `mobile` needs the person's active device, `auto` takes it
+    when there is one (else e-mail), `email` never does."""
+    if requested_channel == "email":
+        return None
+    if device is None and requested_channel == "mobile":
+        raise NoActiveDevice("this person has no active MyGPKI Mobile device")
+    return device
+
+
+def otp_message(notice: OtpNotice, issued_at: datetime) -> OtpMessage:
+    """What the app shows: the e-mail's facts and code, for the device's own screen."""
+    return OtpMessage(
+        request_id=notice.request_id,
+        otp=notice.otp,
+        document_name=notice.document_name,
+        requesting_system=notice.requesting_system,
+        hash_algorithm=notice.hash_algorithm,
+        document_fingerprint=notice.fingerprint,
+        issued_at=issued_at,
+        expires_at=notice.expires_at,
+    )

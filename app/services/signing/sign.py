@@ -1,0 +1,141 @@
+"""Making the signature of a request's hash, once: detached CMS or raw, recorded and told to
+the person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.crypto.cms import build_detached_cms, signature_algorithm_name
+from app.crypto.keys import DerivedKeys
+from app.crypto.keystore import KeyStore, PublicKey, RsaPadding
+from app.db import after_commit
+from app.errors import OtpConsumed
+from app.metrics import SIGNATURES
+from app.models import Credential, Signature, SigningRequest, User
+from app.models.base import new_id
+from app.services.audit.log import AuditLog
+from app.services.ca import CertificateAuthorityService
+from app.services.clients import Caller
+from app.services.credential_rules import certificate_of, public_key_of
+from app.services.mail.notices import queue_signing_notice
+from app.services.signing.statements import INSERT_SIGNATURE
+
+
+@dataclass(frozen=True)
+class RawMechanism:
+    """How a `raw` signature is made: RSA PKCS#1 v1.5 or PSS (ignored for ECDSA keys).
+
+    `pss_salt_length` None means the digest length, the native API's choice.
+    """
+
+    rsa_padding: RsaPadding = "pkcs1v15"
+    pss_salt_length: int | None = None
+
+
+@dataclass(frozen=True)
+class SignatureResult:
+    request: SigningRequest
+    signature: Signature
+    certificate_pem: str
+    chain_pems: tuple[str, ...]
+
+
+class SignatureMaker:
+    """Signs a request whose OTP or SAD was just spent, and records the one signature."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        keys: DerivedKeys,
+        key_store: KeyStore,
+        ca: CertificateAuthorityService,
+        audit: AuditLog,
+    ) -> None:
+        self.session = session
+        self.keys = keys
+        self.key_store = key_store
+        self.ca = ca
+        self.audit = audit
+
+    def sign_once(
+        self,
+        caller: Caller,
+        request: SigningRequest,
+        credential: Credential,
+        user: User,
+        now: datetime,
+        mechanism: RawMechanism,
+    ) -> SignatureResult:
+        """Sign the request's hash and record the signature; the request was just marked
+        signed by a conditional update, and the unique request_id is the last defence."""
+        assert credential.key_blob is not None and credential.certificate_pem is not None
+        material = self.ca.material()
+        certificate = certificate_of(credential)
+        public_key = public_key_of(certificate)
+        digest = bytes.fromhex(request.document_hash)
+        if request.signature_format == "cms":
+            signature_bytes = build_detached_cms(
+                digest=digest,
+                hash_algorithm=request.hash_algorithm,
+                certificate=certificate,
+                chain=[material.issuing, material.root],
+                signing_time=now,
+                sign=lambda data, algorithm: self.key_store.sign_digest(
+                    credential.id, credential.key_blob or b"", data, algorithm
+                ),
+            )
+            algorithm_name = signature_algorithm_name(public_key, request.hash_algorithm)
+        else:
+            signature_bytes = self.key_store.sign_digest(
+                credential.id,
+                credential.key_blob,
+                digest,
+                request.hash_algorithm,
+                mechanism.rsa_padding,
+                mechanism.pss_salt_length,
+            )
+            algorithm_name = raw_algorithm_name(public_key, request.hash_algorithm, mechanism)
+        values = {
+            "id": new_id(),
+            "request_id": request.id,
+            "signature": signature_bytes,
+            "signature_format": request.signature_format,
+            "signature_algorithm": algorithm_name,
+            "certificate_serial": credential.certificate_serial or "",
+            "signed_at": now,
+        }
+        try:
+            # No savepoint: a second signature refuses (and rolls back) the whole unit of work.
+            self.session.connection().execute(INSERT_SIGNATURE, values)
+        except IntegrityError:
+            raise OtpConsumed("this OTP was already used") from None
+        signature = Signature(**values)  # what was written, for the answer; never added
+        after_commit(self.session, SIGNATURES.labels(request.signature_format).inc)
+        # The person learns of every signature made with their key, so misuse is seen.
+        seal_key = self.keys.outbox_seal
+        queue_signing_notice(self.session, seal_key, user, request, caller.name, now)
+        self.audit.record(
+            now=now,
+            action="signature.created",
+            actor=caller.name,
+            mykad=user.mykad,
+            target_id=request.id,
+            details={
+                "certificate_serial": signature.certificate_serial,
+                "signature_format": signature.signature_format,
+            },
+        )
+        return SignatureResult(request, signature, credential.certificate_pem, material.chain_pems)
+
+
+def raw_algorithm_name(public_key: PublicKey, hash_algorithm: str, mechanism: RawMechanism) -> str:
+    """The name recorded for a raw signature (RSASSA-PSS is named with its hash)."""
+    if isinstance(public_key, rsa.RSAPublicKey) and mechanism.rsa_padding == "pss":
+        return f"RSASSA-PSS-{hash_algorithm.upper()}"
+    return signature_algorithm_name(public_key, hash_algorithm)

@@ -1,0 +1,84 @@
+"""The signing flow's hot statements, built once.
+
+Building a statement and its cache key costs more than running it; Core on the table, so no
+ORM synchronisation either.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
+
+from app.db import status_constant
+from app.models import Credential, RequestStatus, Signature, SigningRequest, User
+from app.models.device import Device, DeviceStatus
+from app.services.credential_rules import SIGNING_CREDENTIAL
+
+REQUESTS: Table = SigningRequest.__table__  # type: ignore[assignment]
+SIGNATURES: Table = Signature.__table__  # type: ignore[assignment]
+
+# Counts one check before anything is compared, atomically: parallel guesses cannot exceed
+# the limit, and the row lock it takes is held until the transaction ends.
+COUNT_ATTEMPT = (
+    update(REQUESTS)
+    .where(
+        REQUESTS.c.id == bindparam("request_id"),
+        REQUESTS.c.status == RequestStatus.PENDING,
+        REQUESTS.c.authorized_at.is_(None),
+        REQUESTS.c.attempts < bindparam("max_attempts"),
+        REQUESTS.c.expires_at > bindparam("now"),
+    )
+    .values(attempts=REQUESTS.c.attempts + 1)
+    .returning(REQUESTS.c.attempts)
+)
+# Frees a person's document hash from pending requests whose window is over.
+EXPIRE_STALE = (
+    update(REQUESTS)
+    .where(
+        REQUESTS.c.user_id == bindparam("person"),
+        REQUESTS.c.document_hash == bindparam("hash"),
+        REQUESTS.c.status == status_constant(RequestStatus.PENDING),
+        REQUESTS.c.expires_at <= bindparam("now"),
+        # A SAD outliving the OTP's window keeps its request (and its hash) until used.
+        or_(REQUESTS.c.sad_expires_at.is_(None), REQUESTS.c.sad_expires_at <= bindparam("now")),
+    )
+    .values(status=RequestStatus.EXPIRED, finished_at=bindparam("now"))
+)
+# Spends a pending OTP once. No values clause: the SET columns are the parameters the caller
+# passes besides `request_id` (signed, or a SAD), each set of them compiled once.
+SPEND_OTP = (
+    update(REQUESTS)
+    .where(
+        REQUESTS.c.id == bindparam("request_id"),
+        REQUESTS.c.status == RequestStatus.PENDING,
+        REQUESTS.c.authorized_at.is_(None),
+    )
+    .returning(REQUESTS.c.id)
+)
+# The person, their roaming credential and their active device (partial unique indexes: at
+# most one of each).
+PERSON_WITH_SIGNER = (
+    select(User, Credential, Device)
+    .outerjoin(Credential, and_(Credential.user_id == User.id, SIGNING_CREDENTIAL))
+    .outerjoin(Device, and_(Device.user_id == User.id, Device.status == DeviceStatus.ACTIVE))
+    .where(User.mykad == bindparam("mykad"))
+)
+# A new request and a signature are not changed again in the unit of work that writes them:
+# Core inserts skip the ORM's unit of work (its flush of one new object cost more than the
+# INSERT itself).
+INSERT_REQUEST = insert(REQUESTS)
+REQUEST_COLUMNS = tuple(column.key for column in REQUESTS.columns)
+INSERT_SIGNATURE = insert(SIGNATURES)
+REQUEST_WITH_SIGNER = (
+    select(SigningRequest, Credential, User)
+    .join(Credential, Credential.id == SigningRequest.credential_id)
+    .join(User, User.id == SigningRequest.user_id)
+    .where(SigningRequest.id == bindparam("request_id"))
+)
+
+
+def loaded_as(request: SigningRequest, **values: object) -> None:
+    """Show in the loaded object what a conditional UPDATE just stored, as if read from the
+    row: cheaper than the ORM's own synchronisation, and it marks nothing for a second write."""
+    for name, value in values.items():
+        set_committed_value(request, name, value)
