@@ -28,6 +28,7 @@ from app.services.lifecycle.people import PeopleService
 from app.services.signing.service import SigningService
 from app.services.signing.verification import VerificationService
 from app.settings import Settings
+from app.units import Services
 
 
 # Dependencies that only build objects are `async def`: FastAPI runs a plain `def` dependency
@@ -74,8 +75,15 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
-async def get_audit(session: SessionDep, runtime: RuntimeDep) -> AuditLog:
-    return runtime.audit_log(session)
+async def get_services(session: SessionDep, runtime: RuntimeDep) -> Services:
+    return Services(runtime, session)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_audit(services: ServicesDep) -> AuditLog:
+    return services.audit
 
 
 AuditDep = Annotated[AuditLog, Depends(get_audit)]
@@ -138,37 +146,26 @@ PeopleReaderDep = Annotated[
 ]
 
 
-def ca_service(session: Session, runtime: Runtime) -> CertificateAuthorityService:
-    return CertificateAuthorityService(
-        session, runtime.key_store, runtime.ca_cache, runtime.settings.ca_name
-    )
+# Each service a route needs, from the unit of work's `Services` (app.units builds them all).
 
 
-def signing_service(session: Session, runtime: Runtime, audit: AuditLog) -> SigningService:
-    return SigningService(
-        session,
-        settings=runtime.settings,
-        keys=runtime.keys,
-        key_store=runtime.key_store,
-        ca=ca_service(session, runtime),
-        audit=audit,
-    )
+async def get_ca_service(services: ServicesDep) -> CertificateAuthorityService:
+    return services.ca
 
 
-async def get_signing_service(
-    session: SessionDep, runtime: RuntimeDep, audit: AuditDep
-) -> SigningService:
-    return signing_service(session, runtime, audit)
+async def get_signing_service(services: ServicesDep) -> SigningService:
+    return services.signing
 
 
-async def get_people_service(session: SessionDep, audit: AuditDep) -> PeopleService:
-    return PeopleService(session, audit)
+async def get_people_service(services: ServicesDep) -> PeopleService:
+    return services.people
 
 
-async def get_verification_service(session: SessionDep, runtime: RuntimeDep) -> VerificationService:
-    return VerificationService(session, ca_service(session, runtime))
+async def get_verification_service(services: ServicesDep) -> VerificationService:
+    return services.verification
 
 
+CaServiceDep = Annotated[CertificateAuthorityService, Depends(get_ca_service)]
 SigningServiceDep = Annotated[SigningService, Depends(get_signing_service)]
 PeopleServiceDep = Annotated[PeopleService, Depends(get_people_service)]
 VerificationServiceDep = Annotated[VerificationService, Depends(get_verification_service)]
@@ -188,11 +185,10 @@ M = TypeVar("M", bound=BaseModel)
 
 @dataclass(frozen=True)
 class Unit:
-    """What a one-hop endpoint's work gets: the unit of work's session and audit log, the
-    authenticated caller, and the runtime."""
+    """What a one-hop endpoint's work gets: the unit of work's services, the authenticated
+    caller, and the runtime."""
 
-    session: Session
-    audit: AuditLog
+    services: Services
     caller: Caller
     runtime: Runtime
 
@@ -215,9 +211,9 @@ def _run_unit(
     request: Request, runtime: Runtime, roles: frozenset[Role], work: Callable[[Unit], T]
 ) -> T:
     with unit_of_work(runtime.sessions) as session:
-        audit = runtime.audit_log(session)
-        caller = _check_role(_caller(request, session, audit), roles)
-        return work(Unit(session, audit, caller, runtime))
+        services = Services(runtime, session)
+        caller = _check_role(_caller(request, session, services.audit), roles)
+        return work(Unit(services, caller, runtime))
 
 
 def json_body(model: type[M], raw: bytes) -> M:

@@ -13,15 +13,7 @@ from typing import Annotated
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Depends, Response, status
 
-from app.deps import (
-    AuditDep,
-    ClockDep,
-    RuntimeDep,
-    SessionDep,
-    SignerDep,
-    SigningServiceDep,
-    ca_service,
-)
+from app.deps import ClockDep, ServicesDep, SignerDep
 from app.schemas.csc import (
     AuthObject,
     AuthorizeIn,
@@ -63,17 +55,8 @@ SERVICE_DESCRIPTION = (
 )
 
 
-async def get_csc_service(
-    session: SessionDep, runtime: RuntimeDep, signing: SigningServiceDep, audit: AuditDep
-) -> CscService:
-    return CscService(
-        session,
-        signing=signing,
-        ca=ca_service(session, runtime),
-        keys=runtime.keys,
-        settings=runtime.settings,
-        audit=audit,
-    )
+async def get_csc_service(services: ServicesDep) -> CscService:
+    return services.csc
 
 
 CscServiceDep = Annotated[CscService, Depends(get_csc_service)]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.deps import AuditDep, ClockDep, JdnAdminDep, RuntimeDep, SessionDep
+from app.deps import ClockDep, JdnAdminDep, RuntimeDep, ServicesDep
 from app.errors import (
     ActivationCodeConsumed,
     ActivationCodeExpired,
@@ -39,23 +39,14 @@ from app.services.devices.messages import MAX_WAIT_SECONDS, MessageFeed
 from app.services.devices.service import (
     DeviceRegistration,
     DeviceService,
-    EmailActivationCodeSender,
     mask_phone_end,
 )
 
 router = APIRouter(tags=["devices"])
 
 
-async def get_device_service(
-    session: SessionDep, runtime: RuntimeDep, audit: AuditDep
-) -> DeviceService:
-    return DeviceService(
-        session,
-        settings=runtime.settings,
-        keys=runtime.keys,
-        audit=audit,
-        code_sender=EmailActivationCodeSender(session, runtime.keys.outbox_seal),
-    )
+async def get_device_service(services: ServicesDep) -> DeviceService:
+    return services.devices
 
 
 async def get_message_feed(runtime: RuntimeDep) -> MessageFeed:

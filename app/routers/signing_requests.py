@@ -17,7 +17,6 @@ from app.deps import (
     in_one_unit,
     json_body,
     json_response,
-    signing_service,
 )
 from app.errors import (
     AuthorizationFailed,
@@ -100,7 +99,7 @@ async def create_signing_request(request: Request) -> Response:
     def work(unit: Unit) -> SigningRequestCreated:
         # One of the two calls of every flow: one thread hop (app.deps.in_one_unit).
         body = json_body(SigningRequestCreate, raw)
-        signing = signing_service(unit.session, unit.runtime, unit.audit)
+        signing = unit.services.signing
         created = signing.request_signature(
             unit.caller,
             NewSigningRequest(
@@ -158,7 +157,7 @@ async def submit_signature(request_id: str, request: Request) -> Response:
 
     def work(unit: Unit) -> SignatureOut:
         # The other call of every flow, in one thread hop; ownership (404) before the body (422).
-        signing = signing_service(unit.session, unit.runtime, unit.audit)
+        signing = unit.services.signing
         own = signing.get_own(unit.caller, request_id, with_signer=True)
         body = json_body(SignatureSubmit, raw)
         return signature_out(
