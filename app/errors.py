@@ -13,17 +13,15 @@ class ConfigurationError(RuntimeError):
 
 
 class DomainError(Exception):
-    """An expected failure; rendered as application/problem+json by `problem_body`.
+    """An expected failure, rendered in the wire format of the route that raised it.
 
-    `keeps_changes` marks refusals whose database writes must be committed although the caller
-    gets an error (a counted attempt, a PIN failure, a lockout): the session dependency commits
-    for them instead of rolling back.
+    Raising one rolls the unit of work back, unless the service called `app.db.keep_changes`
+    first (a counted attempt, a PIN failure, a lockout must survive the refusal).
     """
 
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
     title: ClassVar[str] = "Bad request"
-    keeps_changes: ClassVar[bool] = False
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or self.title
@@ -76,7 +74,6 @@ class AuthorizationFailed(DomainError):
     """Wrong OTP or wrong PIN: deliberately the same answer for both."""
 
     status, code, title = 403, "authorization_failed", "OTP or PIN not accepted"
-    keeps_changes = True
 
 
 class OtpExpired(DomainError):
@@ -93,7 +90,6 @@ class OtpPending(DomainError):
 
 class RequestLocked(DomainError):
     status, code, title = 423, "request_locked", "Too many failed attempts for this request"
-    keeps_changes = True
 
 
 class CredentialNotActive(DomainError):
@@ -102,7 +98,6 @@ class CredentialNotActive(DomainError):
 
 class CredentialLocked(DomainError):
     status, code, title = 423, "credential_locked", "The credential is locked"
-    keeps_changes = True
 
 
 class NoActiveDevice(DomainError):
@@ -127,7 +122,6 @@ class PhoneMismatch(DomainError):
 
 class RateLimited(DomainError):
     status, code, title = 429, "rate_limited", "Too many requests"
-    keeps_changes = True
 
     def __init__(self, detail: str | None = None, *, retry_after_seconds: int) -> None:
         super().__init__(detail)
@@ -149,15 +143,14 @@ class InternalError(DomainError):
 # One-time tokens sent by e-mail (address verification, PIN setup and reset) are one-time
 # secrets like the OTP, so they answer with the contract's codes: a token that matches nothing
 # is invalid input, one past its validity has expired, one used or replaced is consumed. The
-# refusal is recorded in the audit trail, hence `keeps_changes` (the refusal changes nothing
-# else: it is raised before any change).
+# refusal is recorded in the audit trail, so the service keeps its changes
+# (`app.db.keep_changes`; the refusal changes nothing else: it is raised before any change).
 
 
 class TokenNotValid(ValidationFailed):
     """The token matches nothing issued for this purpose and subject."""
 
     title = "The token is not valid"
-    keeps_changes = True
 
     def __init__(self, detail: str = "the token is not valid for this request") -> None:
         super().__init__(detail, "/token")
@@ -165,12 +158,10 @@ class TokenNotValid(ValidationFailed):
 
 class TokenExpired(DomainError):
     status, code, title = 410, "otp_expired", "The token has expired; ask for a new one"
-    keeps_changes = True
 
 
 class TokenConsumed(DomainError):
     status, code, title = 409, "otp_consumed", "The token was already used or replaced"
-    keeps_changes = True
 
 
 ALL_ERRORS: tuple[type[DomainError], ...] = (
@@ -226,8 +217,8 @@ def domain_problem(error: DomainError) -> dict[str, Any]:
 
 # --- MyGPKI Mobile: the device calls answer with the contract's codes. An activation code is a
 # one-time secret like the OTP (a wrong one is counted, three are the limit); registration
-# refusals are counted against its rate limits, and every refusal is audited, hence
-# `keeps_changes` (nothing else has changed when they are raised).
+# refusals are counted against its rate limits, and every refusal is audited, so the service
+# keeps its changes (`app.db.keep_changes`; nothing else has changed when they are raised).
 
 
 class ActivationCodeRejected(AuthorizationFailed):
@@ -240,18 +231,14 @@ class ActivationLocked(RequestLocked):
 
 class ActivationCodeExpired(OtpExpired):
     title = "The activation code has expired; register the device again"
-    keeps_changes = True
 
 
 class ActivationCodeConsumed(OtpConsumed):
     title = "The activation code was already used or replaced"
-    keeps_changes = True
 
 
 class UnregisteredPhone(PhoneMismatch):
     """Not the person's registered number, or no such person: deliberately one answer."""
-
-    keeps_changes = True
 
 
 class SignatureRejected(Unauthenticated):

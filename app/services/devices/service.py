@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from app.crypto.keys import DerivedKeys
 from app.crypto.secrets import generate_otp, macs_equal
-from app.db import after_commit
+from app.db import after_commit, keep_changes
 from app.errors import (
     ActivationCodeConsumed,
     ActivationCodeExpired,
@@ -212,6 +212,7 @@ class DeviceService:
                 details={"platform": registration.platform},
             )
             DEVICE_REGISTRATIONS.labels("phone_mismatch").inc()
+            keep_changes(self.session)
             raise UnregisteredPhone(
                 _PHONE_MISMATCH, errors=[{"pointer": "/phone", "detail": _PHONE_MISMATCH}]
             )
@@ -311,6 +312,7 @@ class DeviceService:
         if not macs_equal(device.activation_code_mac, given):
             remaining = self.settings.device_activation_max_attempts - attempts
             self._refused(device, user, "wrong_code", now, attempts_remaining=remaining)
+            keep_changes(self.session)
             raise ActivationCodeRejected(
                 "the activation code is not correct", attempts_remaining=remaining
             )
@@ -343,21 +345,24 @@ class DeviceService:
     def _refuse_unusable_code(self, device: Device, user: User, now: datetime) -> None:
         if device.status != DeviceStatus.PENDING_ACTIVATION or device.activation_code_mac is None:
             self._refused(device, user, "consumed", now)
+            keep_changes(self.session)
             raise ActivationCodeConsumed(
                 "this registration's code was already used, or a newer registration replaced it"
             )
         if device.activation_attempts >= self.settings.device_activation_max_attempts:
             self._refused(device, user, "locked", now)
+            keep_changes(self.session)
             raise ActivationLocked("too many wrong activation codes; register the device again")
         if now >= device.activation_expires_at:
             self._refused(device, user, "expired", now)
+            keep_changes(self.session)
             raise ActivationCodeExpired(
                 "the activation code has expired; register the device again"
             )
 
     def _count_attempt(self, device: Device, user: User, now: datetime) -> int:
         """Count the try before comparing anything, atomically: parallel guesses cannot go
-        past the limit. Committed with the refusal (`keeps_changes`)."""
+        past the limit. Committed with the refusal (`keep_changes`)."""
         counted = self.session.execute(
             update(Device)
             .where(
@@ -375,6 +380,7 @@ class DeviceService:
             self.session.refresh(device)
             self._refuse_unusable_code(device, user, now)
             self._refused(device, user, "locked", now)
+            keep_changes(self.session)
             raise ActivationLocked("too many wrong activation codes; register the device again")
         return counted
 
@@ -413,6 +419,7 @@ class DeviceService:
                     if activated is None:
                         # Raised inside the savepoint, which takes the deactivations back:
                         # the refusal is committed (its counted try) but replaces nothing.
+                        keep_changes(self.session)
                         raise ActivationCodeConsumed("this registration's code was already used")
             except IntegrityError:
                 continue

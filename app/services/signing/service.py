@@ -18,7 +18,7 @@ from app.crypto.cms import build_detached_cms, signature_algorithm_name
 from app.crypto.keys import DerivedKeys
 from app.crypto.keystore import KeyStore, PublicKey, RsaPadding
 from app.crypto.secrets import OtpBinding, generate_otp, macs_equal, otp_mac, pin_mac
-from app.db import after_commit, status_constant
+from app.db import after_commit, keep_changes, status_constant
 from app.errors import (
     AuthorizationFailed,
     CredentialLocked,
@@ -356,6 +356,7 @@ class SigningService:
         assert credential is not None and user is not None  # foreign keys
         self._refuse_inactive(credential, now)
         if user.signing_held_until is not None and user.signing_held_until > now:
+            keep_changes(self.session)
             raise RateLimited(
                 "too many failed checks for this person; signing is held back for a while",
                 retry_after_seconds=_seconds_until(user.signing_held_until, now),
@@ -377,6 +378,7 @@ class SigningService:
             return credential, user
         self._record_failure(caller, request, credential, user, attempts, otp_ok, pin_ok, now)
         remaining = self.settings.otp_max_attempts - attempts
+        keep_changes(self.session)
         raise AuthorizationFailed("the OTP or the PIN is not correct", attempts_remaining=remaining)
 
     # -- the CSC API: the OTP is exchanged for a SAD, the SAD for the signature ----------------
@@ -505,6 +507,7 @@ class SigningService:
             # An unknown person and one without an active roaming credential look the same.
             raise CredentialNotActive("no active roaming credential for this MyKad")
         if credential.status == CredentialStatus.LOCKED:
+            keep_changes(self.session)
             raise CredentialLocked("the credential is locked after repeated wrong PINs")
         if credential.not_after is not None and credential.not_after <= now:
             # No OTP for a certificate that could not sign it: the person would be e-mailed
@@ -514,6 +517,7 @@ class SigningService:
 
     def _refuse_inactive(self, credential: Credential, now: datetime) -> None:
         if credential.status == CredentialStatus.LOCKED:
+            keep_changes(self.session)
             raise CredentialLocked("the credential is locked after repeated wrong PINs")
         if credential.status != CredentialStatus.ACTIVE or (
             credential.not_after is not None and credential.not_after <= now
@@ -526,6 +530,7 @@ class SigningService:
         if request.authorized_at is not None:
             raise OtpConsumed("this OTP was already exchanged for a SAD")
         if request.status == RequestStatus.LOCKED:
+            keep_changes(self.session)
             raise RequestLocked("too many failed attempts; request a new OTP")
         if request.status == RequestStatus.EXPIRED or now >= request.expires_at:
             raise OtpExpired("the OTP has expired; request a new one")
@@ -549,6 +554,7 @@ class SigningService:
             # Another submission changed the request between our read and this update.
             self.session.refresh(request)
             self._refuse_unusable(request, now)
+            keep_changes(self.session)
             raise RequestLocked("too many failed attempts; request a new OTP")
         _loaded_as(request, attempts=counted)
         return counted
