@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
@@ -171,49 +169,24 @@ PeopleServiceDep = Annotated[PeopleService, Depends(get_people_service)]
 VerificationServiceDep = Annotated[VerificationService, Depends(get_verification_service)]
 
 
-# The hot path in one thread hop. A usual endpoint takes three: the `authenticate` dependency,
-# the endpoint, and the commit in `get_session`, with FastAPI's dependency solving, body
-# validation and response serialisation around them; for the two calls of every signing flow
-# that framework work cost about as much as the domain work (bench/breakdown.py). Endpoints that
-# use `in_one_unit` take the raw `Request`, so FastAPI does none of it; the refusals keep the
-# usual order: 401, 403, then what `work` checks (404 before it parses the body: 422).
+# Request bodies read as dependencies, in their place among an endpoint's dependencies (the
+# one-unit routes of app.routing take their body this way).
 
 
-T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class Unit:
-    """What a one-hop endpoint's work gets: the unit of work's services, the authenticated
-    caller, and the runtime."""
+class JsonBody(Generic[M]):
+    """A dependency: the request's JSON body as `model` (`Annotated[Model, Depends(JsonBody(
+    Model))]`), refused as FastAPI refuses a body parameter (`json_body`). Unlike a body
+    parameter it is read in its place among the endpoint's dependencies: after the caller and
+    the caller's own resource (401, 403, 404 before 422)."""
 
-    services: Services
-    caller: Caller
-    runtime: Runtime
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
 
-
-def documented_roles(*roles: Role) -> Any:
-    """For `dependencies=[...]`: the operation's security requirement in the OpenAPI document,
-    as `require_role` documents it. It only reads the header; `in_one_unit` authenticates."""
-    return Security(api_key_scheme, scopes=sorted(roles))
-
-
-async def in_one_unit(request: Request, roles: frozenset[Role], work: Callable[[Unit], T]) -> T:
-    """Authenticate, check the role, run `work` and commit, in one unit of work on one worker
-    thread (after a database slot, as `get_session`)."""
-    runtime: Runtime = request.app.state.runtime
-    async with runtime.database_slots():
-        return await run_in_threadpool(_run_unit, request, runtime, roles, work)
-
-
-def _run_unit(
-    request: Request, runtime: Runtime, roles: frozenset[Role], work: Callable[[Unit], T]
-) -> T:
-    with unit_of_work(runtime.sessions) as session:
-        services = Services(runtime, session)
-        caller = _check_role(_caller(request, session, services.audit), roles)
-        return work(Unit(services, caller, runtime))
+    async def __call__(self, request: Request) -> M:
+        return json_body(self.model, await request.body())
 
 
 def json_body(model: type[M], raw: bytes) -> M:
@@ -252,7 +225,3 @@ def json_body(model: type[M], raw: bytes) -> M:
 
 def _missing_body() -> dict[str, Any]:
     return {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
-
-
-def json_response(status: int, model: BaseModel) -> Response:
-    return Response(model.model_dump_json(), status_code=status, media_type="application/json")

@@ -372,8 +372,8 @@ def report(figures: dict[str, list[float]], database: str, flows: int, rounds: i
         f"dependencies, validation, serialisation and thread hops)."
     )
     print(
-        f"A thread hop costs {hop:.3f} ms; the two flow calls take one each (app.deps."
-        f"in_one_unit), a GET three (authentication, endpoint, commit)."
+        f"A thread hop costs {hop:.3f} ms; the two flow calls take one each (app.routing."
+        f"OneUnitRoute), a GET of a signing request too, other GETs three."
     )
     healthz = median["GET /healthz"] - client
     print(
