@@ -1,8 +1,12 @@
-"""Expected failures (DomainError) and the one place that renders them as RFC 9457 problems."""
+"""Expected failures (DomainError), and how they are written: RFC 9457 problems (`PROBLEMS`) or
+another API's shape (the same `ErrorFormat`, e.g. app.schemas.csc.CSC_ERRORS)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://roamsign.example/problems/"
@@ -164,57 +168,6 @@ class TokenConsumed(DomainError):
     status, code, title = 409, "otp_consumed", "The token was already used or replaced"
 
 
-ALL_ERRORS: tuple[type[DomainError], ...] = (
-    BadRequest,
-    Unauthenticated,
-    Forbidden,
-    NotFound,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    ValidationFailed,
-    AuthorizationFailed,
-    OtpExpired,
-    OtpConsumed,
-    OtpPending,
-    RequestLocked,
-    CredentialNotActive,
-    CredentialLocked,
-    NoActiveDevice,
-    NoEmailAddress,
-    Conflict,
-    DeviceNotEligible,
-    PhoneMismatch,
-    RateLimited,
-    ServiceUnavailable,
-    TokenNotValid,
-    TokenExpired,
-    TokenConsumed,
-)
-
-
-def problem_body(
-    *, status: int, code: str, title: str, detail: str, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "type": PROBLEM_TYPE_BASE + code,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        **extra,
-    }
-
-
-def domain_problem(error: DomainError) -> dict[str, Any]:
-    return problem_body(
-        status=error.status,
-        code=error.code,
-        title=error.title,
-        detail=error.detail,
-        **error.extra,
-    )
-
-
 # --- MyGPKI Mobile: the device calls answer with the contract's codes. An activation code is a
 # one-time secret like the OTP (a wrong one is counted, three are the limit); registration
 # refusals are counted against its rate limits, and every refusal is audited, so the service
@@ -251,8 +204,31 @@ class SignatureRejected(Unauthenticated):
         return {"WWW-Authenticate": 'Signature realm="roamsign", alg="ecdsa-p256-sha256"'}
 
 
-ALL_ERRORS = (
-    *ALL_ERRORS,
+ALL_ERRORS: tuple[type[DomainError], ...] = (
+    BadRequest,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    AuthorizationFailed,
+    OtpExpired,
+    OtpConsumed,
+    OtpPending,
+    RequestLocked,
+    CredentialNotActive,
+    CredentialLocked,
+    NoActiveDevice,
+    NoEmailAddress,
+    Conflict,
+    DeviceNotEligible,
+    PhoneMismatch,
+    RateLimited,
+    ServiceUnavailable,
+    TokenNotValid,
+    TokenExpired,
+    TokenConsumed,
     ActivationCodeRejected,
     ActivationLocked,
     ActivationCodeExpired,
@@ -260,3 +236,143 @@ ALL_ERRORS = (
     UnregisteredPhone,
     SignatureRejected,
 )
+
+
+# --- Rendering: one renderer per wire format. The router says which one its routes speak
+# (app.routing); `PROBLEMS` is the native API's, app.schemas.csc.CSC_ERRORS the CSC API's.
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """An error as a wire format writes it (app.main and app.middleware send it)."""
+
+    status: int
+    content: dict[str, Any]
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ErrorFormat(Protocol):
+    """How one API writes its errors: each kind of failure, and its routes' OpenAPI answers."""
+
+    def domain(self, error: DomainError) -> ErrorAnswer: ...
+
+    def invalid_request(self, problems: Sequence[Mapping[str, Any]]) -> ErrorAnswer:
+        """The body or a parameter failed validation (FastAPI's error list)."""
+        ...
+
+    def http_error(
+        self, status: int, detail: str, headers: dict[str, str], allowed: Callable[[], list[str]]
+    ) -> ErrorAnswer:
+        """Routing's refusals (404, 405: `allowed` lists the resource's methods)."""
+        ...
+
+    def encode_early(self, answer: ErrorAnswer) -> bytes:
+        """The body of a refusal sent before routing (app.middleware's body rules)."""
+        ...
+
+    def document(self, operation: dict[str, Any]) -> None:
+        """Describe the error answers of one OpenAPI operation of this format."""
+        ...
+
+
+def problem_body(
+    *, status: int, code: str, title: str, detail: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+
+
+def domain_problem(error: DomainError) -> dict[str, Any]:
+    return problem_body(
+        status=error.status,
+        code=error.code,
+        title=error.title,
+        detail=error.detail,
+        **error.extra,
+    )
+
+
+_HTTP_CODES = {404: ("not_found", "Not found"), 405: ("method_not_allowed", "Method not allowed")}
+
+
+class ProblemFormat:
+    """RFC 9457 `application/problem+json`, with a stable `code`: the native API's errors."""
+
+    def domain(self, error: DomainError) -> ErrorAnswer:
+        return self._answer(error.status, domain_problem(error), error.headers)
+
+    def invalid_request(self, problems: Sequence[Mapping[str, Any]]) -> ErrorAnswer:
+        if any(problem.get("type") == "json_invalid" for problem in problems):
+            body = problem_body(
+                status=400,
+                code="bad_request",
+                title="Bad request",
+                detail="the request body is not valid JSON",
+            )
+            return self._answer(400, body)
+        errors = [
+            {"pointer": json_pointer(problem.get("loc", ())), "detail": problem_message(problem)}
+            for problem in problems
+        ]
+        body = problem_body(
+            status=422,
+            code="validation_error",
+            title="Invalid request",
+            detail="; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in errors),
+            errors=errors,
+        )
+        return self._answer(422, body)
+
+    def http_error(
+        self, status: int, detail: str, headers: dict[str, str], allowed: Callable[[], list[str]]
+    ) -> ErrorAnswer:
+        code, title = _HTTP_CODES.get(status, ("bad_request", "Bad request"))
+        body = problem_body(status=status, code=code, title=title, detail=detail)
+        if status == 405:
+            headers = {**headers, "Allow": ", ".join(allowed())}
+        return self._answer(status, body, headers)
+
+    def encode_early(self, answer: ErrorAnswer) -> bytes:
+        return json.dumps(answer.content).encode()
+
+    def document(self, operation: dict[str, Any]) -> None:
+        for status, response in operation.get("responses", {}).items():
+            if status.isdigit() and int(status) >= 400:
+                response["content"] = {
+                    PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                }
+                if status == "422" and response.get("description") == "Validation Error":
+                    response["description"] = "Invalid request (`validation_error`)"
+
+    @staticmethod
+    def _answer(
+        status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> ErrorAnswer:
+        return ErrorAnswer(status, body, PROBLEM_JSON, headers or {})
+
+
+PROBLEMS = ProblemFormat()
+
+
+def json_pointer(loc: Iterable[Any]) -> str:
+    """The JSON pointer of a validation error's location (FastAPI's `loc`, without `body`)."""
+    parts = [str(part) for part in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return (
+        "/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
+        if parts
+        else ""
+    )
+
+
+def problem_message(problem: Mapping[str, Any]) -> str:
+    message = str(problem.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")

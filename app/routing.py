@@ -1,4 +1,7 @@
-"""Route classes: how a router's routes run.
+"""Route classes: how a router's routes run, and which wire format their errors speak.
+
+`CscRoute` marks the CSC API's routes: their errors are the CSC API's shape, every other route's
+RFC 9457 problems (`error_format` answers for a request).
 
 `OneUnitRoute` runs a route in one unit of work on one worker thread. A usual route takes three
 thread hops (the `authenticate` dependency, the endpoint, the commit in `get_session`), with
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,12 +23,42 @@ from fastapi.dependencies.models import Dependant
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.types import Scope
 
 from app.db import unit_of_work
 from app.deps import JsonBody, get_runtime, get_services, get_session
+from app.errors import PROBLEMS, ErrorFormat
 from app.runtime import Runtime
+from app.schemas.csc import CSC_ERRORS
 from app.schemas.problem import json_request_body
 from app.units import Services
+
+
+class CscRoute(APIRoute):
+    """A route of the CSC API: its errors are `{"error", "error_description"}`."""
+
+    error_format: ClassVar[ErrorFormat] = CSC_ERRORS
+
+
+def error_format(scope: Scope) -> ErrorFormat:
+    """The wire format of a request's errors: its route's (the router's route class says).
+
+    A request no route answers (an unknown path, a body refused before routing) speaks the
+    format of the routers mounted over its path: `app.state.error_formats`, pairs of a path
+    prefix and a format (app.main)."""
+    route = scope.get("route")
+    if route is not None:
+        found: ErrorFormat = getattr(route, "error_format", PROBLEMS)
+        return found
+    return error_format_for_path(scope["app"], scope["path"])
+
+
+def error_format_for_path(app: Any, path: str) -> ErrorFormat:
+    for prefix, mounted in getattr(app.state, "error_formats", ()):
+        if path.startswith(prefix):
+            found: ErrorFormat = mounted
+            return found
+    return PROBLEMS
 
 
 class OneUnitRoute(APIRoute):

@@ -2,7 +2,7 @@
 
 A second face of the signing flow for CSC clients (pyHanko's CSCSigner among them): the same
 OTP, the same checks, the same one signature per OTP. Errors are the CSC API's
-`{"error", "error_description"}`, rendered by the handlers in app/main.py.
+`{"error", "error_description"}` (its routes are `CscRoute`s: app.schemas.csc.CSC_ERRORS).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Depends, Response, status
 
 from app.deps import ClockDep, ServicesDep, SignerDep
+from app.routing import CscRoute
 from app.schemas.csc import (
     AuthObject,
     AuthorizeIn,
@@ -39,6 +40,8 @@ from app.schemas.csc import (
 )
 from app.services.signing.csc import ECDSA_WITH, RSA_WITH, RSASSA_PSS, CredentialDetails, CscService
 
+# Every path under it is the CSC API's, routed or not (app.main: its errors' format).
+PATH_PREFIX = "/csc/"
 SPECS: dict[CscVersion, str] = {"v1": "1.0.4.0", "v2": "2.0.0.2"}
 METHODS = [
     "credentials/list",
@@ -64,7 +67,9 @@ CscServiceDep = Annotated[CscService, Depends(get_csc_service)]
 
 def versioned_router(version: CscVersion) -> APIRouter:
     """The CSC routes of one API version; both accept the v1 and the v2 spellings."""
-    router = APIRouter(prefix=f"/csc/{version}", tags=[f"csc {version}"])
+    router = APIRouter(
+        prefix=f"{PATH_PREFIX}{version}", tags=[f"csc {version}"], route_class=CscRoute
+    )
 
     @router.post(
         "/info",
