@@ -21,6 +21,7 @@ run: install
 lint: install
 	$(BIN)/ruff check app tests bench migrations scripts examples
 	$(BIN)/ruff format --check app tests bench migrations scripts examples
+	$(BIN)/lint-imports
 
 # The benchmarks too (strict, from pyproject.toml): they drift when a library's types change.
 typecheck: install

@@ -17,14 +17,15 @@ from app.db import unit_of_work
 from app.errors import ConfigurationError, DomainError
 from app.models import Role
 from app.runtime import Runtime
-from app.services.clients import Caller, ClientService
+from app.services.clients import Caller
 from app.services.lifecycle.credentials import REVOCATION_REASONS
 from app.settings import Settings, get_settings
 from app.validation import normalise_mykad
 
 if TYPE_CHECKING:
     from app.models import Credential
-    from app.services.lifecycle.context import LifecycleContext
+    from app.services.lifecycle.bulk_enrolment import EnrolmentResult
+    from app.units import Services
 
 CLI_ACTOR = "cli"
 
@@ -194,6 +195,13 @@ def _in_transaction(runtime: Runtime, work: Callable[[Session], int]) -> int:
         return work(session)
 
 
+def _services(runtime: Runtime, session: Session) -> Services:
+    # Imported here, as each command imports its own: `python -m app --help` stays fast.
+    from app.units import Services
+
+    return Services(runtime, session)
+
+
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     from app.migrate import upgrade
 
@@ -210,30 +218,21 @@ def cmd_db_downgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_init(_args: argparse.Namespace) -> int:
-    from app.services.ca import CertificateAuthorityService
-
     runtime = _runtime()
 
     def work(session: Session) -> int:
-        service = CertificateAuthorityService(
-            session, runtime.key_store, runtime.ca_cache, runtime.settings.ca_name
-        )
-        created = service.init(runtime.clock.now())
+        created = _services(runtime, session).ca.init(runtime.clock.now())
         print("CA created" if created else "CA already initialised")
         return 0
 
     return _in_transaction(runtime, work)
 
 
-def _clients(runtime: Runtime, session: Session) -> ClientService:
-    return ClientService(session, runtime.audit_log(session))
-
-
 def cmd_clients_create(args: argparse.Namespace) -> int:
     runtime = _runtime()
 
     def work(session: Session) -> int:
-        client, key = _clients(runtime, session).create(
+        client, key = _services(runtime, session).clients.create(
             args.name, args.role, args.agency, runtime.clock.now()
         )
         print(f"created client {client.name} ({client.role}); the key is shown once:")
@@ -247,7 +246,7 @@ def cmd_clients_revoke(args: argparse.Namespace) -> int:
     runtime = _runtime()
 
     def work(session: Session) -> int:
-        _clients(runtime, session).revoke(args.name, runtime.clock.now())
+        _services(runtime, session).clients.revoke(args.name, runtime.clock.now())
         print(f"revoked client {args.name}")
         return 0
 
@@ -258,7 +257,7 @@ def cmd_clients_rotate(args: argparse.Namespace) -> int:
     runtime = _runtime()
 
     def work(session: Session) -> int:
-        key = _clients(runtime, session).rotate(args.name, runtime.clock.now())
+        key = _services(runtime, session).clients.rotate(args.name, runtime.clock.now())
         print(f"rotated client {args.name}; the old key no longer works. New key:")
         print(key)
         return 0
@@ -268,7 +267,6 @@ def cmd_clients_rotate(args: argparse.Namespace) -> int:
 
 def cmd_users_create(args: argparse.Namespace) -> int:
     from app.schemas.users import UserCreate
-    from app.services.lifecycle.people import PeopleService
 
     body = UserCreate(
         mykad=args.mykad, name=args.name, email=args.email, phone=args.phone, agency=args.agency
@@ -276,8 +274,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     runtime = _runtime()
 
     def work(session: Session) -> int:
-        audit = runtime.audit_log(session)
-        user = PeopleService(session, audit).create(
+        user = _services(runtime, session).people.create(
             mykad=body.mykad,
             name=body.name,
             agency=body.agency,
@@ -299,7 +296,7 @@ def cmd_credentials_issue(args: argparse.Namespace) -> int:
     mykad = normalise_mykad(args.mykad)
 
     def work(session: Session) -> int:
-        credential = _credential_service(runtime, session).issue_roaming(
+        credential = _services(runtime, session).credentials.issue_roaming(
             mykad,
             pin,
             args.key_algorithm or runtime.settings.key_algorithm,
@@ -313,21 +310,6 @@ def cmd_credentials_issue(args: argparse.Namespace) -> int:
         return 0
 
     return _in_transaction(runtime, work)
-
-
-def _credential_service(runtime: Runtime, session: Session):  # type: ignore[no-untyped-def]
-    from app.services.ca import CertificateAuthorityService
-    from app.services.lifecycle.credentials import CredentialService
-
-    audit = runtime.audit_log(session)
-    ca = CertificateAuthorityService(
-        session,
-        runtime.key_store,
-        runtime.ca_cache,
-        runtime.settings.ca_name,
-        runtime.settings.public_base_url,
-    )
-    return CredentialService(session, runtime.key_store, ca, audit, runtime.keys.pin_pepper)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -394,12 +376,6 @@ def cmd_jobs_run(_args: argparse.Namespace) -> int:
 CLI_CALLER = Caller(id=CLI_ACTOR, name=CLI_ACTOR, role=Role.JDN_ADMIN, agency=None)
 
 
-def _lifecycle(runtime: Runtime, session: Session) -> LifecycleContext:
-    from app.services.lifecycle.context import LifecycleContext
-
-    return LifecycleContext.for_runtime(runtime, session)
-
-
 def _print_credential(credential: Credential, now: datetime) -> None:
     from app.services.lifecycle.credentials import effective_status
 
@@ -410,14 +386,12 @@ def _print_credential(credential: Credential, now: datetime) -> None:
 
 
 def cmd_credentials_list(args: argparse.Namespace) -> int:
-    from app.services.lifecycle.credentials import CredentialLifecycle
-
     runtime = _runtime()
     mykad = normalise_mykad(args.mykad)
 
     def work(session: Session) -> int:
         now = runtime.clock.now()
-        credentials = CredentialLifecycle(_lifecycle(runtime, session))
+        credentials = _services(runtime, session).credential_lifecycle
         for credential in credentials.of_person(CLI_CALLER, mykad):
             _print_credential(credential, now)
         return 0
@@ -428,7 +402,6 @@ def cmd_credentials_list(args: argparse.Namespace) -> int:
 def cmd_credentials_record(args: argparse.Namespace) -> int:
     from app.models import Medium
     from app.schemas.lifecycle import MediumRecord
-    from app.services.lifecycle.credentials import CredentialLifecycle
 
     body = MediumRecord(medium=args.medium, serial=args.serial, expires_at=args.expires_at)
     runtime = _runtime()
@@ -436,7 +409,7 @@ def cmd_credentials_record(args: argparse.Namespace) -> int:
 
     def work(session: Session) -> int:
         now = runtime.clock.now()
-        credential = CredentialLifecycle(_lifecycle(runtime, session)).record_medium(
+        credential = _services(runtime, session).credential_lifecycle.record_medium(
             CLI_CALLER,
             mykad,
             medium=Medium(body.medium),
@@ -453,13 +426,11 @@ def cmd_credentials_record(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials_unlock(args: argparse.Namespace) -> int:
-    from app.services.lifecycle.credentials import CredentialLifecycle
-
     runtime = _runtime()
 
     def work(session: Session) -> int:
         now = runtime.clock.now()
-        credentials = CredentialLifecycle(_lifecycle(runtime, session))
+        credentials = _services(runtime, session).credential_lifecycle
         _print_credential(credentials.unlock(CLI_CALLER, args.credential_id, now), now)
         return 0
 
@@ -467,13 +438,11 @@ def cmd_credentials_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials_revoke(args: argparse.Namespace) -> int:
-    from app.services.lifecycle.credentials import CredentialLifecycle
-
     runtime = _runtime()
 
     def work(session: Session) -> int:
         now = runtime.clock.now()
-        credentials = CredentialLifecycle(_lifecycle(runtime, session))
+        credentials = _services(runtime, session).credential_lifecycle
         _print_credential(credentials.revoke(CLI_CALLER, args.credential_id, args.reason, now), now)
         return 0
 
@@ -481,13 +450,11 @@ def cmd_credentials_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials_renew(args: argparse.Namespace) -> int:
-    from app.services.lifecycle.credentials import CredentialLifecycle
-
     runtime = _runtime()
 
     def work(session: Session) -> int:
         now = runtime.clock.now()
-        credentials = CredentialLifecycle(_lifecycle(runtime, session))
+        credentials = _services(runtime, session).credential_lifecycle
         renewed = credentials.renew(CLI_CALLER, args.credential_id, args.key_algorithm, now)
         _print_credential(renewed, now)
         print("the PIN-setup token was e-mailed to the person")
@@ -508,6 +475,12 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         print(f"error: no such file: {args.csv_file}", file=sys.stderr)
         return 1
     runtime = _runtime()
+
+    def enrol_batch(batch: list[str]) -> list[EnrolmentResult]:
+        with unit_of_work(runtime.sessions) as session:
+            applications = _services(runtime, session).applications
+            return applications.enrol(CLI_ACTOR, batch, runtime.clock.now())
+
     total = count_mykads(args.csv_file)
     progress = ProgressBar(total, sys.stderr)
     counts: Counter[str] = Counter()
@@ -517,7 +490,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         report = csv.writer(report_file or sys.stdout)
         report.writerow(["mykad", "outcome", "application_id"])
         for batch in enrol_in_batches(
-            runtime, read_mykads(args.csv_file), actor=CLI_ACTOR, batch_size=args.batch_size
+            enrol_batch, read_mykads(args.csv_file), batch_size=args.batch_size
         ):
             for result in batch:
                 report.writerow([result.mykad, result.outcome.value, result.application_id or ""])
@@ -588,8 +561,6 @@ DEMO_PIN = "583920"
 def cmd_demo(_args: argparse.Namespace) -> int:
     """Idempotent demo setup: schema, CA, clients (fresh keys each run), one person with PIN."""
     from app.migrate import upgrade
-    from app.services.ca import CertificateAuthorityService
-    from app.services.lifecycle.people import PeopleService
 
     settings = get_settings()
     upgrade(settings.database_url)
@@ -598,18 +569,16 @@ def cmd_demo(_args: argparse.Namespace) -> int:
 
     def work(session: Session) -> int:
         now = runtime.clock.now()
-        CertificateAuthorityService(
-            session, runtime.key_store, runtime.ca_cache, settings.ca_name
-        ).init(now)
-        clients = _clients(runtime, session)
+        services = _services(runtime, session)
+        services.ca.init(now)
+        clients = services.clients
         for name, role, agency, variable in DEMO_CLIENTS:
             try:
                 _client, key = clients.create(name, role, agency, now)
             except DomainError:
                 key = clients.rotate(name, now)
             env_lines.append(f"{variable}={key}")
-        audit = runtime.audit_log(session)
-        people = PeopleService(session, audit)
+        people = services.people
         if people.find(DEMO_PERSON["mykad"]) is None:
             people.create(
                 mykad=DEMO_PERSON["mykad"],
@@ -620,7 +589,7 @@ def cmd_demo(_args: argparse.Namespace) -> int:
                 now=now,
                 actor=CLI_ACTOR,
             )
-            _credential_service(runtime, session).issue_roaming(
+            services.credentials.issue_roaming(
                 DEMO_PERSON["mykad"],
                 DEMO_PIN,
                 settings.key_algorithm,

@@ -135,19 +135,28 @@ def make_sessionmaker(engine: Engine, info: dict[str, Any] | None = None) -> ses
     return sessionmaker(engine, expire_on_commit=False, autoflush=True, info=info)
 
 
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on error.
+_KEEP_CHANGES = "keep_changes"
 
-    A `DomainError` whose `keeps_changes` is set is committed before it propagates: a counted
-    attempt or a lockout must survive the refusal it causes.
+
+def keep_changes(session: Session) -> None:
+    """Commit this unit's writes although the refusal about to be raised ends it.
+
+    A service calls it just before raising a refusal whose writes must survive it (a counted
+    attempt, a PIN failure, a lockout, an audited refusal): commit the count, then refuse.
     """
+    session.info[_KEEP_CHANGES] = True
+
+
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error, except that a `DomainError`
+    raised after `keep_changes` is committed before it propagates."""
     session = factory()
     try:
         yield session
         session.commit()
         run_after_commit(session)
-    except DomainError as error:
-        if error.keeps_changes:
+    except DomainError:
+        if session.info.pop(_KEEP_CHANGES, False):
             session.commit()
             run_after_commit(session)
         else:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
@@ -28,6 +26,7 @@ from app.services.lifecycle.people import PeopleService
 from app.services.signing.service import SigningService
 from app.services.signing.verification import VerificationService
 from app.settings import Settings
+from app.units import Services
 
 
 # Dependencies that only build objects are `async def`: FastAPI runs a plain `def` dependency
@@ -74,8 +73,15 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
-async def get_audit(session: SessionDep, runtime: RuntimeDep) -> AuditLog:
-    return runtime.audit_log(session)
+async def get_services(session: SessionDep, runtime: RuntimeDep) -> Services:
+    return Services(runtime, session)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_audit(services: ServicesDep) -> AuditLog:
+    return services.audit
 
 
 AuditDep = Annotated[AuditLog, Depends(get_audit)]
@@ -138,86 +144,49 @@ PeopleReaderDep = Annotated[
 ]
 
 
-def ca_service(session: Session, runtime: Runtime) -> CertificateAuthorityService:
-    return CertificateAuthorityService(
-        session, runtime.key_store, runtime.ca_cache, runtime.settings.ca_name
-    )
+# Each service a route needs, from the unit of work's `Services` (app.units builds them all).
 
 
-def signing_service(session: Session, runtime: Runtime, audit: AuditLog) -> SigningService:
-    return SigningService(
-        session,
-        settings=runtime.settings,
-        keys=runtime.keys,
-        key_store=runtime.key_store,
-        ca=ca_service(session, runtime),
-        audit=audit,
-    )
+async def get_ca_service(services: ServicesDep) -> CertificateAuthorityService:
+    return services.ca
 
 
-async def get_signing_service(
-    session: SessionDep, runtime: RuntimeDep, audit: AuditDep
-) -> SigningService:
-    return signing_service(session, runtime, audit)
+async def get_signing_service(services: ServicesDep) -> SigningService:
+    return services.signing
 
 
-async def get_people_service(session: SessionDep, audit: AuditDep) -> PeopleService:
-    return PeopleService(session, audit)
+async def get_people_service(services: ServicesDep) -> PeopleService:
+    return services.people
 
 
-async def get_verification_service(session: SessionDep, runtime: RuntimeDep) -> VerificationService:
-    return VerificationService(session, ca_service(session, runtime))
+async def get_verification_service(services: ServicesDep) -> VerificationService:
+    return services.verification
 
 
+CaServiceDep = Annotated[CertificateAuthorityService, Depends(get_ca_service)]
 SigningServiceDep = Annotated[SigningService, Depends(get_signing_service)]
 PeopleServiceDep = Annotated[PeopleService, Depends(get_people_service)]
 VerificationServiceDep = Annotated[VerificationService, Depends(get_verification_service)]
 
 
-# The hot path in one thread hop. A usual endpoint takes three: the `authenticate` dependency,
-# the endpoint, and the commit in `get_session`, with FastAPI's dependency solving, body
-# validation and response serialisation around them; for the two calls of every signing flow
-# that framework work cost about as much as the domain work (bench/breakdown.py). Endpoints that
-# use `in_one_unit` take the raw `Request`, so FastAPI does none of it; the refusals keep the
-# usual order: 401, 403, then what `work` checks (404 before it parses the body: 422).
+# Request bodies read as dependencies, in their place among an endpoint's dependencies (the
+# one-unit routes of app.routing take their body this way).
 
 
-T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class Unit:
-    """What a one-hop endpoint's work gets: the unit of work's session and audit log, the
-    authenticated caller, and the runtime."""
+class JsonBody(Generic[M]):
+    """A dependency: the request's JSON body as `model` (`Annotated[Model, Depends(JsonBody(
+    Model))]`), refused as FastAPI refuses a body parameter (`json_body`). Unlike a body
+    parameter it is read in its place among the endpoint's dependencies: after the caller and
+    the caller's own resource (401, 403, 404 before 422)."""
 
-    session: Session
-    audit: AuditLog
-    caller: Caller
-    runtime: Runtime
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
 
-
-def documented_roles(*roles: Role) -> Any:
-    """For `dependencies=[...]`: the operation's security requirement in the OpenAPI document,
-    as `require_role` documents it. It only reads the header; `in_one_unit` authenticates."""
-    return Security(api_key_scheme, scopes=sorted(roles))
-
-
-async def in_one_unit(request: Request, roles: frozenset[Role], work: Callable[[Unit], T]) -> T:
-    """Authenticate, check the role, run `work` and commit, in one unit of work on one worker
-    thread (after a database slot, as `get_session`)."""
-    runtime: Runtime = request.app.state.runtime
-    async with runtime.database_slots():
-        return await run_in_threadpool(_run_unit, request, runtime, roles, work)
-
-
-def _run_unit(
-    request: Request, runtime: Runtime, roles: frozenset[Role], work: Callable[[Unit], T]
-) -> T:
-    with unit_of_work(runtime.sessions) as session:
-        audit = runtime.audit_log(session)
-        caller = _check_role(_caller(request, session, audit), roles)
-        return work(Unit(session, audit, caller, runtime))
+    async def __call__(self, request: Request) -> M:
+        return json_body(self.model, await request.body())
 
 
 def json_body(model: type[M], raw: bytes) -> M:
@@ -256,7 +225,3 @@ def json_body(model: type[M], raw: bytes) -> M:
 
 def _missing_body() -> dict[str, Any]:
     return {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
-
-
-def json_response(status: int, model: BaseModel) -> Response:
-    return Response(model.model_dump_json(), status_code=status, media_type="application/json")

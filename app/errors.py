@@ -1,8 +1,12 @@
-"""Expected failures (DomainError) and the one place that renders them as RFC 9457 problems."""
+"""Expected failures (DomainError), and how they are written: RFC 9457 problems (`PROBLEMS`) or
+another API's shape (the same `ErrorFormat`, e.g. app.schemas.csc.CSC_ERRORS)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://roamsign.example/problems/"
@@ -13,17 +17,15 @@ class ConfigurationError(RuntimeError):
 
 
 class DomainError(Exception):
-    """An expected failure; rendered as application/problem+json by `problem_body`.
+    """An expected failure, rendered in the wire format of the route that raised it.
 
-    `keeps_changes` marks refusals whose database writes must be committed although the caller
-    gets an error (a counted attempt, a PIN failure, a lockout): the session dependency commits
-    for them instead of rolling back.
+    Raising one rolls the unit of work back, unless the service called `app.db.keep_changes`
+    first (a counted attempt, a PIN failure, a lockout must survive the refusal).
     """
 
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
     title: ClassVar[str] = "Bad request"
-    keeps_changes: ClassVar[bool] = False
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or self.title
@@ -76,7 +78,6 @@ class AuthorizationFailed(DomainError):
     """Wrong OTP or wrong PIN: deliberately the same answer for both."""
 
     status, code, title = 403, "authorization_failed", "OTP or PIN not accepted"
-    keeps_changes = True
 
 
 class OtpExpired(DomainError):
@@ -93,7 +94,6 @@ class OtpPending(DomainError):
 
 class RequestLocked(DomainError):
     status, code, title = 423, "request_locked", "Too many failed attempts for this request"
-    keeps_changes = True
 
 
 class CredentialNotActive(DomainError):
@@ -102,7 +102,6 @@ class CredentialNotActive(DomainError):
 
 class CredentialLocked(DomainError):
     status, code, title = 423, "credential_locked", "The credential is locked"
-    keeps_changes = True
 
 
 class NoActiveDevice(DomainError):
@@ -127,7 +126,6 @@ class PhoneMismatch(DomainError):
 
 class RateLimited(DomainError):
     status, code, title = 429, "rate_limited", "Too many requests"
-    keeps_changes = True
 
     def __init__(self, detail: str | None = None, *, retry_after_seconds: int) -> None:
         super().__init__(detail)
@@ -149,15 +147,14 @@ class InternalError(DomainError):
 # One-time tokens sent by e-mail (address verification, PIN setup and reset) are one-time
 # secrets like the OTP, so they answer with the contract's codes: a token that matches nothing
 # is invalid input, one past its validity has expired, one used or replaced is consumed. The
-# refusal is recorded in the audit trail, hence `keeps_changes` (the refusal changes nothing
-# else: it is raised before any change).
+# refusal is recorded in the audit trail, so the service keeps its changes
+# (`app.db.keep_changes`; the refusal changes nothing else: it is raised before any change).
 
 
 class TokenNotValid(ValidationFailed):
     """The token matches nothing issued for this purpose and subject."""
 
     title = "The token is not valid"
-    keeps_changes = True
 
     def __init__(self, detail: str = "the token is not valid for this request") -> None:
         super().__init__(detail, "/token")
@@ -165,12 +162,46 @@ class TokenNotValid(ValidationFailed):
 
 class TokenExpired(DomainError):
     status, code, title = 410, "otp_expired", "The token has expired; ask for a new one"
-    keeps_changes = True
 
 
 class TokenConsumed(DomainError):
     status, code, title = 409, "otp_consumed", "The token was already used or replaced"
-    keeps_changes = True
+
+
+# --- MyGPKI Mobile: the device calls answer with the contract's codes. An activation code is a
+# one-time secret like the OTP (a wrong one is counted, three are the limit); registration
+# refusals are counted against its rate limits, and every refusal is audited, so the service
+# keeps its changes (`app.db.keep_changes`; nothing else has changed when they are raised).
+
+
+class ActivationCodeRejected(AuthorizationFailed):
+    title = "Activation code not accepted"
+
+
+class ActivationLocked(RequestLocked):
+    title = "Too many wrong activation codes; register the device again"
+
+
+class ActivationCodeExpired(OtpExpired):
+    title = "The activation code has expired; register the device again"
+
+
+class ActivationCodeConsumed(OtpConsumed):
+    title = "The activation code was already used or replaced"
+
+
+class UnregisteredPhone(PhoneMismatch):
+    """Not the person's registered number, or no such person: deliberately one answer."""
+
+
+class SignatureRejected(Unauthenticated):
+    """A device request without a valid RFC 9421 signature (devices hold no bearer secret)."""
+
+    title = "Device signature not accepted"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Signature realm="roamsign", alg="ecdsa-p256-sha256"'}
 
 
 ALL_ERRORS: tuple[type[DomainError], ...] = (
@@ -198,7 +229,51 @@ ALL_ERRORS: tuple[type[DomainError], ...] = (
     TokenNotValid,
     TokenExpired,
     TokenConsumed,
+    ActivationCodeRejected,
+    ActivationLocked,
+    ActivationCodeExpired,
+    ActivationCodeConsumed,
+    UnregisteredPhone,
+    SignatureRejected,
 )
+
+
+# --- Rendering: one renderer per wire format. The router says which one its routes speak
+# (app.routing); `PROBLEMS` is the native API's, app.schemas.csc.CSC_ERRORS the CSC API's.
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """An error as a wire format writes it (app.main and app.middleware send it)."""
+
+    status: int
+    content: dict[str, Any]
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ErrorFormat(Protocol):
+    """How one API writes its errors: each kind of failure, and its routes' OpenAPI answers."""
+
+    def domain(self, error: DomainError) -> ErrorAnswer: ...
+
+    def invalid_request(self, problems: Sequence[Mapping[str, Any]]) -> ErrorAnswer:
+        """The body or a parameter failed validation (FastAPI's error list)."""
+        ...
+
+    def http_error(
+        self, status: int, detail: str, headers: dict[str, str], allowed: Callable[[], list[str]]
+    ) -> ErrorAnswer:
+        """Routing's refusals (404, 405: `allowed` lists the resource's methods)."""
+        ...
+
+    def encode_early(self, answer: ErrorAnswer) -> bytes:
+        """The body of a refusal sent before routing (app.middleware's body rules)."""
+        ...
+
+    def document(self, operation: dict[str, Any]) -> None:
+        """Describe the error answers of one OpenAPI operation of this format."""
+        ...
 
 
 def problem_body(
@@ -224,52 +299,80 @@ def domain_problem(error: DomainError) -> dict[str, Any]:
     )
 
 
-# --- MyGPKI Mobile: the device calls answer with the contract's codes. An activation code is a
-# one-time secret like the OTP (a wrong one is counted, three are the limit); registration
-# refusals are counted against its rate limits, and every refusal is audited, hence
-# `keeps_changes` (nothing else has changed when they are raised).
+_HTTP_CODES = {404: ("not_found", "Not found"), 405: ("method_not_allowed", "Method not allowed")}
 
 
-class ActivationCodeRejected(AuthorizationFailed):
-    title = "Activation code not accepted"
+class ProblemFormat:
+    """RFC 9457 `application/problem+json`, with a stable `code`: the native API's errors."""
+
+    def domain(self, error: DomainError) -> ErrorAnswer:
+        return self._answer(error.status, domain_problem(error), error.headers)
+
+    def invalid_request(self, problems: Sequence[Mapping[str, Any]]) -> ErrorAnswer:
+        if any(problem.get("type") == "json_invalid" for problem in problems):
+            body = problem_body(
+                status=400,
+                code="bad_request",
+                title="Bad request",
+                detail="the request body is not valid JSON",
+            )
+            return self._answer(400, body)
+        errors = [
+            {"pointer": json_pointer(problem.get("loc", ())), "detail": problem_message(problem)}
+            for problem in problems
+        ]
+        body = problem_body(
+            status=422,
+            code="validation_error",
+            title="Invalid request",
+            detail="; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in errors),
+            errors=errors,
+        )
+        return self._answer(422, body)
+
+    def http_error(
+        self, status: int, detail: str, headers: dict[str, str], allowed: Callable[[], list[str]]
+    ) -> ErrorAnswer:
+        code, title = _HTTP_CODES.get(status, ("bad_request", "Bad request"))
+        body = problem_body(status=status, code=code, title=title, detail=detail)
+        if status == 405:
+            headers = {**headers, "Allow": ", ".join(allowed())}
+        return self._answer(status, body, headers)
+
+    def encode_early(self, answer: ErrorAnswer) -> bytes:
+        return json.dumps(answer.content).encode()
+
+    def document(self, operation: dict[str, Any]) -> None:
+        for status, response in operation.get("responses", {}).items():
+            if status.isdigit() and int(status) >= 400:
+                response["content"] = {
+                    PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                }
+                if status == "422" and response.get("description") == "Validation Error":
+                    response["description"] = "Invalid request (`validation_error`)"
+
+    @staticmethod
+    def _answer(
+        status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> ErrorAnswer:
+        return ErrorAnswer(status, body, PROBLEM_JSON, headers or {})
 
 
-class ActivationLocked(RequestLocked):
-    title = "Too many wrong activation codes; register the device again"
+PROBLEMS = ProblemFormat()
 
 
-class ActivationCodeExpired(OtpExpired):
-    title = "The activation code has expired; register the device again"
-    keeps_changes = True
+def json_pointer(loc: Iterable[Any]) -> str:
+    """The JSON pointer of a validation error's location (FastAPI's `loc`, without `body`)."""
+    parts = [str(part) for part in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return (
+        "/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
+        if parts
+        else ""
+    )
 
 
-class ActivationCodeConsumed(OtpConsumed):
-    title = "The activation code was already used or replaced"
-    keeps_changes = True
-
-
-class UnregisteredPhone(PhoneMismatch):
-    """Not the person's registered number, or no such person: deliberately one answer."""
-
-    keeps_changes = True
-
-
-class SignatureRejected(Unauthenticated):
-    """A device request without a valid RFC 9421 signature (devices hold no bearer secret)."""
-
-    title = "Device signature not accepted"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Signature realm="roamsign", alg="ecdsa-p256-sha256"'}
-
-
-ALL_ERRORS = (
-    *ALL_ERRORS,
-    ActivationCodeRejected,
-    ActivationLocked,
-    ActivationCodeExpired,
-    ActivationCodeConsumed,
-    UnregisteredPhone,
-    SignatureRejected,
-)
+def problem_message(problem: Mapping[str, Any]) -> str:
+    message = str(problem.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")

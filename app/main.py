@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.clock import Clock
-from app.errors import PROBLEM_JSON, DomainError, domain_problem, problem_body
+from app.errors import PROBLEM_JSON, DomainError, ErrorAnswer, problem_body
 from app.logs import configure_logging
 from app.metrics import FAILURES
 from app.middleware import (
@@ -40,8 +40,8 @@ from app.routers import (
     signing_requests,
     users,
 )
+from app.routing import CscRoute, error_format, error_format_for_path
 from app.runtime import Runtime
-from app.schemas.csc import CscError, csc_error, csc_invalid_request, is_csc_path
 from app.schemas.problem import body_schemas
 from app.services.lifecycle.jobs import job_runner, run_jobs_loop
 from app.services.mail.loop import run_delivery_loop
@@ -99,6 +99,9 @@ def create_app(
         openapi_url="/openapi.json",
     )
     app.state.runtime = runtime
+    # What a request no route answers speaks (an unknown path, a body refused before routing):
+    # the format of the routes mounted over its path (app.routing.error_format).
+    app.state.error_formats = ((csc.PATH_PREFIX, CscRoute.error_format),)
     for router in (
         health.router,
         ca.router,
@@ -144,18 +147,9 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
     for path, operations in spec.get("paths", {}).items():
+        errors = error_format_for_path(app, path)
         for operation in operations.values():
-            if is_csc_path(path):
-                # CSC routes declare their own error shape, and validation is invalid_request.
-                operation.get("responses", {}).pop("422", None)
-                continue
-            for status, response in operation.get("responses", {}).items():
-                if status.isdigit() and int(status) >= 400:
-                    response["content"] = {
-                        PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
-                    }
-                    if status == "422" and response.get("description") == "Validation Error":
-                        response["description"] = "Invalid request (`validation_error`)"
+            errors.document(operation)
     components = spec.setdefault("components", {})
     schemas = {**body_schemas(), **components.get("schemas", {})}
     for unused in ("HTTPValidationError", "ValidationError"):
@@ -165,67 +159,36 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
     return spec
 
 
-def problem_response(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
-
-
-def csc_response(
-    status: int, body: CscError, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """The CSC API's error shape, for paths under /csc/ (the native API keeps problem+json)."""
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+def error_response(answer: ErrorAnswer) -> JSONResponse:
+    return JSONResponse(
+        answer.content,
+        status_code=answer.status,
+        media_type=answer.media_type,
+        headers=answer.headers or None,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Each failure is written by the wire format of the route it happened on."""
+
     @app.exception_handler(DomainError)
     async def on_domain_error(request: Request, error: DomainError) -> JSONResponse:
         FAILURES.labels(error.code).inc()
-        if is_csc_path(request.url.path):
-            return csc_response(*csc_error(error), error.headers)
-        return problem_response(error.status, domain_problem(error), error.headers)
+        return error_response(error_format(request.scope).domain(error))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = error.errors()
-        if is_csc_path(request.url.path):
-            return csc_response(*csc_invalid_request(_csc_description(problems)))
-        if any(problem.get("type") == "json_invalid" for problem in problems):
-            body = problem_body(
-                status=400,
-                code="bad_request",
-                title="Bad request",
-                detail="the request body is not valid JSON",
-            )
-            return problem_response(400, body)
-        errors = [
-            {"pointer": _pointer(problem.get("loc", ())), "detail": _message(problem)}
-            for problem in problems
-        ]
-        body = problem_body(
-            status=422,
-            code="validation_error",
-            title="Invalid request",
-            detail="; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in errors),
-            errors=errors,
-        )
-        return problem_response(422, body)
+        return error_response(error_format(request.scope).invalid_request(error.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        if is_csc_path(request.url.path):
-            _status, csc_body = csc_invalid_request(str(error.detail))
-            return csc_response(error.status_code, csc_body, dict(error.headers or {}))
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "bad_request")
-        title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "Bad request")
-        body = problem_body(
-            status=error.status_code, code=code, title=title, detail=str(error.detail)
+        answer = error_format(request.scope).http_error(
+            error.status_code,
+            str(error.detail),
+            dict(error.headers or {}),
+            lambda: allowed_methods(request),
         )
-        headers = dict(error.headers or {})
-        if error.status_code == 405:
-            headers["Allow"] = ", ".join(allowed_methods(request))
-        return problem_response(error.status_code, body, headers)
+        return error_response(answer)
 
     app.add_exception_handler(OperationalError, on_database_down)
     app.add_exception_handler(PoolTimeout, on_database_down)
@@ -257,7 +220,7 @@ async def on_database_down(_request: Request, error: Exception) -> Response:
         title="Service temporarily unavailable",
         detail="the database is not reachable; retry shortly",
     )
-    return problem_response(503, body, {"Retry-After": "5"})
+    return error_response(ErrorAnswer(503, body, PROBLEM_JSON, {"Retry-After": "5"}))
 
 
 async def on_unexpected(request: Request, error: Exception) -> Response:
@@ -270,36 +233,7 @@ async def on_unexpected(request: Request, error: Exception) -> Response:
         title="Internal error",
         detail="an unexpected error occurred; it has been logged with the request id",
     )
-    return problem_response(500, body)
-
-
-def _pointer(loc: Any) -> str:
-    parts = [str(part) for part in loc]
-    if parts and parts[0] == "body":
-        parts = parts[1:]
-    return (
-        "/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
-        if parts
-        else ""
-    )
-
-
-def _csc_description(problems: Any) -> str:
-    if any(problem.get("type") == "json_invalid" for problem in problems):
-        return "the request body is not valid JSON"
-    if any(
-        problem.get("loc") == ("body",) and problem.get("type") == "missing" for problem in problems
-    ):
-        return "a JSON object body is required"
-    return "; ".join(
-        ": ".join(part for part in (_pointer(problem.get("loc", ())), _message(problem)) if part)
-        for problem in problems
-    )
-
-
-def _message(problem: dict[str, Any]) -> str:
-    message = str(problem.get("msg", "invalid"))
-    return message.removeprefix("Value error, ")
+    return error_response(ErrorAnswer(500, body, PROBLEM_JSON))
 
 
 def build_app_from_environment() -> FastAPI:

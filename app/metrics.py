@@ -8,8 +8,7 @@ and age are read from the database at scrape time, so every worker reports the s
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,9 +20,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from app.runtime import Runtime
 
 OTPS_ISSUED = Counter("roamsign_otps_issued_total", "OTPs issued", ["channel"])
 SIGNATURES = Counter("roamsign_signatures_total", "Signatures made", ["signature_format"])
@@ -50,22 +46,23 @@ DEVICE_MESSAGE_DELAY = Histogram(
 )
 
 
+# What the outbox gauges read at scrape time: (messages waiting, age of the oldest in seconds).
+OutboxReading = Callable[[], tuple[int, float]]
+
+
 class OutboxCollector(Collector):
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, read_outbox: OutboxReading) -> None:
+        self.read_outbox = read_outbox
 
     def collect(self) -> Iterator[Metric]:
-        from app.services.mail.claims import outbox_stats
-
-        with self.runtime.sessions() as session:
-            depth, oldest_age = outbox_stats(session, self.runtime.clock.now())
+        depth, oldest_age = self.read_outbox()
         yield GaugeMetricFamily("roamsign_outbox_depth", "E-mails waiting to be delivered", depth)
         yield GaugeMetricFamily(
             "roamsign_outbox_oldest_age_seconds", "Age of the oldest undelivered e-mail", oldest_age
         )
 
 
-def render_metrics(runtime: Runtime) -> tuple[bytes, str]:
+def render_metrics(read_outbox: OutboxReading) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -81,5 +78,5 @@ def render_metrics(runtime: Runtime) -> tuple[bytes, str]:
             DEVICE_MESSAGE_DELAY,
         ):
             registry.register(collector)
-    registry.register(OutboxCollector(runtime))
+    registry.register(OutboxCollector(read_outbox))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import (
-    PROBLEM_JSON,
-    DomainError,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    domain_problem,
-)
+from app.errors import DomainError, PayloadTooLarge, UnsupportedMediaType
 from app.logs import request_id_var
 from app.metrics import REQUEST_LATENCY
-from app.schemas.csc import csc_error, is_csc_path
+from app.routing import error_format
 
 access_log = logging.getLogger("roamsign.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -176,21 +168,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _send_problem(scope: Scope, send: Send, error: DomainError) -> None:
-    # The CSC API answers in its own error shape; everything else is problem+json.
-    if is_csc_path(scope["path"]):
-        status, csc = csc_error(error)
-        body: Any = csc.model_dump_json().encode()
-        content_type = "application/json"
-    else:
-        status, body, content_type = (
-            error.status,
-            json.dumps(domain_problem(error)).encode(),
-            PROBLEM_JSON,
-        )
+    # Before routing: the format of the routes mounted over the path (app.routing).
+    errors = error_format(scope)
+    answer = errors.domain(error)
+    body = errors.encode_early(answer)
     headers = [
-        (b"content-type", content_type.encode()),
+        (b"content-type", answer.media_type.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -54,7 +54,6 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from app.clock import SystemClock  # noqa: E402
 from app.db import make_sessionmaker, unit_of_work  # noqa: E402
-from app.deps import signing_service  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.models import ApiClient, Signature, SigningRequest, User  # noqa: E402
@@ -71,6 +70,7 @@ from app.services.signing.statements import (  # noqa: E402
     REQUEST_COLUMNS,
 )
 from app.settings import Settings  # noqa: E402
+from app.units import Services  # noqa: E402
 from tests.factories import Factory, Person  # noqa: E402
 from tests.helpers import document_hash, queued_otp  # noqa: E402
 
@@ -110,8 +110,8 @@ class Bench:
         return document_hash(f"breakdown-{self.serial}-{time.time_ns()}")
 
     def _service(self, session: Any) -> SigningService:
-        # As the endpoints get it (app.deps.get_signing_service).
-        return signing_service(session, self.runtime, self.runtime.audit_log(session))
+        # As the endpoints get it (app.units.Services).
+        return Services(self.runtime, session).signing
 
     def direct_flows(self, count: int) -> tuple[float, float]:
         """CPU ms per OTP request and per signature, domain + database only."""
@@ -371,8 +371,8 @@ def report(figures: dict[str, list[float]], database: str, flows: int, rounds: i
         f"dependencies, validation, serialisation and thread hops)."
     )
     print(
-        f"A thread hop costs {hop:.3f} ms; the two flow calls take one each (app.deps."
-        f"in_one_unit), a GET three (authentication, endpoint, commit)."
+        f"A thread hop costs {hop:.3f} ms; the two flow calls take one each (app.routing."
+        f"OneUnitRoute), a GET of a signing request too, other GETs three."
     )
     healthz = median["GET /healthz"] - client
     print(

@@ -16,6 +16,7 @@ from app.services.clients import Caller, ClientService
 from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.credentials import CredentialLifecycle, CredentialService
 from app.services.lifecycle.people import PeopleService
+from app.units import Services
 from tests.mobile_app import MobileApp
 
 DEFAULT_PIN = "583920"
@@ -59,7 +60,7 @@ class Factory:
         )
 
     def lifecycle(self, session: Session) -> LifecycleContext:
-        return LifecycleContext.for_runtime(self.runtime, session)
+        return Services(self.runtime, session).lifecycle
 
     def record_medium(
         self,

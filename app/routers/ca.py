@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.deps import ClockDep, RuntimeDep, SessionDep, ca_service
+from app.deps import CaServiceDep, ClockDep
 from app.errors import ServiceUnavailable
 from app.schemas.problem import problem_responses
 
@@ -22,9 +22,9 @@ PKIX_CRL = "application/pkix-crl"
         **problem_responses(ServiceUnavailable),
     },
 )
-def certificates(session: SessionDep, runtime: RuntimeDep) -> Response:
+def certificates(ca: CaServiceDep) -> Response:
     """The chain a verifier needs: the issuing CA, then the root."""
-    return Response(ca_service(session, runtime).chain_pem(), media_type=PEM_CHAIN)
+    return Response(ca.chain_pem(), media_type=PEM_CHAIN)
 
 
 @router.get(
@@ -35,6 +35,6 @@ def certificates(session: SessionDep, runtime: RuntimeDep) -> Response:
         **problem_responses(ServiceUnavailable),
     },
 )
-def crl(session: SessionDep, runtime: RuntimeDep, clock: ClockDep) -> Response:
+def crl(ca: CaServiceDep, clock: ClockDep) -> Response:
     """The issuing CA's certificate revocation list (DER), freshly signed."""
-    return Response(ca_service(session, runtime).crl_der(clock.now()), media_type=PKIX_CRL)
+    return Response(ca.crl_der(clock.now()), media_type=PKIX_CRL)

@@ -2,7 +2,7 @@
 
 A second face of the signing flow for CSC clients (pyHanko's CSCSigner among them): the same
 OTP, the same checks, the same one signature per OTP. Errors are the CSC API's
-`{"error", "error_description"}`, rendered by the handlers in app/main.py.
+`{"error", "error_description"}` (its routes are `CscRoute`s: app.schemas.csc.CSC_ERRORS).
 """
 
 from __future__ import annotations
@@ -13,15 +13,8 @@ from typing import Annotated
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Depends, Response, status
 
-from app.deps import (
-    AuditDep,
-    ClockDep,
-    RuntimeDep,
-    SessionDep,
-    SignerDep,
-    SigningServiceDep,
-    ca_service,
-)
+from app.deps import ClockDep, ServicesDep, SignerDep
+from app.routing import CscRoute
 from app.schemas.csc import (
     AuthObject,
     AuthorizeIn,
@@ -48,6 +41,8 @@ from app.schemas.csc import (
 from app.services.signing.csc import CredentialDetails, CscService
 from app.services.signing.csc_protocol import ECDSA_WITH, RSA_WITH, RSASSA_PSS
 
+# Every path under it is the CSC API's, routed or not (app.main: its errors' format).
+PATH_PREFIX = "/csc/"
 SPECS: dict[CscVersion, str] = {"v1": "1.0.4.0", "v2": "2.0.0.2"}
 METHODS = [
     "credentials/list",
@@ -64,17 +59,8 @@ SERVICE_DESCRIPTION = (
 )
 
 
-async def get_csc_service(
-    session: SessionDep, runtime: RuntimeDep, signing: SigningServiceDep, audit: AuditDep
-) -> CscService:
-    return CscService(
-        session,
-        signing=signing,
-        ca=ca_service(session, runtime),
-        keys=runtime.keys,
-        settings=runtime.settings,
-        audit=audit,
-    )
+async def get_csc_service(services: ServicesDep) -> CscService:
+    return services.csc
 
 
 CscServiceDep = Annotated[CscService, Depends(get_csc_service)]
@@ -82,7 +68,9 @@ CscServiceDep = Annotated[CscService, Depends(get_csc_service)]
 
 def versioned_router(version: CscVersion) -> APIRouter:
     """The CSC routes of one API version; both accept the v1 and the v2 spellings."""
-    router = APIRouter(prefix=f"/csc/{version}", tags=[f"csc {version}"])
+    router = APIRouter(
+        prefix=f"{PATH_PREFIX}{version}", tags=[f"csc {version}"], route_class=CscRoute
+    )
 
     @router.post(
         "/info",

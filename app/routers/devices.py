@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.deps import AuditDep, ClockDep, JdnAdminDep, RuntimeDep, SessionDep
+from app.deps import ClockDep, JdnAdminDep, RuntimeDep, ServicesDep
 from app.errors import (
     ActivationCodeConsumed,
     ActivationCodeExpired,
@@ -34,7 +34,6 @@ from app.schemas.devices import (
     OtpMessageOut,
 )
 from app.schemas.problem import BODY_PROBLEMS, problem_responses, response_links
-from app.services.devices.activation_code import EmailActivationCodeSender
 from app.services.devices.auth import SignedRequest
 from app.services.devices.feed import MAX_WAIT_SECONDS, MessageFeed
 from app.services.devices.registration import DeviceRegistration
@@ -43,16 +42,8 @@ from app.services.devices.service import DeviceService, mask_phone_end
 router = APIRouter(tags=["devices"])
 
 
-async def get_device_service(
-    session: SessionDep, runtime: RuntimeDep, audit: AuditDep
-) -> DeviceService:
-    return DeviceService(
-        session,
-        settings=runtime.settings,
-        keys=runtime.keys,
-        audit=audit,
-        code_sender=EmailActivationCodeSender(session, runtime.keys.outbox_seal),
-    )
+async def get_device_service(services: ServicesDep) -> DeviceService:
+    return services.devices
 
 
 async def get_message_feed(runtime: RuntimeDep) -> MessageFeed:

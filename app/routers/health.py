@@ -12,6 +12,7 @@ from app.errors import ServiceUnavailable
 from app.metrics import render_metrics
 from app.runtime import Runtime
 from app.schemas.problem import problem_responses
+from app.services.mail.claims import outbox_stats
 
 router = APIRouter(tags=["operations"])
 
@@ -57,10 +58,15 @@ async def readyz(runtime: RuntimeDep) -> Readiness:
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics, summed over every worker process."""
     async with runtime.database_slots():  # the outbox gauges read the database
-        body, content_type = await run_in_threadpool(render_metrics, runtime)
+        body, content_type = await run_in_threadpool(render_metrics, lambda: _outbox(runtime))
     return Response(body, media_type=content_type)
 
 
 def _ping_database(runtime: Runtime) -> None:
     with runtime.engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+
+
+def _outbox(runtime: Runtime) -> tuple[int, float]:
+    with runtime.sessions() as session:
+        return outbox_stats(session, runtime.clock.now())

@@ -6,14 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app.deps import RuntimeDep, SessionDep, require_role
+from app.deps import ServicesDep, require_role
 from app.errors import NotFound
 from app.models import Role
 from app.services.audit.trail import AuditTrailService
 from app.services.clients import Caller
 from app.services.lifecycle.applications import ApplicationService
 from app.services.lifecycle.contacts import ContactService
-from app.services.lifecycle.context import LifecycleContext
 from app.services.lifecycle.credentials import CredentialLifecycle
 from app.services.lifecycle.pins import PinService
 from app.validation import normalise_mykad
@@ -23,31 +22,24 @@ PortalOrJdnDep = Annotated[Caller, Depends(require_role(Role.PORTAL, Role.JDN_AD
 AdministratorDep = Annotated[Caller, Depends(require_role(Role.AGENCY_ADMIN, Role.JDN_ADMIN))]
 
 
-async def get_lifecycle_context(session: SessionDep, runtime: RuntimeDep) -> LifecycleContext:
-    return LifecycleContext.for_runtime(runtime, session)
+async def get_applications(services: ServicesDep) -> ApplicationService:
+    return services.applications
 
 
-LifecycleDep = Annotated[LifecycleContext, Depends(get_lifecycle_context)]
+async def get_credentials(services: ServicesDep) -> CredentialLifecycle:
+    return services.credential_lifecycle
 
 
-async def get_applications(context: LifecycleDep) -> ApplicationService:
-    return ApplicationService(context)
+async def get_pins(services: ServicesDep) -> PinService:
+    return services.pins
 
 
-async def get_credentials(context: LifecycleDep) -> CredentialLifecycle:
-    return CredentialLifecycle(context)
+async def get_contacts(services: ServicesDep) -> ContactService:
+    return services.contacts
 
 
-async def get_pins(context: LifecycleDep) -> PinService:
-    return PinService(context)
-
-
-async def get_contacts(context: LifecycleDep) -> ContactService:
-    return ContactService(context)
-
-
-async def get_audit_trail(session: SessionDep, runtime: RuntimeDep) -> AuditTrailService:
-    return AuditTrailService(session, runtime.keys.subject_ref)
+async def get_audit_trail(services: ServicesDep) -> AuditTrailService:
+    return services.audit_trail
 
 
 ApplicationsDep = Annotated[ApplicationService, Depends(get_applications)]

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request, status
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, status
 
-from app.deps import (
-    ClockDep,
-    SignerDep,
-    SigningServiceDep,
-    Unit,
-    documented_roles,
-    in_one_unit,
-    json_body,
-    json_response,
-    signing_service,
-)
+from app.deps import ClockDep, JsonBody, SignerDep, SigningServiceDep
 from app.errors import (
     AuthorizationFailed,
     CredentialLocked,
@@ -35,13 +25,9 @@ from app.errors import (
     ServiceUnavailable,
     Unauthenticated,
 )
-from app.models import Role, SigningRequest
-from app.schemas.problem import (
-    BODY_PROBLEMS,
-    json_request_body,
-    problem_responses,
-    response_links,
-)
+from app.models import SigningRequest
+from app.routing import OneUnitRoute
+from app.schemas.problem import BODY_PROBLEMS, problem_responses, response_links
 from app.schemas.signing import (
     SignatureOut,
     SignatureSubmit,
@@ -51,17 +37,26 @@ from app.schemas.signing import (
 )
 from app.services.signing.service import NewSigningRequest, SignatureResult, SigningService
 
-router = APIRouter(prefix="/v1/signing-requests", tags=["signing"])
+# The two calls of every signing flow: each route in one unit of work, one thread hop.
+router = APIRouter(prefix="/v1/signing-requests", tags=["signing"], route_class=OneUnitRoute)
 
 
-SIGNERS = frozenset({Role.SIGNER})
+def own_signing_request(
+    request_id: str, caller: SignerDep, signing: SigningServiceDep
+) -> SigningRequest:
+    """The caller's own request (404 otherwise), before its body is read."""
+    return signing.get_own(caller, request_id, with_signer=True)
+
+
+OwnSigningRequest = Annotated[SigningRequest, Depends(own_signing_request)]
+NewRequestBody = Annotated[SigningRequestCreate, Depends(JsonBody(SigningRequestCreate))]
+SignatureBody = Annotated[SignatureSubmit, Depends(JsonBody(SignatureSubmit))]
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SigningRequestCreated,
-    dependencies=[documented_roles(*SIGNERS)],
     responses=problem_responses(
         *BODY_PROBLEMS,
         Unauthenticated,
@@ -74,19 +69,18 @@ SIGNERS = frozenset({Role.SIGNER})
         RateLimited,
         ServiceUnavailable,
     ),
-    openapi_extra={
-        **json_request_body(SigningRequestCreate),
-        **response_links(
-            201,
-            "request_id",
-            "/id",
-            GetSigningRequest="get_signing_request_v1_signing_requests__request_id__get",
-            CancelSigningRequest="cancel_signing_request_v1_signing_requests__request_id__delete",
-            SubmitSignature="submit_signature_v1_signing_requests__request_id__signature_post",
-        ),
-    },
+    openapi_extra=response_links(
+        201,
+        "request_id",
+        "/id",
+        GetSigningRequest="get_signing_request_v1_signing_requests__request_id__get",
+        CancelSigningRequest="cancel_signing_request_v1_signing_requests__request_id__delete",
+        SubmitSignature="submit_signature_v1_signing_requests__request_id__signature_post",
+    ),
 )
-async def create_signing_request(request: Request) -> Response:
+def create_signing_request(
+    caller: SignerDep, body: NewRequestBody, signing: SigningServiceDep, clock: ClockDep
+) -> SigningRequestCreated:
     """Send the person a 6-digit OTP bound to this one document hash, credential and caller.
 
     The OTP is valid for the configured window (120 s by default) and for three checks. While
@@ -95,41 +89,32 @@ async def create_signing_request(request: Request) -> Response:
     signer has its own limit a minute (both configurable): past either, `rate_limited` with
     `Retry-After`.
     """
-    raw = await request.body()
-
-    def work(unit: Unit) -> SigningRequestCreated:
-        # One of the two calls of every flow: one thread hop (app.deps.in_one_unit).
-        body = json_body(SigningRequestCreate, raw)
-        signing = signing_service(unit.session, unit.runtime, unit.audit)
-        created = signing.request_signature(
-            unit.caller,
-            NewSigningRequest(
-                mykad=body.mykad,
-                document_hash=body.document_hash,
-                hash_algorithm=body.hash_algorithm,
-                document_name=body.document_name,
-                channel=body.channel,
-                signature_format=body.signature_format,
-            ),
-            unit.runtime.clock.now(),
-        )
-        return SigningRequestCreated(
-            id=created.id,
-            status="pending",
-            channel=created.channel,
-            destination=created.destination,
-            expires_at=created.expires_at,
-            attempts_remaining=signing.attempts_remaining(created),
-        )
-
-    return json_response(201, await in_one_unit(request, SIGNERS, work))
+    created = signing.request_signature(
+        caller,
+        NewSigningRequest(
+            mykad=body.mykad,
+            document_hash=body.document_hash,
+            hash_algorithm=body.hash_algorithm,
+            document_name=body.document_name,
+            channel=body.channel,
+            signature_format=body.signature_format,
+        ),
+        clock.now(),
+    )
+    return SigningRequestCreated(
+        id=created.id,
+        status="pending",
+        channel=created.channel,
+        destination=created.destination,
+        expires_at=created.expires_at,
+        attempts_remaining=signing.attempts_remaining(created),
+    )
 
 
 @router.post(
     "/{request_id}/signature",
     status_code=status.HTTP_201_CREATED,
     response_model=SignatureOut,
-    dependencies=[documented_roles(*SIGNERS)],
     responses=problem_responses(
         *BODY_PROBLEMS,
         Unauthenticated,
@@ -144,9 +129,14 @@ async def create_signing_request(request: Request) -> Response:
         AuthorizationFailed,
         ServiceUnavailable,
     ),
-    openapi_extra=json_request_body(SignatureSubmit),
 )
-async def submit_signature(request_id: str, request: Request) -> Response:
+def submit_signature(
+    caller: SignerDep,
+    own: OwnSigningRequest,
+    body: SignatureBody,
+    signing: SigningServiceDep,
+    clock: ClockDep,
+) -> SignatureOut:
     """Submit the OTP and the PIN; on success, the signature over the stored hash.
 
     Answers, in this order: `not_found` (not your request), `validation_error` (not counted),
@@ -154,18 +144,7 @@ async def submit_signature(request_id: str, request: Request) -> Response:
     `credential_locked`, `rate_limited`, then the check itself, which counts one attempt: a
     wrong OTP and a wrong PIN both answer `authorization_failed` with `attempts_remaining`.
     """
-    raw = await request.body()
-
-    def work(unit: Unit) -> SignatureOut:
-        # The other call of every flow, in one thread hop; ownership (404) before the body (422).
-        signing = signing_service(unit.session, unit.runtime, unit.audit)
-        own = signing.get_own(unit.caller, request_id, with_signer=True)
-        body = json_body(SignatureSubmit, raw)
-        return signature_out(
-            signing.sign_own(unit.caller, own, body.otp, body.pin, unit.runtime.clock.now())
-        )
-
-    return json_response(201, await in_one_unit(request, SIGNERS, work))
+    return signature_out(signing.sign_own(caller, own, body.otp, body.pin, clock.now()))
 
 
 @router.get(

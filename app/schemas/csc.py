@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from app.errors import AuthorizationFailed, DomainError, Forbidden, RateLimited, Unauthenticated
+from app.errors import (
+    AuthorizationFailed,
+    DomainError,
+    ErrorAnswer,
+    Forbidden,
+    RateLimited,
+    Unauthenticated,
+    json_pointer,
+    problem_message,
+)
 from app.services.signing.csc_protocol import decode_hash, hash_algorithm_of
 from app.validation import check_display_text, normalise_mykad
 
-CSC_PATH_PREFIX = "/csc/"
 CscVersion = Literal["v1", "v2"]
 CertificateChoice = Literal["none", "single", "chain"]
 
@@ -306,10 +315,6 @@ class CscError(BaseModel):
     error_description: str
 
 
-def is_csc_path(path: str) -> bool:
-    return path.startswith(CSC_PATH_PREFIX)
-
-
 def csc_error(error: DomainError) -> tuple[int, CscError]:
     """The CSC answer to a domain error: 400 `invalid_request` unless the contract says
     otherwise. A wrong OTP and a wrong PIN stay indistinguishable (`invalid_otp`)."""
@@ -332,6 +337,54 @@ def csc_error(error: DomainError) -> tuple[int, CscError]:
 
 def csc_invalid_request(description: str) -> tuple[int, CscError]:
     return 400, CscError(error="invalid_request", error_description=description)
+
+
+class CscFormat:
+    """The CSC API's errors: `{"error", "error_description"}` as application/json."""
+
+    def domain(self, error: DomainError) -> ErrorAnswer:
+        return _answer(*csc_error(error), error.headers)
+
+    def invalid_request(self, problems: Sequence[Mapping[str, Any]]) -> ErrorAnswer:
+        return _answer(*csc_invalid_request(_description(problems)))
+
+    def http_error(
+        self, status: int, detail: str, headers: dict[str, str], allowed: Callable[[], list[str]]
+    ) -> ErrorAnswer:
+        _status, body = csc_invalid_request(detail)
+        return _answer(status, body, headers)
+
+    def encode_early(self, answer: ErrorAnswer) -> bytes:
+        return CscError.model_validate(answer.content).model_dump_json().encode()
+
+    def document(self, operation: dict[str, Any]) -> None:
+        # The routes declare their own error answers (csc_error_responses); a validation
+        # failure is `invalid_request`, a 400.
+        operation.get("responses", {}).pop("422", None)
+
+
+CSC_ERRORS = CscFormat()
+
+
+def _answer(status: int, body: CscError, headers: dict[str, str] | None = None) -> ErrorAnswer:
+    return ErrorAnswer(status, body.model_dump(), "application/json", headers or {})
+
+
+def _description(problems: Sequence[Mapping[str, Any]]) -> str:
+    if any(problem.get("type") == "json_invalid" for problem in problems):
+        return "the request body is not valid JSON"
+    if any(
+        problem.get("loc") == ("body",) and problem.get("type") == "missing" for problem in problems
+    ):
+        return "a JSON object body is required"
+    return "; ".join(
+        ": ".join(
+            part
+            for part in (json_pointer(problem.get("loc", ())), problem_message(problem))
+            if part
+        )
+        for problem in problems
+    )
 
 
 def csc_error_responses(*extra: int, keyed: bool = True) -> dict[int | str, dict[str, Any]]:

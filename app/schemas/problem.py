@@ -72,14 +72,14 @@ def response_links(status: int, parameter: str, pointer: str, **operations: str)
     }
 
 
-# Bodies of the endpoints that parse their JSON themselves (`app.deps.json_body`): FastAPI knows
-# nothing of them, so `json_request_body` documents each and `body_schemas` adds its schema to
-# the document's components, as FastAPI would for a body parameter.
+# Bodies read as a dependency (`app.deps.JsonBody`, the one-unit routes of app.routing): FastAPI
+# knows nothing of them, so `json_request_body` documents each and `body_schemas` adds its schema
+# to the document's components, as FastAPI would for a body parameter.
 _BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 
 def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` for a required JSON body of `model`, parsed by the endpoint itself."""
+    """`openapi_extra` for a required JSON body of `model`, read by `app.deps.JsonBody`."""
     _BODY_MODELS[model.__name__] = model
     return {
         "requestBody": {

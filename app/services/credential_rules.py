@@ -18,6 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.crypto.keystore import PublicKey
 from app.crypto.secrets import OtpBinding
+from app.db import keep_changes
 from app.errors import (
     CredentialLocked,
     CredentialNotActive,
@@ -49,9 +50,10 @@ def can_sign(credential: Credential, now: datetime) -> bool:
     return credential.status == CredentialStatus.ACTIVE and not is_expired(credential, now)
 
 
-def refuse_unless_can_sign(credential: Credential, now: datetime) -> None:
+def refuse_unless_can_sign(session: Session, credential: Credential, now: datetime) -> None:
     """Refuse a credential that cannot sign now; a lock is said first, as a PIN reset lifts it."""
     if credential.status == CredentialStatus.LOCKED:
+        keep_changes(session)
         raise CredentialLocked("the credential is locked after repeated wrong PINs")
     if credential.status != CredentialStatus.ACTIVE:
         raise CredentialNotActive("the roaming credential is not active")
@@ -145,9 +147,10 @@ def clear_pin_failures(session: Session, credential: Credential) -> None:
 # -- a person's failed checks ------------------------------------------------------------------
 
 
-def refuse_held(user: User, now: datetime) -> None:
+def refuse_held(session: Session, user: User, now: datetime) -> None:
     """Refuse while the person's signing is held back after too many failed checks."""
     if user.signing_held_until is not None and user.signing_held_until > now:
+        keep_changes(session)
         raise RateLimited(
             "too many failed checks for this person; signing is held back for a while",
             retry_after_seconds=seconds_until(user.signing_held_until, now),
@@ -202,13 +205,14 @@ def binding_of(request: SigningRequest) -> OtpBinding:
     )
 
 
-def refuse_spent_otp(request: SigningRequest, now: datetime) -> None:
+def refuse_spent_otp(session: Session, request: SigningRequest, now: datetime) -> None:
     """Refuse a request whose OTP can no longer be checked: used, exchanged, locked, expired."""
     if request.status in (RequestStatus.SIGNED, RequestStatus.CANCELLED):
         raise OtpConsumed("this OTP was already used or the request was cancelled")
     if request.authorized_at is not None:
         raise OtpConsumed("this OTP was already exchanged for a SAD")
     if request.status == RequestStatus.LOCKED:
+        keep_changes(session)
         raise RequestLocked("too many failed attempts; request a new OTP")
     if request.status == RequestStatus.EXPIRED or now >= request.expires_at:
         raise OtpExpired("the OTP has expired; request a new one")

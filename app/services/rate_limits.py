@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
 from app.crypto.secrets import keyed_digest
-from app.db import insert_with_on_conflict
+from app.db import insert_with_on_conflict, keep_changes
 from app.errors import RateLimited
 from app.models.rate_limit import RateWindow
 
@@ -173,6 +173,7 @@ class RateLimiter:
                 refusals.append((hit, hit.limit.retry_after_seconds(buckets, now)))
         if refusals:
             retry_after = max(seconds for _, seconds in refusals)
+            keep_changes(self.session)
             raise RateLimited(refusals[0][0].refusal, retry_after_seconds=retry_after)
 
     def _serialise(self, connection: Connection, keys: list[str]) -> None:

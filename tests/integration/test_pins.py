@@ -14,8 +14,7 @@ from app.errors import DomainError
 from app.models import Credential, Role
 from app.runtime import Runtime
 from app.services.clients import Caller
-from app.services.lifecycle.context import LifecycleContext
-from app.services.lifecycle.pins import PinService
+from app.units import Services
 from tests.factories import Factory
 
 PORTAL = Caller(id="portal", name="portal", role=Role.PORTAL, agency=None)
@@ -29,15 +28,13 @@ def test_a_pin_change_overtaken_by_another_is_refused(runtime: Runtime, factory:
     now = runtime.clock.now()
 
     held = runtime.sessions()
-    PinService(LifecycleContext.for_runtime(runtime, held)).change(
-        PORTAL, credential_id, person.pin, "730519", now
-    )
+    Services(runtime, held).pins.change(PORTAL, credential_id, person.pin, "730519", now)
     outcome: list[str] = []
 
     def change_too() -> None:
         try:
             with unit_of_work(runtime.sessions) as session:
-                PinService(LifecycleContext.for_runtime(runtime, session)).change(
+                Services(runtime, session).pins.change(
                     PORTAL, credential_id, person.pin, "802461", now
                 )
             outcome.append("stored")

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.crypto.keys import DerivedKeys
 from app.crypto.secrets import macs_equal
-from app.db import after_commit
+from app.db import after_commit, keep_changes
 from app.errors import (
     ActivationCodeConsumed,
     ActivationCodeExpired,
@@ -84,6 +84,7 @@ class DeviceActivator:
         if not macs_equal(device.activation_code_mac, given):
             remaining = self.settings.device_activation_max_attempts - attempts
             self._refused(device, user, "wrong_code", now, attempts_remaining=remaining)
+            keep_changes(self.session)
             raise ActivationCodeRejected(
                 "the activation code is not correct", attempts_remaining=remaining
             )
@@ -116,14 +117,17 @@ class DeviceActivator:
     def _refuse_unusable_code(self, device: Device, user: User, now: datetime) -> None:
         if device.status != DeviceStatus.PENDING_ACTIVATION or device.activation_code_mac is None:
             self._refused(device, user, "consumed", now)
+            keep_changes(self.session)
             raise ActivationCodeConsumed(
                 "this registration's code was already used, or a newer registration replaced it"
             )
         if device.activation_attempts >= self.settings.device_activation_max_attempts:
             self._refused(device, user, "locked", now)
+            keep_changes(self.session)
             raise ActivationLocked("too many wrong activation codes; register the device again")
         if now >= device.activation_expires_at:
             self._refused(device, user, "expired", now)
+            keep_changes(self.session)
             raise ActivationCodeExpired(
                 "the activation code has expired; register the device again"
             )
@@ -148,6 +152,7 @@ class DeviceActivator:
             self.session.refresh(device)
             self._refuse_unusable_code(device, user, now)
             self._refused(device, user, "locked", now)
+            keep_changes(self.session)
             raise ActivationLocked("too many wrong activation codes; register the device again")
         return counted
 
@@ -186,6 +191,7 @@ class DeviceActivator:
                     if activated is None:
                         # Raised inside the savepoint, which takes the deactivations back:
                         # the refusal is committed (its counted try) but replaces nothing.
+                        keep_changes(self.session)
                         raise ActivationCodeConsumed("this registration's code was already used")
             except IntegrityError:
                 continue

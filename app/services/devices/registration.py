@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.crypto.keys import DerivedKeys
 from app.crypto.secrets import generate_otp
-from app.db import after_commit
+from app.db import after_commit, keep_changes
 from app.errors import DeviceNotEligible, RateLimited, UnregisteredPhone
 from app.metrics import DEVICE_REGISTRATIONS
 from app.models import User
@@ -90,6 +90,7 @@ class DeviceRegistrar:
                 details={"platform": registration.platform},
             )
             DEVICE_REGISTRATIONS.labels("phone_mismatch").inc()
+            keep_changes(self.session)
             raise UnregisteredPhone(
                 _PHONE_MISMATCH, errors=[{"pointer": "/phone", "detail": _PHONE_MISMATCH}]
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -14,13 +13,12 @@ from app.services.ca import CertificateAuthorityService
 from app.services.lifecycle.tokens import TokenService
 from app.settings import Settings
 
-if TYPE_CHECKING:
-    from app.runtime import Runtime
-
 
 @dataclass
 class LifecycleContext:
-    """One unit of work's session, settings, keys, CA and audit log, for the lifecycle services."""
+    """One unit of work's session, settings, keys, CA and audit log, for the lifecycle services.
+
+    Built by `app.units.Services.lifecycle` only."""
 
     session: Session
     settings: Settings
@@ -28,23 +26,6 @@ class LifecycleContext:
     key_store: KeyStore
     ca: CertificateAuthorityService
     audit: AuditLog
-
-    @classmethod
-    def for_runtime(cls, runtime: Runtime, session: Session) -> LifecycleContext:
-        return cls(
-            session=session,
-            settings=runtime.settings,
-            keys=runtime.keys,
-            key_store=runtime.key_store,
-            ca=CertificateAuthorityService(
-                session,
-                runtime.key_store,
-                runtime.ca_cache,
-                runtime.settings.ca_name,
-                runtime.settings.public_base_url,
-            ),
-            audit=runtime.audit_log(session),
-        )
 
     @property
     def tokens(self) -> TokenService:

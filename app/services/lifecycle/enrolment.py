@@ -7,18 +7,11 @@ run again (enrolment is idempotent: the people done already are reported as such
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from app.db import unit_of_work
-from app.services.lifecycle.applications import ApplicationService
 from app.services.lifecycle.bulk_enrolment import MAX_ENROLMENT_BATCH, EnrolmentResult
-from app.services.lifecycle.context import LifecycleContext
-
-if TYPE_CHECKING:
-    from app.runtime import Runtime
 
 MYKAD_COLUMN = "mykad"
 
@@ -45,14 +38,16 @@ def count_mykads(path: Path) -> int:
 
 
 def enrol_in_batches(
-    runtime: Runtime, mykads: Iterable[str], *, actor: str, batch_size: int = 500
+    enrol_batch: Callable[[list[str]], list[EnrolmentResult]],
+    mykads: Iterable[str],
+    *,
+    batch_size: int = 500,
 ) -> Iterator[list[EnrolmentResult]]:
-    """Enrol `batch_size` people per transaction; yields each batch's report once committed."""
+    """Enrol `batch_size` people per call of `enrol_batch`, which runs one transaction (the
+    caller builds it: `ApplicationService.enrol` in a unit of work); yields each batch's report
+    once committed."""
     if not 1 <= batch_size <= MAX_ENROLMENT_BATCH:
         raise ValueError(f"batch size must be 1 to {MAX_ENROLMENT_BATCH}")
     pending = iter(mykads)
     while batch := list(islice(pending, batch_size)):
-        with unit_of_work(runtime.sessions) as session:
-            context = LifecycleContext.for_runtime(runtime, session)
-            results = ApplicationService(context).enrol(actor, batch, runtime.clock.now())
-        yield results
+        yield enrol_batch(batch)

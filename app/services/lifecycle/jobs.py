@@ -23,13 +23,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.clock import Clock
+from app.crypto.keys import DerivedKeys
 from app.db import unit_of_work
 from app.models import Credential, CredentialStatus, JobRun, User
 from app.services.audit.log import AuditLog
@@ -37,9 +38,7 @@ from app.services.credential_rules import SIGNING_CREDENTIAL
 from app.services.devices.service import purge_device_leftovers
 from app.services.mail.notices import queue_expiry_notice
 from app.services.retention import RetentionPurge
-
-if TYPE_CHECKING:
-    from app.runtime import Runtime
+from app.settings import Settings
 
 logger = logging.getLogger("roamsign.jobs")
 
@@ -238,7 +237,18 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def default_jobs(runtime: Runtime) -> list[Job]:
+class JobHost(Protocol):
+    """What the jobs take from the process that runs them (app.runtime.Runtime is one)."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    keys: DerivedKeys
+    clock: Clock
+
+    def audit_log(self, session: Session) -> AuditLog: ...
+
+
+def default_jobs(runtime: JobHost) -> list[Job]:
     settings = runtime.settings
     return [
         Job(
@@ -276,7 +286,7 @@ class DeviceLeftovers:
             return purge_device_leftovers(session, now)
 
 
-def job_runner(runtime: Runtime) -> JobRunner:
+def job_runner(runtime: JobHost) -> JobRunner:
     return JobRunner(
         runtime.sessions,
         runtime.clock,

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 
 from app.crypto.secrets import macs_equal, pin_mac
+from app.db import keep_changes
 from app.errors import (
     AuthorizationFailed,
     Conflict,
@@ -96,6 +97,7 @@ class PinService:
         user = credential.user
         status = effective_status(credential, now)
         if status == CredentialStatus.LOCKED:
+            keep_changes(self.session)
             raise CredentialLocked("the credential is locked: reset the PIN by e-mail")
         if status != CredentialStatus.ACTIVE:
             raise CredentialNotActive(f"the credential is {status}; its PIN cannot be changed")
@@ -257,7 +259,8 @@ class PinService:
             report_credential_locked(
                 self.session, self.context.seal_key, self.audit, caller.name, user, credential, now
             )
-        # AuthorizationFailed keeps these changes: the session commits them with the refusal.
+        # Commit the count (and the lock), then refuse.
+        keep_changes(self.session)
         raise AuthorizationFailed(
             "the current PIN is not correct", attempts_remaining=max(0, limit - failure.failures)
         )

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.db import keep_changes
 from app.errors import RateLimited, TokenConsumed, TokenExpired, TokenNotValid
 from app.models import OneTimeToken, TokenPurpose, User
 from app.models.base import new_id
@@ -126,6 +127,7 @@ class TokenService:
             return
         oldest = self.session.scalar(select(func.min(recent.subquery().c.created_at)))
         assert oldest is not None
+        keep_changes(self.session)
         raise RateLimited(
             f"at most {limit} {what} a day for one person; try again later",
             retry_after_seconds=int((oldest + RATE_WINDOW - now).total_seconds() + 0.999),
@@ -165,21 +167,26 @@ class TokenService:
         )
         if row is None:
             self._rejected(purpose, subject_id, "not_valid", actor, mykad, now)
+            keep_changes(self.session)
             raise TokenNotValid()
         if row.used_at is not None:
             self._rejected(purpose, subject_id, "used", actor, mykad, now)
+            keep_changes(self.session)
             raise TokenConsumed("this token was already used")
         if row.superseded_at is not None:
             self._rejected(purpose, subject_id, "superseded", actor, mykad, now)
+            keep_changes(self.session)
             raise TokenConsumed(
                 "this token was replaced by a newer one (or the e-mail address changed); "
                 "use the latest e-mail"
             )
         if now >= row.expires_at:
             self._rejected(purpose, subject_id, "expired", actor, mykad, now)
+            keep_changes(self.session)
             raise TokenExpired("this token has expired; ask for a new one")
         if row.purpose != purpose:
             self._rejected(purpose, subject_id, "not_valid", actor, mykad, now)
+            keep_changes(self.session)
             raise TokenNotValid()
         used = self.session.execute(
             update(OneTimeToken)
@@ -195,6 +202,7 @@ class TokenService:
         if used is None:
             # Another request used (or replaced) it between our read and this update.
             self._rejected(purpose, subject_id, "used", actor, mykad, now)
+            keep_changes(self.session)
             raise TokenConsumed("this token was already used")
         self.session.refresh(row)
         return row

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.crypto.keys import DerivedKeys
 from app.crypto.secrets import macs_equal, otp_mac, pin_mac
+from app.db import keep_changes
 from app.errors import AuthorizationFailed, RequestLocked, ValidationFailed
 from app.models import Credential, RequestStatus, SigningRequest, User
 from app.services.audit.log import AuditLog
@@ -60,12 +61,12 @@ class OtpPinCheck:
             raise ValidationFailed("otp must be 6 digits", "/otp")
         if not _PIN_FORMAT.match(pin):
             raise ValidationFailed("pin must be 6 to 8 digits", "/pin")
-        refuse_spent_otp(request, now)
+        refuse_spent_otp(self.session, request, now)
         credential = self.session.get(Credential, request.credential_id)
         user = self.session.get(User, request.user_id)
         assert credential is not None and user is not None  # foreign keys
-        refuse_unless_can_sign(credential, now)
-        refuse_held(user, now)
+        refuse_unless_can_sign(self.session, credential, now)
+        refuse_held(self.session, user, now)
 
         attempts = self._count_attempt(request, now)
         # Both factors are always computed and compared, so the time taken says nothing
@@ -78,6 +79,7 @@ class OtpPinCheck:
             return credential, user
         self._record_failure(caller, request, credential, user, attempts, otp_ok, pin_ok, now)
         remaining = self.settings.otp_max_attempts - attempts
+        keep_changes(self.session)
         raise AuthorizationFailed("the OTP or the PIN is not correct", attempts_remaining=remaining)
 
     def _count_attempt(self, request: SigningRequest, now: datetime) -> int:
@@ -98,7 +100,8 @@ class OtpPinCheck:
         if counted is None:
             # Another submission changed the request between our read and this update.
             self.session.refresh(request)
-            refuse_spent_otp(request, now)
+            refuse_spent_otp(self.session, request, now)
+            keep_changes(self.session)
             raise RequestLocked("too many failed attempts; request a new OTP")
         loaded_as(request, attempts=counted)
         return counted

@@ -72,7 +72,7 @@ class OtpIssuer:
     ) -> SigningRequest:
         row = self.session.execute(PERSON_WITH_SIGNER, {"mykad": new.mykad}).first()
         user, found, active = (row[0], row[1], row[2]) if row is not None else (None, None, None)
-        credential = _usable_credential(found, now)
+        credential = _usable_credential(self.session, found, now)
         assert user is not None  # _usable_credential refuses a missing person
         if new.credential_id is not None and new.credential_id != credential.id:
             raise CredentialNotActive("this credential is not the person's active roaming one")
@@ -190,11 +190,13 @@ class OtpIssuer:
             raise
 
 
-def _usable_credential(credential: Credential | None, now: datetime) -> Credential:
+def _usable_credential(
+    session: Session, credential: Credential | None, now: datetime
+) -> Credential:
     if credential is None:
         # An unknown person and one without an active roaming credential look the same.
         raise CredentialNotActive("no active roaming credential for this MyKad")
-    refuse_unless_can_sign(credential, now)
+    refuse_unless_can_sign(session, credential, now)
     return credential
 
 

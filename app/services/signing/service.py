@@ -123,7 +123,7 @@ class SigningService:
         credential = self.session.get(Credential, request.credential_id)
         user = self.session.get(User, request.user_id)
         assert credential is not None and user is not None  # foreign keys
-        refuse_unless_can_sign(credential, now)
+        refuse_unless_can_sign(self.session, credential, now)
         spend_sad(self.session, request, now)
         return self._maker.sign_once(caller, request, credential, user, now, mechanism)
 
