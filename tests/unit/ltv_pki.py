@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -25,6 +25,10 @@ from app.crypto.keystore import KeyAlgorithm, PrivateKey, new_private_key, sign_
 NOW = datetime(2026, 3, 2, 9, 30, 15, tzinfo=UTC)
 BASE = "https://roamsign.example.gov.my"
 TSA_POLICY = "1.3.6.1.4.1.99999.1.3161"
+# openssl ocsp checks thisUpdate/nextUpdate against the wall clock (-attime covers only the
+# chain), so the OCSP tests answer as of a moment just past, certificates issued before it.
+ANSWERED_AT = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+ISSUED_AT = ANSWERED_AT - timedelta(days=5)
 
 
 def signer(key: PrivateKey) -> DigestSigner:

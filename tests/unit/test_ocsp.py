@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,12 +25,18 @@ from app.crypto.ocsp import (
     parse_ocsp_request,
     reply_to_request,
 )
-from tests.unit.ltv_pki import BASE, Pki, make_pki, new_key, openssl, signer, write_pem
+from tests.unit.ltv_pki import (
+    ANSWERED_AT,
+    BASE,
+    ISSUED_AT,
+    Pki,
+    make_pki,
+    new_key,
+    openssl,
+    signer,
+    write_pem,
+)
 
-# openssl ocsp checks thisUpdate/nextUpdate against the wall clock (-attime covers only the
-# chain), so these tests answer as of a moment just past.
-ANSWERED_AT = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-ISSUED_AT = ANSWERED_AT - timedelta(days=5)
 REVOKED_AT = ANSWERED_AT - timedelta(days=2, hours=3)
 GOOD = SerialStatus("good")
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found")
