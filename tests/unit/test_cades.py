@@ -43,6 +43,7 @@ from tests.unit.ltv_pki import NOW, TSA_POLICY, Pki, make_pki, new_key, openssl,
 SIGNED_AT = NOW + timedelta(days=10)
 STAMPED_AT = SIGNED_AT + timedelta(seconds=2)
 DOCUMENT = b"Baucar Bayaran PV-2026-000123\n" * 40
+Person = tuple[PrivateKey, x509.Certificate]
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found")
 
 
@@ -83,12 +84,12 @@ def tsa(pki: Pki) -> Tsa:
 
 
 @pytest.fixture(scope="module")
-def person(pki: Pki) -> tuple[PrivateKey, x509.Certificate]:
+def person(pki: Pki) -> Person:
     key = new_key()
     return key, pki.issue_person(key)
 
 
-def signed_cms(pki: Pki, person: tuple[PrivateKey, x509.Certificate]) -> bytes:
+def signed_cms(pki: Pki, person: Person) -> bytes:
     key, certificate = person
     return build_detached_cms(
         digest=hashlib.sha256(DOCUMENT).digest(),
@@ -105,7 +106,7 @@ def signer_info(der: bytes) -> cms.SignerInfo:
     return info
 
 
-def test_the_token_covers_the_signature_value(pki: Pki, tsa: Tsa, person):  # type: ignore[no-untyped-def]
+def test_the_token_covers_the_signature_value(pki: Pki, tsa: Tsa, person: Person):
     stamped = add_signature_timestamp(signed_cms(pki, person), tsa.token)
     info = signer_info(stamped)
     [attribute] = info["unsigned_attrs"]
@@ -120,7 +121,7 @@ def test_the_token_covers_the_signature_value(pki: Pki, tsa: Tsa, person):  # ty
     assert token.tsa_certificate == tsa.certificate
 
 
-def test_the_signed_parts_are_carried_over_byte_for_byte(pki: Pki, tsa: Tsa, person):  # type: ignore[no-untyped-def]
+def test_the_signed_parts_are_carried_over_byte_for_byte(pki: Pki, tsa: Tsa, person: Person):
     original = signed_cms(pki, person)
     stamped = add_signature_timestamp(original, tsa.token)
     before, after = signer_info(original), signer_info(stamped)
@@ -141,7 +142,7 @@ def test_the_signed_parts_are_carried_over_byte_for_byte(pki: Pki, tsa: Tsa, per
 
 
 @needs_openssl
-def test_openssl_still_verifies_the_stamped_cms(pki: Pki, tsa: Tsa, person, tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_openssl_still_verifies_the_stamped_cms(pki: Pki, tsa: Tsa, person: Person, tmp_path: Path):
     stamped = add_signature_timestamp(signed_cms(pki, person), tsa.token)
     (tmp_path / "sig.der").write_bytes(stamped)
     (tmp_path / "doc.bin").write_bytes(DOCUMENT)
@@ -169,8 +170,8 @@ def test_openssl_still_verifies_the_stamped_cms(pki: Pki, tsa: Tsa, person, tmp_
 
 
 @needs_openssl
-def test_openssl_verifies_the_embedded_token_against_the_signature(  # type: ignore[no-untyped-def]
-    pki: Pki, tsa: Tsa, person, tmp_path: Path
+def test_openssl_verifies_the_embedded_token_against_the_signature(
+    pki: Pki, tsa: Tsa, person: Person, tmp_path: Path
 ):
     stamped = add_signature_timestamp(signed_cms(pki, person), tsa.token)
     [token] = signature_timestamp_tokens(stamped)
@@ -194,7 +195,9 @@ def test_openssl_verifies_the_embedded_token_against_the_signature(  # type: ign
     assert "Verification: OK" in result.stdout, result.stdout + result.stderr
 
 
-async def test_pyhanko_validates_the_signature_and_its_time_stamp(pki: Pki, tsa: Tsa, person):  # type: ignore[no-untyped-def]
+async def test_pyhanko_validates_the_signature_and_its_time_stamp(
+    pki: Pki, tsa: Tsa, person: Person
+):
     stamped = add_signature_timestamp(signed_cms(pki, person), tsa.token)
     policy = CertRevTrustPolicy(
         RevocationCheckingPolicy(
@@ -224,14 +227,14 @@ async def test_pyhanko_validates_the_signature_and_its_time_stamp(pki: Pki, tsa:
     assert status.timestamp_validity.timestamp == STAMPED_AT
 
 
-def test_a_token_over_another_imprint_is_refused(pki: Pki, tsa: Tsa, person):  # type: ignore[no-untyped-def]
+def test_a_token_over_another_imprint_is_refused(pki: Pki, tsa: Tsa, person: Person):
     with pytest.raises(SignatureNotStampable, match="another imprint"):
         add_signature_timestamp(signed_cms(pki, person), lambda _: tsa.token(bytes(32)))
 
 
 def test_a_token_signed_by_a_certificate_not_for_time_stamping_is_refused(
-    pki: Pki, tsa: Tsa, person
-):  # type: ignore[no-untyped-def]
+    pki: Pki, tsa: Tsa, person: Person
+):
     key, certificate = person
     # The person's own key and certificate answering as a TSA.
     reply = reply_to_query(
@@ -268,10 +271,11 @@ def test_a_tampered_token_is_invalid(tsa: Tsa):
 # --- the HTTP client, against a real HTTP server on localhost ---
 
 Handler = Callable[[bytes], tuple[int, bytes]]
+Serve = Callable[[Handler], str]
 
 
 @pytest.fixture
-def tsa_server() -> Iterator[Callable[[Handler], str]]:
+def tsa_server() -> Iterator[Serve]:
     servers: list[ThreadingHTTPServer] = []
 
     def start(handle: Handler) -> str:
@@ -301,14 +305,14 @@ def tsa_server() -> Iterator[Callable[[Handler], str]]:
         server.server_close()
 
 
-def test_client_gets_a_token_for_its_digest(tsa: Tsa, tsa_server):  # type: ignore[no-untyped-def]
+def test_client_gets_a_token_for_its_digest(tsa: Tsa, tsa_server: Serve):
     url = tsa_server(lambda body: (200, tsa.reply(body)))
     digest = hashlib.sha256(b"signature value").digest()
     token = read_timestamp_token(request_timestamp(url, digest, timeout_seconds=5))
     assert token.hashed_message == digest and token.gen_time == STAMPED_AT
 
 
-def test_client_stamps_a_cms_through_http(pki: Pki, tsa: Tsa, person, tsa_server):  # type: ignore[no-untyped-def]
+def test_client_stamps_a_cms_through_http(pki: Pki, tsa: Tsa, person: Person, tsa_server):
     url = tsa_server(lambda body: (200, tsa.reply(body)))
     with httpx.Client() as client:
         stamped = add_signature_timestamp(
@@ -318,7 +322,7 @@ def test_client_stamps_a_cms_through_http(pki: Pki, tsa: Tsa, person, tsa_server
     assert len(signature_timestamp_tokens(stamped)) == 1
 
 
-def test_client_gives_up_within_the_bound(tsa: Tsa, tsa_server):  # type: ignore[no-untyped-def]
+def test_client_gives_up_within_the_bound(tsa: Tsa, tsa_server: Serve):
     release = threading.Event()
 
     def hang(body: bytes) -> tuple[int, bytes]:
@@ -351,7 +355,9 @@ def test_client_reports_an_unreachable_tsa():
     ],
     ids=["http-error", "not-a-reply", "replayed-token", "rejection"],
 )
-def test_client_errors_are_typed(tsa: Tsa, tsa_server, handle, reason: str):  # type: ignore[no-untyped-def]
+def test_client_errors_are_typed(
+    tsa: Tsa, tsa_server: Serve, handle: Callable[[Tsa, bytes], tuple[int, bytes]], reason: str
+):
     url = tsa_server(lambda body: handle(tsa, body))
     with pytest.raises(TimestampUnavailable, match=reason) as error:
         request_timestamp(url, bytes(32), timeout_seconds=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -248,7 +249,9 @@ def reply_to(pki: Pki, query: bytes) -> bytes:
     ],
     ids=["sha1", "unknown-oid", "garbage", "other-policy"],
 )
-def test_openssl_reads_the_rejection(pki: Pki, tmp_path: Path, make_query, failure_text: str):  # type: ignore[no-untyped-def]
+def test_openssl_reads_the_rejection(
+    pki: Pki, tmp_path: Path, make_query: Callable[[Path], bytes], failure_text: str
+):
     text = reply_text(tmp_path, reply_to(pki, make_query(tmp_path)))
     assert "Status: Rejected." in text
     assert failure_text in text
