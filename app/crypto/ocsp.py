@@ -36,6 +36,7 @@ _CERT_ID_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
 }
+_MAX_NONCE = 128
 # RFC 5280 reason names (as app/crypto/ca.build_crl takes them) to asn1crypto's.
 _REASONS = {
     "unspecified": "unspecified",
@@ -109,6 +110,9 @@ def parse_ocsp_request(der: bytes) -> OcspRequest:
     for extension in native["request_extensions"] or []:
         if extension["extn_id"] == "nonce":
             nonce = extension["extn_value"]
+    # RFC 8954 s.2.1: a nonce longer than 128 octets is refused with malformedRequest.
+    if nonce is not None and not 1 <= len(nonce) <= _MAX_NONCE:
+        raise OcspRequestMalformed("the nonce must be 1 to 128 octets")
     return OcspRequest(queries=queries, nonce=nonce)
 
 

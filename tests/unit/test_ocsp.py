@@ -321,3 +321,20 @@ def test_issuing_ca_gets_revocation_pointers_only_when_asked():
     assert point.full_name == [x509.UniformResourceIdentifier(f"{BASE}/v1/ca/root.crl")]
     [issuers] = pointed.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     assert issuers.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+
+
+@pytest.mark.parametrize(("length", "accepted"), [(16, True), (128, True), (129, False)])
+def test_nonce_length_follows_rfc_8954(ca: Ca, length: int, accepted: bool):
+    request = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(ca.issue(), ca.pki.issuing, hashes.SHA1())
+        .add_extension(x509.OCSPNonce(b"n" * length), critical=False)
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    response = ocsp.load_der_ocsp_response(ca.answer(request))
+    if accepted:
+        nonce = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+        assert nonce == b"n" * length
+    else:
+        assert response.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
