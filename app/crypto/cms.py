@@ -198,7 +198,12 @@ def signing_certificate_v2_attribute(certificate: x509.Certificate) -> bytes:
 
     For other SignedData builders (the time-stamping authority's tokens) to share ours.
     """
-    signer = asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
+    return _signing_certificate_v2_attribute(certificate.public_bytes(serialization.Encoding.DER))
+
+
+@functools.lru_cache(maxsize=64)
+def _signing_certificate_v2_attribute(certificate_der: bytes) -> bytes:
+    signer = asn1_x509.Certificate.load(certificate_der)
     return _attribute_der("signing_certificate_v2", _signing_certificate_v2(signer))
 
 
