@@ -20,8 +20,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from app.crypto.external_signing import DigestSigner, sign_certificate
 from app.crypto.keystore import PrivateKey, PublicKey
 
 ORGANIZATION = "roamsign"
@@ -62,10 +63,15 @@ def build_issuing_ca(
     *,
     now: datetime,
     validity_days: int,
+    crl_url: str | None = None,
+    ca_issuers_url: str | None = None,
+    ocsp_url: str | None = None,
 ) -> x509.Certificate:
     """Certify the issuing CA (the one that signs people's certificates) under the root.
 
-    Its validity never runs past the root's.
+    Its validity never runs past the root's. `crl_url` (the root's CRL), `ca_issuers_url`
+    (the root certificate, DER) and `ocsp_url` give long-term validators the revocation
+    data they demand for every certificate below the root; left out, none is written.
     """
     not_after = min(now + timedelta(validity_days), root_cert.not_valid_after_utc)
     builder = (
@@ -81,6 +87,7 @@ def build_issuing_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(_authority_key_identifier(root_cert), critical=False)
     )
+    builder = _with_revocation_pointers(builder, crl_url, ca_issuers_url, ocsp_url)
     return builder.sign(root_key, _signature_hash(root_key))
 
 
@@ -96,6 +103,7 @@ def issue_signing_certificate(
     serial: int | None = None,
     crl_url: str | None = None,
     ca_issuers_url: str | None = None,
+    ocsp_url: str | None = None,
 ) -> x509.Certificate:
     """Issue a person's roaming signing certificate (ECDSA P-256 or RSA key).
 
@@ -104,8 +112,9 @@ def issue_signing_certificate(
     identifier put in the subject's serialNumber attribute (PrintableString, at most 64
     characters): never the national id itself. `serial` defaults to a random 159-bit number.
     The validity never runs past the issuing CA's. `crl_url` becomes the CRL distribution
-    point (RFC 5280 s.4.2.1.13) and `ca_issuers_url` the authority information access entry
-    for the issuer's certificate (s.4.2.2.1), so a relying party can find both on its own.
+    point (RFC 5280 s.4.2.1.13), `ca_issuers_url` the authority information access entry
+    for the issuer's certificate (s.4.2.2.1) and `ocsp_url` the OCSP responder's entry, so a
+    relying party can find all of them on its own.
     """
     _check_subject_key(public_key)
     common_name = subject_name.strip()[:MAX_COMMON_NAME]
@@ -120,32 +129,97 @@ def issue_signing_certificate(
             x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial),
         ]
     )
-    not_after = min(now + timedelta(validity_days), issuer_cert.not_valid_after_utc)
-    key_usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=True,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
+    builder = _end_entity_builder(
+        public_key,
+        subject,
+        issuer_cert,
+        now=now,
+        validity_days=validity_days,
+        serial=serial,
+        usage=_signature_key_usage(content_commitment=True),
     )
+    builder = _with_revocation_pointers(builder, crl_url, ca_issuers_url, ocsp_url)
+    return builder.sign(issuer_key, _signature_hash(issuer_key))
+
+
+def issue_tsa_certificate(
+    public_key: PublicKey,
+    issuer_cert: x509.Certificate,
+    sign: DigestSigner,
+    name: str,
+    *,
+    now: datetime,
+    validity_days: int,
+    serial: int | None = None,
+    crl_url: str | None = None,
+    ca_issuers_url: str | None = None,
+    ocsp_url: str | None = None,
+) -> x509.Certificate:
+    """Issue the time-stamping authority's certificate under the issuing CA.
+
+    RFC 3161 s.2.3: the only extended key usage is timeStamping, marked critical, so the key
+    signs time-stamps and nothing else. `sign(digest, hash_algorithm)` is the issuing CA's
+    key (the key store or the token); the revocation pointers are as for people's
+    certificates.
+    """
+    _check_subject_key(public_key)
+    builder = _end_entity_builder(
+        public_key,
+        _ca_name(f"{name} Time-Stamping Authority"),
+        issuer_cert,
+        now=now,
+        validity_days=validity_days,
+        serial=serial,
+        usage=_signature_key_usage(content_commitment=True),
+    ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+    builder = _with_revocation_pointers(builder, crl_url, ca_issuers_url, ocsp_url)
+    return sign_certificate(builder, _supported_public_key(issuer_cert), sign)
+
+
+def issue_ocsp_responder_certificate(
+    public_key: PublicKey,
+    issuer_cert: x509.Certificate,
+    sign: DigestSigner,
+    name: str,
+    *,
+    now: datetime,
+    validity_days: int,
+    serial: int | None = None,
+) -> x509.Certificate:
+    """Issue a delegated OCSP responder's certificate, signed by the CA it answers for.
+
+    RFC 6960 s.4.2.2.2: extended key usage OCSPSigning, issued directly by that CA. It
+    carries id-pkix-ocsp-nocheck (s.4.2.2.2.1), so clients do not ask about the responder's
+    own status; keep `validity_days` short for that reason, and re-issue often.
+    """
+    _check_subject_key(public_key)
     builder = (
-        _base_builder(
-            subject,
-            issuer_cert.subject,
+        _end_entity_builder(
             public_key,
-            not_before=now,
-            not_after=not_after,
+            _ca_name(f"{name} OCSP Responder"),
+            issuer_cert,
+            now=now,
+            validity_days=validity_days,
             serial=serial,
+            usage=_signature_key_usage(content_commitment=False),
         )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(key_usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(_authority_key_identifier(issuer_cert), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.OCSPNoCheck(), critical=False)
     )
+    return sign_certificate(builder, _supported_public_key(issuer_cert), sign)
+
+
+def revocation_pointers(
+    crl_url: str | None = None,
+    ca_issuers_url: str | None = None,
+    ocsp_url: str | None = None,
+) -> list[x509.ExtensionType]:
+    """The CRL distribution point and authority information access extensions for these URLs.
+
+    `ca_issuers_url` should serve the issuer's certificate as one DER certificate
+    (`application/pkix-cert`, RFC 5280 s.4.2.2.1), not a PEM chain.
+    """
+    extensions: list[x509.ExtensionType] = []
     if crl_url is not None:
         point = x509.DistributionPoint(
             full_name=[x509.UniformResourceIdentifier(crl_url)],
@@ -153,14 +227,18 @@ def issue_signing_certificate(
             reasons=None,
             crl_issuer=None,
         )
-        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
-    if ca_issuers_url is not None:
-        issuers = x509.AccessDescription(
-            AuthorityInformationAccessOID.CA_ISSUERS,
-            x509.UniformResourceIdentifier(ca_issuers_url),
+        extensions.append(x509.CRLDistributionPoints([point]))
+    access = [
+        x509.AccessDescription(method, x509.UniformResourceIdentifier(url))
+        for method, url in (
+            (AuthorityInformationAccessOID.CA_ISSUERS, ca_issuers_url),
+            (AuthorityInformationAccessOID.OCSP, ocsp_url),
         )
-        builder = builder.add_extension(x509.AuthorityInformationAccess([issuers]), critical=False)
-    return builder.sign(issuer_key, _signature_hash(issuer_key))
+        if url is not None
+    ]
+    if access:
+        extensions.append(x509.AuthorityInformationAccess(access))
+    return extensions
 
 
 def build_crl(
@@ -250,6 +328,58 @@ def _base_builder(
         .serial_number(x509.random_serial_number() if serial is None else serial)
         .not_valid_before(_whole_seconds(not_before))
         .not_valid_after(_whole_seconds(not_after))
+    )
+
+
+def _with_revocation_pointers(
+    builder: x509.CertificateBuilder,
+    crl_url: str | None,
+    ca_issuers_url: str | None,
+    ocsp_url: str | None,
+) -> x509.CertificateBuilder:
+    for extension in revocation_pointers(crl_url, ca_issuers_url, ocsp_url):
+        builder = builder.add_extension(extension, critical=False)
+    return builder
+
+
+def _end_entity_builder(
+    public_key: PublicKey,
+    subject: x509.Name,
+    issuer_cert: x509.Certificate,
+    *,
+    now: datetime,
+    validity_days: int,
+    serial: int | None,
+    usage: x509.KeyUsage,
+) -> x509.CertificateBuilder:
+    not_after = min(now + timedelta(validity_days), issuer_cert.not_valid_after_utc)
+    return (
+        _base_builder(
+            subject,
+            issuer_cert.subject,
+            public_key,
+            not_before=now,
+            not_after=not_after,
+            serial=serial,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_authority_key_identifier(issuer_cert), critical=False)
+    )
+
+
+def _signature_key_usage(*, content_commitment: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=content_commitment,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 

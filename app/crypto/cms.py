@@ -193,6 +193,30 @@ def verify_raw(
     return RawVerification(valid=problem is None, reason=problem)
 
 
+def signing_certificate_v2_attribute(certificate: x509.Certificate) -> bytes:
+    """The DER signingCertificateV2 attribute (RFC 5035) naming `certificate` by its SHA-256.
+
+    For other SignedData builders (the time-stamping authority's tokens) to share ours.
+    """
+    return _signing_certificate_v2_attribute(certificate.public_bytes(serialization.Encoding.DER))
+
+
+@functools.lru_cache(maxsize=64)
+def _signing_certificate_v2_attribute(certificate_der: bytes) -> bytes:
+    signer = asn1_x509.Certificate.load(certificate_der)
+    return _attribute_der("signing_certificate_v2", _signing_certificate_v2(signer))
+
+
+def signature_problem(
+    certificate: x509.Certificate, signature: bytes, data: bytes, hash_algorithm: str
+) -> str | None:
+    """Whether `signature` (DER ECDSA or RSA PKCS#1 v1.5) over `data` verifies with the
+    certificate's key; None if so, else why not."""
+    return _signature_problem(
+        certificate, signature, data, _hash(hash_algorithm), _is_rsa(certificate)
+    )
+
+
 def _hash(hash_algorithm: str) -> hashes.HashAlgorithm:
     if hash_algorithm not in HASHES:
         raise ValueError(f"unsupported hash algorithm {hash_algorithm!r}")
