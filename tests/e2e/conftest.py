@@ -48,12 +48,6 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    with MailSink(tmp_path / "mail") as sink:
-        yield sink
-
-
 def make_e2e_settings(
     var_dir: Path, database_url: str, master_key: bytes, smtp_port: int
 ) -> Settings:
