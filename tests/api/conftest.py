@@ -16,7 +16,8 @@ import pytest
 from app.logs import JsonFormatter
 from app.main import create_app
 from app.runtime import Runtime
-from tests.factories import Factory
+from tests.factories import Factory, Person
+from tests.helpers import signing_request_body
 
 
 @dataclass
@@ -47,8 +48,22 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture
+def person(factory: Factory) -> Person:
+    return factory.person()
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def request_otp(
+    client: httpx.AsyncClient, key: str, person: Person, **overrides: Any
+) -> httpx.Response:
+    """`POST /v1/signing-requests` for `person` (`signing_request_body`: `document=` names what
+    is hashed, the other overrides are body fields)."""
+    body = signing_request_body(person, **overrides)
+    return await client.post("/v1/signing-requests", json=body, headers=bearer(key))
 
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
