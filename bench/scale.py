@@ -89,26 +89,19 @@ from app.services.mail.sink import MailSink  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.validation import mask_mykad  # noqa: E402
 from bench.enrol import mykad_for  # noqa: E402
-from bench.flow import (  # noqa: E402
-    REQUEST_TIMEOUT_SECONDS,
+from bench.harness.clients import REQUEST_TIMEOUT_SECONDS, Lanes  # noqa: E402
+from bench.harness.fixtures import (  # noqa: E402
     SQLITE_FILE,
-    CpuMeter,
-    FlowDriver,
-    IdlePeople,
-    Lanes,
-    Mailbox,
-    PhaseStats,
-    Server,
-    drain,
-    machine,
     open_sink_and_database,
-    percentile,
-    postmaster_pid,
     seed,
-    settle_notices,
     start_server,
 )
+from bench.harness.flows import FlowDriver, IdlePeople, Mailbox  # noqa: E402
+from bench.harness.load import drain, settle_notices  # noqa: E402
+from bench.harness.measure import CpuMeter, PhaseStats, percentile, postmaster_pid  # noqa: E402
+from bench.harness.report import machine  # noqa: E402
 from tests.factories import DEFAULT_PIN, Person  # noqa: E402
+from tests.harness import Server  # noqa: E402
 from tests.pg_server import TemporaryPostgres  # noqa: E402
 
 BATCH_ROWS = 20_000  # rows per executemany / COPY
@@ -1246,8 +1239,8 @@ def report(measurement: Measurement) -> Measurement:
     )
     print(
         f"  {measurement.label}: {measurement.rate:.1f} flows/s, p50 "
-        f"{_fmt(percentile(stats.latencies_ms, 0.5))} ms, server+db "
-        f"{_fmt(measurement.server_db_ms, 1)} ms CPU/flow, worker peak RSS {workers} MiB, "
+        f"{fmt(percentile(stats.latencies_ms, 0.5))} ms, server+db "
+        f"{fmt(measurement.server_db_ms, 1)} ms CPU/flow, worker peak RSS {workers} MiB, "
         f"{stats.errors} errors",
         flush=True,
     )
@@ -1257,7 +1250,7 @@ def report(measurement: Measurement) -> Measurement:
 # --------------------------------------------------------------------------- the report
 
 
-def _fmt(value: float | None, digits: int = 0) -> str:
+def fmt(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
@@ -1302,17 +1295,17 @@ def rows_of(result: DatabaseResult) -> Iterator[list[str]]:
         yield [
             name,
             m.label + base_mark,
-            _fmt(m.rate, 1),
-            _fmt(p50),
-            _fmt(p99),
+            fmt(m.rate, 1),
+            fmt(p50),
+            fmt(p99),
             str(m.stats.errors),
-            _fmt(m.cpu_ms("server"), 1),
-            _fmt(m.cpu_ms("database"), 1),
-            _fmt(m.server_db_ms, 1),
+            fmt(m.cpu_ms("server"), 1),
+            fmt(m.cpu_ms("database"), 1),
+            fmt(m.server_db_ms, 1),
             _ratio(m.server_db_ms, base.server_db_ms),
             _ratio(m.rate, base.rate),
-            _fmt(m.stats.cpu.get("generator")),
-            _fmt(m.stats.cpu.get("other")),
+            fmt(m.stats.cpu.get("generator")),
+            fmt(m.stats.cpu.get("other")),
             workers or "n/a",
         ]
 
