@@ -220,3 +220,30 @@ async def measured_phase(
     if used.get("server") is not None and stats.latencies_ms:
         server_db = (used["server"] or 0.0) + (used.get("database") or 0.0)
         stats.cpu_ms_per_flow = server_db * 10 * whole.wall / len(stats.latencies_ms)
+
+
+PHASE_CAP_SECONDS = 240.0  # no new flow starts after this, whatever --flows says
+
+
+async def fixed_closed_loop(
+    driver: FlowDriver, idle: IdlePeople, concurrency: int, count: int, stats: PhaseStats
+) -> None:
+    """`count` flows, `concurrency` in flight; none starts after PHASE_CAP_SECONDS."""
+    deadline = time.perf_counter() + PHASE_CAP_SECONDS
+    left = count
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0 and time.perf_counter() < deadline:
+            left -= 1
+            person = await idle.take()
+            try:
+                await driver.flow(person, stats, time.perf_counter())
+            finally:
+                await idle.give_back(person)
+
+    tasks = {asyncio.create_task(worker()) for _ in range(concurrency)}
+    await asyncio.wait(tasks, timeout=PHASE_CAP_SECONDS + 2 * REQUEST_TIMEOUT_SECONDS)
+    await drain(tasks, stats)
+    if left > 0:
+        stats.failures[f"not started: {PHASE_CAP_SECONDS:.0f} s cap"] += left

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.harness import Server
 from tests.pg_server import TemporaryPostgres
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -188,3 +189,48 @@ def postmaster_pid(pg: TemporaryPostgres) -> int | None:
     with contextlib.suppress(OSError, ValueError, RuntimeError):
         return int((pg.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
     return None
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def memory_of(pid: int) -> tuple[str, int, int] | None:
+    """(role, VmHWM kB, VmRSS kB) of one server process."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+    values = dict(
+        (line.split(":", 1)[0], line.split(":", 1)[1].split()[0])
+        for line in status.splitlines()
+        if line.startswith(("VmHWM", "VmRSS"))
+    )
+    if "resource_tracker" in cmdline:
+        role = "tracker"
+    elif "multiprocessing" in cmdline:
+        role = "worker"
+    else:
+        role = "main"
+    return role, int(values.get("VmHWM", 0)), int(values.get("VmRSS", 0))
+
+
+def server_memory(server: Server) -> list[tuple[str, int, int]]:
+    """Each server process's peak and current RSS; with one process, it is the worker."""
+    found = [m for pid in process_tree(server.process.pid) if (m := memory_of(pid)) is not None]
+    if not any(role == "worker" for role, _, _ in found):
+        found = [("worker" if role == "main" else role, hwm, rss) for role, hwm, rss in found]
+    return found
