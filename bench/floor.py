@@ -52,32 +52,32 @@ import httpx  # noqa: E402
 from app.services.mail.sink import MailSink  # noqa: E402
 from bench import flow  # noqa: E402
 from bench.floor_server import LAYERS, create_tables  # noqa: E402
-from bench.flow import (  # noqa: E402
-    LOAD_COLUMNS,
-    OTP_TIMEOUT_SECONDS,
-    ConfigResult,
-    CpuMeter,
-    LanePool,
+from bench.flow import run_configuration  # noqa: E402
+from bench.harness.clients import LanePool, make_lanes  # noqa: E402
+from bench.harness.flows import OTP_TIMEOUT_SECONDS, Mailbox  # noqa: E402
+from bench.harness.load import (  # noqa: E402
     LoadPlan,
-    Mailbox,
-    PhaseStats,
-    Server,
-    _fmt,
     drain,
-    free_port,
-    launch,
-    load_cells,
-    machine,
-    make_lanes,
-    markdown_table,
     measure_healthz,
     measured_phase,
-    percentile,
-    plain_table,
-    postmaster_pid,
-    run_configuration,
     settle_notices,
 )
+from bench.harness.measure import (  # noqa: E402
+    ConfigResult,
+    CpuMeter,
+    PhaseStats,
+    percentile,
+    postmaster_pid,
+)
+from bench.harness.report import (  # noqa: E402
+    LOAD_COLUMNS,
+    fmt,
+    load_cells,
+    machine,
+    markdown_table,
+    plain_table,
+)
+from tests.harness import Server, free_port, launch  # noqa: E402
 from tests.pg_server import TemporaryPostgres  # noqa: E402
 
 ROAMSIGN = "roamsign"
@@ -274,11 +274,11 @@ def table_rows(measured: list[Measured]) -> list[list[str]]:
             [
                 str(m.round),
                 m.server,
-                _fmt(phase.rate, 1),
-                _fmt(percentile(phase.latencies_ms, 0.50)),
-                _fmt(percentile(phase.latencies_ms, 0.99)),
+                fmt(phase.rate, 1),
+                fmt(percentile(phase.latencies_ms, 0.50)),
+                fmt(percentile(phase.latencies_ms, 0.99)),
                 *load_cells(phase, result, ms_digits=1),
-                _fmt(share, 2),
+                fmt(share, 2),
             ]
         )
     return rows

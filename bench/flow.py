@@ -36,947 +36,62 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import gc
-import hashlib
-import json
 import os
-import platform
 import random
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
-
-import aiohttp
-import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SQLITE_FILE = "roamsign.db"
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from app.clock import SystemClock  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
-from app.runtime import Runtime  # noqa: E402
-from app.services.mail.sink import MailSink  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from tests.factories import Factory, Person  # noqa: E402
-from tests.helpers import otp_from_message  # noqa: E402
+from bench.harness.clients import CLIENTS, make_lanes  # noqa: E402
+from bench.harness.fixtures import (  # noqa: E402
+    MAX_PEOPLE,
+    open_sink_and_database,
+    seed,
+    seed_devices,
+    start_server,
+)
+from bench.harness.flows import DeviceInbox, FlowDriver, IdlePeople, Mailbox  # noqa: E402
+from bench.harness.load import (  # noqa: E402
+    NOTICE_SETTLE_SECONDS,
+    LoadPlan,
+    closed_loop,
+    measure_healthz,
+    measured_phase,
+    open_loop,
+    settle_activation_mail,
+    settle_notices,
+)
+from bench.harness.measure import (  # noqa: E402
+    ConfigResult,
+    CpuMeter,
+    PhaseStats,
+    percentile,
+    postmaster_pid,
+    serving_processes_peak_rss,
+)
+from bench.harness.report import (  # noqa: E402
+    LOAD_COLUMNS,
+    cpu_ms_per_unit,
+    fmt,
+    load_cells,
+    machine,
+    markdown_table,
+    plain_table,
+)
+from tests.factories import Person  # noqa: E402
+from tests.harness import LOG_TAIL_LINES, Server  # noqa: E402
 from tests.mobile_app import MobileApp  # noqa: E402
-from tests.pg_server import TemporaryPostgres  # noqa: E402
-
-# Hard caps: nothing waits longer than this, whatever the server does.
-REQUEST_TIMEOUT_SECONDS = 30.0
-OTP_TIMEOUT_SECONDS = 30.0
-INBOX_WAIT_SECONDS = 25  # the app's long-poll (`wait`), the contract's maximum
-ACTIVATION_MAIL_SECONDS = 30.0  # for the seeded devices' activation e-mails to be delivered
-NOTICE_SETTLE_SECONDS = 120.0  # after a phase, for its flows' signing notices to be delivered
-DRAIN_CAP_SECONDS = 60.0  # after a phase's end, for the flows still in flight
-SERVER_START_SECONDS = 60.0
-SERVER_STOP_SECONDS = 15.0
-LOG_TAIL_LINES = 40
-MAX_PEOPLE = 9999  # tests.factories makes MyKads 90010114NNNN
-
-# `--channel` value -> the `channel` of POST /v1/signing-requests (the contract's spelling).
-CHANNELS = {"email": "email", "device": "mobile"}
-# The median step between the create and the sign, per channel.
-OTP_STEP = {"email": "e-mail", "device": "inbox"}
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# --------------------------------------------------------------------------- measurements
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * fraction // 1))  # ceil(n * fraction), at least 1
-    return ordered[int(rank) - 1]
-
-
-def _process_tree_ticks(root: int) -> int:
-    """utime + stime (clock ticks) of `root` and every live descendant, from /proc."""
-    children: dict[int, list[int]] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        pid, ppid = int(entry.name), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += ticks.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total
-
-
-def serving_processes_peak_rss(root: int) -> list[float]:
-    """VmHWM (peak RSS, MiB) of each process that serves requests under `root`: the workers
-    that `serve --workers N` spawns, or `root` itself when it serves alone."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    workers = [
-        pid
-        for pid in children.get(root, [])
-        if b"spawn_main" in _read_bytes(Path(f"/proc/{pid}/cmdline"))
-    ]
-    peaks = []
-    for pid in workers or [root]:
-        for line in _read_bytes(Path(f"/proc/{pid}/status")).decode().splitlines():
-            if line.startswith("VmHWM:"):
-                peaks.append(int(line.split()[1]) / 1024)  # kB
-    return peaks
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""
-
-
-def _machine_busy_ticks() -> int:
-    """CPU ticks spent by the whole machine (every CPU) outside idle and iowait, /proc/stat."""
-    try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return 0
-    ticks = [int(value) for value in first[1:]]
-    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
-    return sum(ticks[:8]) - ticks[3] - ticks[4]
-
-
-class CpuMeter:
-    """CPU time over one phase, as % of one core: this process (the load generator and the
-    SMTP sink's thread), the server's and the database's process trees, and whatever else ran
-    on the machine meanwhile ("other": other people's jobs share these cores)."""
-
-    def __init__(self, trees: dict[str, int | None]) -> None:
-        self._trees = trees
-        self._wall = time.perf_counter()
-        self._own = time.process_time()
-        self._ticks = {name: _process_tree_ticks(pid) for name, pid in trees.items() if pid}
-        self._machine = _machine_busy_ticks()
-
-    def stop(self) -> dict[str, float | None]:
-        wall = time.perf_counter() - self._wall
-        self.wall = wall
-        shares: dict[str, float | None] = {
-            "generator": 100 * (time.process_time() - self._own) / wall
-        }
-        for name, pid in self._trees.items():
-            if pid is None:
-                shares[name] = None
-                continue
-            used = (_process_tree_ticks(pid) - self._ticks[name]) / CLOCK_TICKS
-            shares[name] = 100 * used / wall
-        machine = 100 * (_machine_busy_ticks() - self._machine) / CLOCK_TICKS / wall
-        ours = sum(share for share in shares.values() if share is not None)
-        shares["other"] = max(0.0, machine - ours)
-        return shares
-
-
-@dataclass
-class PhaseStats:
-    """What one phase measured: latencies of successful flows and failures by kind."""
-
-    name: str
-    channel: str = "email"
-    duration: float = 0.0
-    window_end: float = 0.0  # perf_counter() at the end of the measured window
-    started: int = 0
-    ok_in_window: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-    # Of successful flows: ms spent in each step (create, e-mail or inbox, sign).
-    steps_ms: dict[str, list[float]] = field(default_factory=dict)
-    failures: Counter[str] = field(default_factory=Counter)
-    dropped: Counter[str] = field(default_factory=Counter)
-    cpu: dict[str, float | None] = field(default_factory=dict)
-    target_rate: float | None = None
-    # Server+db CPU from the phase's start until its flows and their signing notices were
-    # done, per successful flow (None: not measured, or no database process to add).
-    cpu_ms_per_flow: float | None = None
-    notices_behind: int = 0  # signing notices not yet delivered when the window closed
-    notices_drained_s: float = 0.0  # how long after the phase's flows they took to arrive
-    notices_missing: int = 0  # still missing after NOTICE_SETTLE_SECONDS
-
-    def success(self, started_at: float, steps: dict[str, float]) -> None:
-        finished = time.perf_counter()
-        for step, seconds in steps.items():
-            self.steps_ms.setdefault(step, []).append(seconds * 1000)
-        self.latencies_ms.append((finished - started_at) * 1000)
-        if finished <= self.window_end:
-            self.ok_in_window += 1
-
-    @property
-    def rate(self) -> float:
-        return self.ok_in_window / self.duration if self.duration else 0.0
-
-    @property
-    def errors(self) -> int:
-        return sum(self.failures.values())
-
-    @property
-    def server_errors(self) -> int:
-        """5xx answers, timeouts and broken connections: what points at the server."""
-        return sum(
-            count
-            for kind, count in self.failures.items()
-            if " 5" in kind or "timeout" in kind.lower() or "transport" in kind
-        )
-
-
-@dataclass
-class ConfigResult:
-    name: str
-    workers: int
-    healthz_rps: float = 0.0
-    healthz_errors: Counter[str] = field(default_factory=Counter)
-    healthz_cpu: dict[str, float | None] = field(default_factory=dict)
-    phases: list[PhaseStats] = field(default_factory=list)
-    error: str | None = None
-    log_tail: str | None = None
-    # Peak resident set (VmHWM, MiB) of each process serving requests, read after the load.
-    peak_rss_mib: list[float] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no server log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(server log is empty)"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=SERVER_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                # Its own session (start_new_session): the group is uvicorn and its workers.
-                with contextlib.suppress(OSError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=SERVER_STOP_SECONDS)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(
-    *, database_url: str, key_file: Path, var_dir: Path, smtp_port: int, workers: int
-) -> Server:
-    port = free_port()
-    env = {
-        **os.environ,
-        "ROAMSIGN_PROFILE": "production",
-        "ROAMSIGN_DATABASE_URL": database_url,
-        "ROAMSIGN_MASTER_KEY_FILE": str(key_file),
-        "ROAMSIGN_VAR_DIR": str(var_dir),
-        "ROAMSIGN_SMTP_HOST": "127.0.0.1",
-        "ROAMSIGN_SMTP_PORT": str(smtp_port),
-        "ROAMSIGN_LOG_LEVEL": "WARNING",
-        # A benchmark signs for a few people as fast as it can: far past the abuse limits.
-        "ROAMSIGN_OTPS_PER_PERSON_PER_MINUTE": "1000000",
-        "ROAMSIGN_OTPS_PER_SIGNER_PER_MINUTE": "1000000",
-    }
-    return launch(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        port=port,
-        log_path=var_dir / f"server-{port}.log",
-        ready_path="/readyz",
-    )
-
-
-def launch(
-    command: list[str], *, env: dict[str, str], port: int, log_path: Path, ready_path: str
-) -> Server:
-    """Start a server (`command`, listening on `port`, in a session of its own, its output to
-    `log_path`) and wait until `ready_path` answers 200."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited ({process.returncode}):\n{server.tail()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}{ready_path}", timeout=1).status_code == 200:
-                return server
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(
-        f"the server was not ready within {SERVER_START_SECONDS} s:\n{server.tail()}"
-    )
-
-
-def seed(settings: Settings, people: int) -> tuple[str, list[Person]]:
-    """The CA, one signer API client and `people` people with ECDSA P-256 roaming credentials."""
-    runtime = Runtime.build(settings, SystemClock())
-    try:
-        factory = Factory(runtime)
-        factory.init_ca()
-        key = factory.client("bench-signer", "signer")
-        made = [
-            factory.person(
-                name=f"Bench Person {i}",
-                email=f"bench{i}@jdn.gov.my",
-                key_algorithm="ecdsa-p256",
-            )
-            for i in range(people)
-        ]
-    finally:
-        runtime.close()
-    return key, made
-
-
-def seed_devices(settings: Settings, people: list[Person]) -> dict[str, MobileApp]:
-    """An active MyGPKI Mobile device for each person, registered and activated through the
-    real services (`Factory.mobile_device`), as the simulated app holding its private key;
-    by MyKad. The registrations all come from one client address ("factory"): its limit per
-    address is raised for the seeding (the server's own settings are untouched)."""
-    seeding = settings.model_copy(update={"device_registrations_per_address": max(len(people), 1)})
-    runtime = Runtime.build(seeding, SystemClock())
-    try:
-        factory = Factory(runtime)
-        return {person.mykad: factory.mobile_device(person) for person in people}
-    finally:
-        runtime.close()
-
-
-# --------------------------------------------------------------------------- the load
-
-
-class Mailbox:
-    """OTP e-mails by request id, handed from the sink's thread to the event loop."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: dict[str, asyncio.Future[EmailMessage]] = {}
-        self._early: dict[str, EmailMessage] = {}
-        # E-mails without a request id (device activation notices, signing notices), counted
-        # in the sink's thread (an int increment under the GIL).
-        self.others = 0
-        # How many of those the server owes: one activation notice per seeded device, one
-        # signing notice per signature (every seeded person has an e-mail address).
-        self.owed = 0
-
-    def notices_behind(self) -> int:
-        return max(0, self.owed - self.others)
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def unbind(self) -> None:
-        self._loop = None
-        self._waiting.clear()
-        self._early.clear()
-
-    def on_message(self, _path: Path | None, message: EmailMessage) -> None:
-        """MailSink's callback, in the sink's thread."""
-        loop, request_id = self._loop, message["X-Roamsign-Request-Id"]
-        if not request_id:
-            self.others += 1
-        elif loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-                loop.call_soon_threadsafe(self._arrived, str(request_id), message)
-
-    def _arrived(self, request_id: str, message: EmailMessage) -> None:
-        waiter = self._waiting.pop(request_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(message)
-        else:  # the e-mail beat the 201 to us
-            self._early[request_id] = message
-
-    async def wait(self, request_id: str) -> EmailMessage:
-        """The OTP e-mail of this request; the caller bounds the wait."""
-        early = self._early.pop(request_id, None)
-        if early is not None:
-            return early
-        assert self._loop is not None
-        waiter: asyncio.Future[EmailMessage] = self._loop.create_future()
-        self._waiting[request_id] = waiter
-        try:
-            return await waiter
-        finally:
-            self._waiting.pop(request_id, None)
-
-
-class IdlePeople:
-    """People with no flow in flight; a flow takes a random one and gives it back."""
-
-    def __init__(self, people: list[Person], rng: random.Random) -> None:
-        self._idle = list(people)
-        self._rng = rng
-        self._returned = asyncio.Condition()
-
-    def try_take(self) -> Person | None:
-        if not self._idle:
-            return None
-        index = self._rng.randrange(len(self._idle))
-        self._idle[index], self._idle[-1] = self._idle[-1], self._idle[index]
-        return self._idle.pop()
-
-    async def take(self) -> Person:
-        async with self._returned:
-            await self._returned.wait_for(lambda: bool(self._idle))
-            person = self.try_take()
-            assert person is not None
-            return person
-
-    async def give_back(self, person: Person) -> None:
-        async with self._returned:
-            self._idle.append(person)
-            self._returned.notify()
-
-
-class Answer(Protocol):
-    """What the flows read of an answer: `httpx.Response` or `Reply`."""
-
-    @property
-    def status_code(self) -> int: ...
-
-    def json(self) -> Any: ...
-
-
-class HttpClient(Protocol):
-    """What the flows call on a client: `httpx.AsyncClient` or `AiohttpClient`."""
-
-    async def get(self, url: str, /) -> Answer: ...
-
-    async def post(self, url: str, /, *, json: Any) -> Answer: ...
-
-    async def send(self, request: httpx.Request, /) -> Answer: ...
-
-
-class LanePool(Protocol):
-    """Lends a client for one request: `Lanes` (httpx) or `AiohttpLanes`."""
-
-    base_url: str
-
-    def client(self) -> AbstractAsyncContextManager[HttpClient]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class Lanes:
-    """`httpx.AsyncClient`s with one connection each, lent out for one request at a time.
-
-    One AsyncClient shared by 32 concurrent requests spends ~6-7 ms of CPU per request in its
-    connection pool on this kind of machine, against ~2 ms when each request has a client to
-    itself (see encode/httpx#3215): on two shared cores that would be the benchmark measuring
-    itself. A lane is made when none is idle, so there are as many as requests in flight.
-    `shared=True` (`--client shared`) lends out one client with a big pool instead, for
-    comparison.
-    """
-
-    def __init__(self, base_url: str, api_key: str | None, *, shared: bool = False) -> None:
-        self.base_url = base_url
-        # No API key for the devices' own lanes: the app authenticates by its signatures.
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._idle: list[httpx.AsyncClient] = []
-        self._all: list[httpx.AsyncClient] = []
-        self._shared = self._new(connections=1024) if shared else None
-
-    @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
-        if self._shared is not None:
-            yield self._shared
-            return
-        client = self._idle.pop() if self._idle else self._new()
-        try:
-            yield client
-        finally:
-            self._idle.append(client)
-
-    def _new(self, connections: int = 1) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=self._headers,
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        )
-        self._all.append(client)
-        return client
-
-    async def aclose(self) -> None:
-        for client in self._all:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-        self._all.clear()
-        self._idle.clear()
-
-
-class Reply:
-    """An aiohttp answer, read whole, with the few parts of `httpx.Response` the flows read."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status_code = status
-        self._body = body
-
-    def json(self) -> Any:
-        return json.loads(self._body)
-
-
-class AiohttpClient:
-    """One `aiohttp.ClientSession` behind the part of `httpx.AsyncClient`'s API the flows use.
-
-    Its errors are raised as httpx's (timeouts as `httpx.TimeoutException`, the rest as
-    `httpx.TransportError`), so the flows count failures alike whichever client runs them.
-    Signed device requests are built as `httpx.Request`s (tests.mobile_app signs those) and
-    sent as they are: same method, URL, headers and body.
-    """
-
-    def __init__(self, base_url: str, headers: dict[str, str], connections: int) -> None:
-        self._session = aiohttp.ClientSession(
-            base_url=base_url,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
-            connector=aiohttp.TCPConnector(limit=connections),
-        )
-
-    async def get(self, url: str, /) -> Reply:
-        return await self._call("GET", url)
-
-    async def post(self, url: str, /, *, json: Any) -> Reply:
-        return await self._call("POST", url, json=json)
-
-    async def send(self, request: httpx.Request, /) -> Reply:
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        return await self._call(
-            request.method, str(request.url), headers=headers, data=request.content or None
-        )
-
-    async def _call(self, method: str, url: str, **kwargs: Any) -> Reply:
-        try:
-            async with self._session.request(method, url, **kwargs) as response:
-                return Reply(response.status, await response.read())
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout(f"{method} {url}: no answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.TransportError(f"{method} {url}: {type(exc).__name__}") from exc
-
-    async def aclose(self) -> None:
-        await self._session.close()
-
-
-class AiohttpLanes:
-    """`--client aiohttp`: one aiohttp session (a pool of keep-alive connections) for every
-    request in flight. Its client costs ~0.08 ms of CPU a request here, against ~0.5 ms for an
-    httpx lane (measured against a bare uvicorn app, 32 in flight), so the load generator takes
-    less of the cores it shares with the server and `/healthz` measures the server more than
-    the client."""
-
-    def __init__(self, base_url: str, api_key: str | None, connections: int) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.base_url, self._headers, self._connections = base_url, headers, connections
-        self._client: AiohttpClient | None = None
-
-    @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[AiohttpClient]:
-        if self._client is None:  # made inside the running loop, as aiohttp requires
-            self._client = AiohttpClient(self.base_url, self._headers, self._connections)
-        yield self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-
-def _problem_code(response: Answer) -> str:
-    with contextlib.suppress(ValueError, AttributeError):
-        return str(response.json().get("code", "-"))
-    return "-"
-
-
-CLIENTS = ("lanes", "shared", "aiohttp")
-
-
-def make_lanes(kind: str, base_url: str, api_key: str | None, in_flight: int) -> LanePool:
-    """The load generator's HTTP client (`--client`): see `Lanes` and `AiohttpLanes`."""
-    if kind == "aiohttp":
-        return AiohttpLanes(base_url, api_key, connections=in_flight)
-    return Lanes(base_url, api_key, shared=kind == "shared")
-
-
-class StepFailed(Exception):
-    """A step of a flow refused; the message is the kind the failure is counted under."""
-
-
-class DeviceInbox:
-    """The people's MyGPKI Mobile apps (by MyKad) fetching their OTP messages, as the real app
-    does: `GET /v1/devices/{id}/messages?wait=25`, signed (RFC 9421, the app's P-256 key, a
-    fresh nonce) by `tests.mobile_app.MobileApp`, on lanes of their own that carry no API key.
-
-    The app asks once the OTP request has answered (as after a push notification), so the
-    message is normally there already; the long-poll only matters when it is not."""
-
-    def __init__(self, lanes: LanePool, apps: dict[str, MobileApp]) -> None:
-        self._lanes = lanes
-        self._apps = apps
-
-    async def otp(self, person: Person, request_id: str) -> str:
-        """The OTP of this request from the person's inbox; the caller bounds the wait.
-        Messages of other requests (an earlier flow that gave up) are passed over."""
-        app = self._apps[person.mykad]
-        while True:
-            # As MobileApp.fetch_request builds it, with no client needed to build it.
-            request = app.sign(
-                httpx.Request(
-                    "GET",
-                    f"{self._lanes.base_url}/v1/devices/{app.device_id}/messages",
-                    params={"wait": INBOX_WAIT_SECONDS},
-                )
-            )
-            async with self._lanes.client() as client:
-                response = await client.send(request)
-            if response.status_code != 200:
-                raise StepFailed(f"inbox {response.status_code} {_problem_code(response)}")
-            for message in response.json()["messages"]:
-                if message["request_id"] == request_id:
-                    return str(message["otp"])
-
-
-class FlowDriver:
-    """Runs complete flows over one OTP channel (`email`, or `device` with `inbox`) and
-    records them in the current phase's stats."""
-
-    def __init__(
-        self,
-        lanes: LanePool,
-        mailbox: Mailbox,
-        label: str,
-        *,
-        channel: str = "email",
-        inbox: DeviceInbox | None = None,
-    ) -> None:
-        if channel not in CHANNELS or (channel == "device") != (inbox is not None):
-            raise ValueError("the device channel needs the inbox, and only it does")
-        self._lanes = lanes
-        self._mailbox = mailbox
-        self._label = label
-        self._channel = channel
-        self._inbox = inbox
-        self._counter = 0
-
-    def _document_hash(self) -> str:
-        self._counter += 1
-        text = f"roamsign bench {self._label} {self._counter} {uuid.uuid4()}"
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    async def flow(self, person: Person, stats: PhaseStats, started_at: float) -> None:
-        """One flow; a failure is counted under its step, status and problem code."""
-        stats.started += 1
-        step = "create"
-        steps: dict[str, float] = {}
-        lap_start = time.perf_counter()
-
-        def lap(name: str) -> None:
-            nonlocal lap_start
-            now = time.perf_counter()
-            steps[name], lap_start = now - lap_start, now
-
-        try:
-            async with self._lanes.client() as client:
-                created = await client.post(
-                    "/v1/signing-requests",
-                    json={
-                        "mykad": person.mykad,
-                        "document_hash": self._document_hash(),
-                        "document_name": f"Bench PV-{self._counter}",
-                        "channel": CHANNELS[self._channel],
-                    },
-                )
-            if created.status_code != 201:
-                stats.failures[f"{step} {created.status_code} {_problem_code(created)}"] += 1
-                return
-            request_id = created.json()["id"]
-            lap("create")
-            step = "otp"
-            received = OTP_STEP[self._channel]
-            try:
-                async with asyncio.timeout(OTP_TIMEOUT_SECONDS):
-                    otp = await self._receive(person, request_id)
-            except TimeoutError:
-                stats.failures[f"otp {received} timeout ({OTP_TIMEOUT_SECONDS:.0f} s)"] += 1
-                return
-            except StepFailed as refused:
-                stats.failures[str(refused)] += 1
-                return
-            lap(received)
-            step = "sign"
-            async with self._lanes.client() as client:
-                signed = await client.post(
-                    f"/v1/signing-requests/{request_id}/signature",
-                    json={"otp": otp, "pin": person.pin},
-                )
-            if signed.status_code != 201:
-                stats.failures[f"{step} {signed.status_code} {_problem_code(signed)}"] += 1
-                return
-            self._mailbox.owed += 1
-            lap("sign")
-            stats.success(started_at, steps)
-        except httpx.TimeoutException as exc:
-            stats.failures[f"{step} timeout ({type(exc).__name__})"] += 1
-        except httpx.TransportError as exc:
-            stats.failures[f"{step} transport {type(exc).__name__}"] += 1
-
-    async def _receive(self, person: Person, request_id: str) -> str:
-        if self._inbox is not None:
-            return await self._inbox.otp(person, request_id)
-        return otp_from_message(await self._mailbox.wait(request_id))
-
-
-async def drain(tasks: set[asyncio.Task[None]], stats: PhaseStats) -> None:
-    """Let the flows in flight finish, up to the cap; cancel and count the rest."""
-    if not tasks:
-        return
-    _done, pending = await asyncio.wait(tasks, timeout=DRAIN_CAP_SECONDS)
-    for task in pending:
-        task.cancel()
-    if pending:
-        stats.failures[f"unfinished {DRAIN_CAP_SECONDS:.0f} s after the phase (cancelled)"] += len(
-            pending
-        )
-        await asyncio.wait(pending, timeout=5)
-
-
-async def measure_healthz(
-    lanes: LanePool, concurrency: int, seconds: float, result: ConfigResult
-) -> None:
-    ok = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-
-    async def hammer() -> None:
-        nonlocal ok
-        while time.perf_counter() < deadline:
-            try:
-                async with lanes.client() as client:
-                    response = await client.get("/healthz")
-            except httpx.TimeoutException:
-                result.healthz_errors["timeout"] += 1
-                continue
-            except httpx.TransportError as exc:
-                result.healthz_errors[f"transport {type(exc).__name__}"] += 1
-                continue
-            if response.status_code == 200:
-                if time.perf_counter() <= deadline:
-                    ok += 1
-            else:
-                result.healthz_errors[f"{response.status_code}"] += 1
-
-    tasks = {asyncio.create_task(hammer()) for _ in range(concurrency)}
-    _done, pending = await asyncio.wait(tasks, timeout=seconds + REQUEST_TIMEOUT_SECONDS + 5)
-    for task in pending:
-        task.cancel()
-    result.healthz_rps = ok / seconds
-
-
-async def closed_loop(
-    driver: FlowDriver, idle: IdlePeople, concurrency: int, seconds: float, stats: PhaseStats
-) -> None:
-    """`concurrency` flows always in flight: each worker starts its next flow when one ends."""
-    start = time.perf_counter()
-    deadline = start + seconds
-    stats.duration, stats.window_end = seconds, deadline
-
-    async def worker() -> None:
-        while time.perf_counter() < deadline:
-            try:
-                person = await asyncio.wait_for(idle.take(), deadline - time.perf_counter())
-            except TimeoutError:
-                return
-            try:
-                await driver.flow(person, stats, time.perf_counter())
-            finally:
-                await idle.give_back(person)
-
-    tasks = {asyncio.create_task(worker()) for _ in range(concurrency)}
-    await asyncio.wait(tasks, timeout=seconds)
-    await drain(tasks, stats)
-
-
-async def open_loop(
-    driver: FlowDriver,
-    idle: IdlePeople,
-    rate: float,
-    seconds: float,
-    max_in_flight: int,
-    stats: PhaseStats,
-) -> None:
-    """Flows started on a fixed schedule, whatever the completions; latency counts from the
-    scheduled start, so a late start (the generator falling behind) is not hidden."""
-    start = time.perf_counter()
-    deadline = start + seconds
-    stats.duration, stats.window_end, stats.target_rate = seconds, deadline, rate
-    in_flight: set[asyncio.Task[None]] = set()
-
-    async def one(person: Person, scheduled: float) -> None:
-        try:
-            await driver.flow(person, stats, scheduled)
-        finally:
-            await idle.give_back(person)
-
-    tick = 0
-    while True:
-        scheduled = start + tick / rate
-        if scheduled >= deadline:
-            break
-        tick += 1
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if len(in_flight) >= max_in_flight:
-            stats.dropped[f"in-flight cap ({max_in_flight})"] += 1
-            continue
-        person = idle.try_take()
-        if person is None:
-            stats.dropped["no idle person"] += 1
-            continue
-        task = asyncio.create_task(one(person, scheduled))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-    remaining = deadline - time.perf_counter()
-    if remaining > 0:
-        await asyncio.sleep(remaining)
-    await drain(set(in_flight), stats)
-
-
-@dataclass
-class LoadPlan:
-    concurrency: int
-    duration: float
-    healthz_seconds: float
-    warmup_seconds: float
-    rate: float | None
-    max_in_flight: int
-    client: str  # CLIENTS
-    channels: tuple[str, ...] = ("email",)
-
-
-async def cpu_over_window(
-    phase: Coroutine[None, None, None], seconds: float, trees: dict[str, int | None]
-) -> dict[str, float | None]:
-    """Run a phase; CPU shares over its measured window only, not the drain after it."""
-    meter = CpuMeter(trees)
-    task = asyncio.create_task(phase)
-    await asyncio.wait({task}, timeout=seconds)
-    shares = meter.stop()
-    await task
-    return shares
-
-
-def settle_activation_mail(mailbox: Mailbox, expected: int) -> None:
-    """Wait (capped) until the seeded devices' activation e-mails, sent by the server once it
-    starts, have reached the sink, so their delivery does not run inside a measured phase."""
-    mailbox.owed += expected
-    deadline = time.perf_counter() + ACTIVATION_MAIL_SECONDS
-    while mailbox.notices_behind() and time.perf_counter() < deadline:
-        time.sleep(0.05)
-    if mailbox.notices_behind():
-        print(
-            f"  note: {mailbox.others} of {expected} activation e-mails delivered after "
-            f"{ACTIVATION_MAIL_SECONDS:.0f} s; measuring anyway",
-            flush=True,
-        )
-        mailbox.owed = mailbox.others  # not owed to any phase
-
-
-def quiet_collector() -> None:
-    """Keep the generator's own garbage collector out of the latencies: a full collection
-    walks every object this process holds (the app's modules, the seeded people, the sink,
-    ~150,000 objects) and stopped every flow in flight for about 0.1 s, several times a phase.
-    Freezing what exists before a phase leaves the collector only the phase's own objects (the
-    server does the same at startup)."""
-    gc.collect()
-    gc.freeze()
-
-
-async def settle_notices(mailbox: Mailbox, cap: float = NOTICE_SETTLE_SECONDS) -> int:
-    """Wait (capped) until every notice the server owes has reached the sink; returns how many
-    are still missing (and stops expecting them, so they do not hold up later phases)."""
-    deadline = time.perf_counter() + cap
-    # Polled: the count moves in the sink's thread, and 20 ms is nothing against a phase.
-    while mailbox.notices_behind() and time.perf_counter() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.02)
-    missing = mailbox.notices_behind()
-    mailbox.owed -= missing
-    return missing
-
-
-async def measured_phase(
-    phase: Coroutine[None, None, None],
-    seconds: float,
-    stats: PhaseStats,
-    mailbox: Mailbox,
-    trees: dict[str, int | None],
-) -> None:
-    """Run a phase: CPU shares over its window (`stats.cpu`), then, once its flows have
-    finished and their signing notices arrived, server+db CPU per successful flow over all
-    of that (`stats.cpu_ms_per_flow`)."""
-    quiet_collector()
-    whole = CpuMeter(trees)
-    stats.cpu = await cpu_over_window(phase, seconds, trees)
-    stats.notices_behind = mailbox.notices_behind()
-    began = time.perf_counter()
-    stats.notices_missing = await settle_notices(mailbox)
-    stats.notices_drained_s = time.perf_counter() - began
-    used = whole.stop()
-    if used.get("server") is not None and stats.latencies_ms:
-        server_db = (used["server"] or 0.0) + (used.get("database") or 0.0)
-        stats.cpu_ms_per_flow = server_db * 10 * whole.wall / len(stats.latencies_ms)
 
 
 async def run_load(
@@ -1052,35 +167,6 @@ async def run_channel(
     )
     result.phases.append(opened)
     print(f"  {channel} open loop: {opened.rate:.1f} flows/s, {opened.errors} errors", flush=True)
-
-
-# --------------------------------------------------------------------------- one configuration
-
-
-def postmaster_pid(pg: TemporaryPostgres) -> int | None:
-    with contextlib.suppress(OSError, ValueError, RuntimeError):
-        return int((pg.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-    return None
-
-
-def open_sink_and_database(
-    database: str, directory: Path, stack: contextlib.ExitStack
-) -> tuple[Mailbox, MailSink, str, TemporaryPostgres | None]:
-    """An SMTP sink feeding a `Mailbox`, and a fresh migrated database (SQLite under
-    `directory`, or a private PostgreSQL); both stopped by `stack`. Returns the database URL
-    and the PostgreSQL server, if any."""
-    mailbox = Mailbox()
-    sink = MailSink(None, on_message=mailbox.on_message).start()
-    stack.callback(sink.stop)
-    pg: TemporaryPostgres | None = None
-    if database == "postgresql":
-        pg = TemporaryPostgres().start()
-        stack.callback(pg.stop)
-        url = pg.url
-    else:
-        url = f"sqlite:///{directory / SQLITE_FILE}"
-    upgrade(url)
-    return mailbox, sink, url, pg
 
 
 def run_configuration(
@@ -1161,24 +247,6 @@ def run_configuration(
     return result
 
 
-# --------------------------------------------------------------------------- the report
-
-
-def _fmt(value: float | None, digits: int = 0) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
-# A phase's figures after its latencies, in this table and in bench/floor.py's (`load_cells`).
-LOAD_COLUMNS = (
-    "errors",
-    "generator CPU %",
-    "server CPU %",
-    "database CPU %",
-    "other CPU %",
-    "server+db CPU ms/flow",
-    "healthz req/s",
-    "flows/s ÷ (healthz/3)",
-)
 COLUMNS = (
     "configuration",
     "channel",
@@ -1192,29 +260,6 @@ COLUMNS = (
 TEXT_COLUMNS = 3  # left-aligned; the figures after them are right-aligned
 
 
-def cpu_ms_per_unit(cpu: dict[str, float | None], rate: float) -> float | None:
-    """Server (and database) CPU ms per flow or request: CPU % of one core x 10 / rate."""
-    server = cpu.get("server")
-    if server is None or not rate:
-        return None
-    return (server + (cpu.get("database") or 0.0)) * 10 / rate
-
-
-def load_cells(phase: PhaseStats, result: ConfigResult, ms_digits: int = 0) -> list[str]:
-    """The `LOAD_COLUMNS` of one phase."""
-    ratio = phase.rate / (result.healthz_rps / 3) if result.healthz_rps else None
-    return [
-        str(phase.errors),
-        _fmt(phase.cpu.get("generator")),
-        _fmt(phase.cpu.get("server")),
-        _fmt(phase.cpu.get("database")),
-        _fmt(phase.cpu.get("other")),
-        _fmt(phase.cpu_ms_per_flow, ms_digits),
-        _fmt(result.healthz_rps),
-        _fmt(ratio, 3),
-    ]
-
-
 def table_rows(results: list[ConfigResult]) -> list[list[str]]:
     rows: list[list[str]] = []
     for result in results:
@@ -1224,40 +269,14 @@ def table_rows(results: list[ConfigResult]) -> list[list[str]]:
                     result.name,
                     phase.channel,
                     phase.name,
-                    _fmt(phase.rate, 1),
-                    _fmt(percentile(phase.latencies_ms, 0.50)),
-                    _fmt(percentile(phase.latencies_ms, 0.95)),
-                    _fmt(percentile(phase.latencies_ms, 0.99)),
+                    fmt(phase.rate, 1),
+                    fmt(percentile(phase.latencies_ms, 0.50)),
+                    fmt(percentile(phase.latencies_ms, 0.95)),
+                    fmt(percentile(phase.latencies_ms, 0.99)),
                     *load_cells(phase, result),
                 ]
             )
     return rows
-
-
-def plain_table(
-    rows: list[list[str]], columns: tuple[str, ...] = COLUMNS, text_columns: int = TEXT_COLUMNS
-) -> str:
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        cells = [
-            cell.ljust(w) if i < text_columns else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
-
-
-def markdown_table(
-    rows: list[list[str]], columns: tuple[str, ...] = COLUMNS, text_columns: int = TEXT_COLUMNS
-) -> str:
-    lines = ["| " + " | ".join(columns) + " |"]
-    lines.append(
-        "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(columns))) + "|"
-    )
-    lines.extend("| " + " | ".join(row) + " |" for row in rows)
-    return "\n".join(lines)
 
 
 def details(results: list[ConfigResult]) -> Iterator[str]:
@@ -1269,10 +288,10 @@ def details(results: list[ConfigResult]) -> Iterator[str]:
         else:
             yield (
                 f"- **{result.name}**: healthz {result.healthz_rps:,.0f} req/s "
-                f"(generator CPU {_fmt(cpu.get('generator'))} %, "
-                f"server CPU {_fmt(cpu.get('server'))} % = "
-                f"{_fmt(cpu_ms_per_unit(cpu, result.healthz_rps), 2)} ms per request, "
-                f"other CPU {_fmt(cpu.get('other'))} %)"
+                f"(generator CPU {fmt(cpu.get('generator'))} %, "
+                f"server CPU {fmt(cpu.get('server'))} % = "
+                f"{fmt(cpu_ms_per_unit(cpu, result.healthz_rps), 2)} ms per request, "
+                f"other CPU {fmt(cpu.get('other'))} %)"
                 + (f", errors {dict(result.healthz_errors)}" if result.healthz_errors else "")
             )
         if result.peak_rss_mib:
@@ -1282,13 +301,13 @@ def details(results: list[ConfigResult]) -> Iterator[str]:
             extra = [f"{phase.started} flows started, {len(phase.latencies_ms)} succeeded"]
             if phase.steps_ms:
                 medians = ", ".join(
-                    f"{step} {_fmt(percentile(values, 0.5))}"
+                    f"{step} {fmt(percentile(values, 0.5))}"
                     for step, values in phase.steps_ms.items()
                 )
                 extra.append(f"median ms per step: {medians}")
                 # Which step the flow's tail comes from.
                 tails = ", ".join(
-                    f"{step} {_fmt(percentile(values, 0.99))}"
+                    f"{step} {fmt(percentile(values, 0.99))}"
                     for step, values in phase.steps_ms.items()
                 )
                 extra.append(f"p99 ms per step: {tails}")
@@ -1312,19 +331,6 @@ def details(results: list[ConfigResult]) -> Iterator[str]:
             yield f"  - {phase.channel}, {phase.name}: " + "; ".join(extra)
         if result.error:
             yield f"  - **run failed**: {result.error}"
-
-
-def machine() -> str:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1408,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = table_rows(results)
     print()
     if rows:
-        print(plain_table(rows))
+        print(plain_table(rows, COLUMNS, TEXT_COLUMNS))
     for result in results:
         if result.error:
             print(f"\n{result.name}: FAILED: {result.error}")
@@ -1424,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(1-minute load average {load_before[0]:.2f} before the run, {load_after[0]:.2f} after)\n"
     )
     if rows:
-        print(markdown_table(rows))
+        print(markdown_table(rows, COLUMNS, TEXT_COLUMNS))
         print()
     for line in details(results):
         print(line)

@@ -1,5 +1,5 @@
-"""Shared fixtures: a real database (SQLite or PostgreSQL), a frozen clock, derived keys, and a
-runtime (with a factory of clients, people and credentials) on that database.
+"""Shared fixtures: a real database (SQLite or PostgreSQL), a frozen clock, derived keys, an SMTP
+sink, and a runtime (with a factory of clients, people and credentials) on that database.
 
 `ROAMSIGN_TEST_DATABASE` picks the database: `sqlite` (default), `postgresql` (a temporary
 server this run starts itself), or a full SQLAlchemy URL. The schema is built by Alembic.
@@ -25,6 +25,7 @@ from app.crypto.keys import DerivedKeys
 from app.db import Base, make_engine, make_sessionmaker
 from app.migrate import upgrade
 from app.runtime import Runtime
+from app.services.mail.sink import MailSink
 from app.settings import Settings
 from tests.factories import Factory
 
@@ -97,6 +98,12 @@ def sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
 def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
     with sessions() as session:
         yield session
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[MailSink]:
+    with MailSink(tmp_path / "mail") as sink:
+        yield sink
 
 
 @pytest.fixture

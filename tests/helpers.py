@@ -1,5 +1,5 @@
-"""Helpers shared by the test suites: reading an OTP the way the person would, checking a
-signature with openssl, a device waiting for its activation code."""
+"""Helpers shared by the test suites: a signing request's body, reading an OTP the way the
+person would, checking a signature with openssl, a device waiting for its activation code."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +31,17 @@ OTP_LINE = re.compile(r"^Kod OTP / OTP code: (\d{6})\r?$", re.MULTILINE)
 
 def document_hash(text: str = "Baucar Bayaran PV-2026-000123", algorithm: str = "sha256") -> str:
     return hashlib.new(algorithm, text.encode()).hexdigest()
+
+
+def signing_request_body(person: Person, document: str = "PV-1", **fields: Any) -> dict[str, Any]:
+    """The body of `POST /v1/signing-requests` for `person`: the hash of `document`, then
+    `fields` (channel, document_hash, ...), which win."""
+    return {
+        "mykad": person.mykad,
+        "document_hash": document_hash(document),
+        "document_name": "Baucar Bayaran PV-2026-000123",
+        **fields,
+    }
 
 
 def otp_from_message(message: EmailMessage) -> str:
@@ -73,7 +85,11 @@ def flushed_new_objects(sessions: sessionmaker[Session]) -> Iterator[list[object
         event.remove(sessions, "before_flush", record)
 
 
-def openssl_verify(signature: Path, content: Path, root: Path) -> subprocess.CompletedProcess[str]:
+def openssl_verify(
+    signature: Path, content: Path, root: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """`openssl cms -verify` of a detached DER signature over `content`, under `root`; `options`
+    (`-certfile`, `-attime`, ...) go before the output."""
     return subprocess.run(
         [
             "openssl",
@@ -88,6 +104,7 @@ def openssl_verify(signature: Path, content: Path, root: Path) -> subprocess.Com
             str(content),
             "-CAfile",
             str(root),
+            *options,
             "-out",
             "/dev/null",
         ],

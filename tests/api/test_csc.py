@@ -153,11 +153,6 @@ def csc(client: httpx.AsyncClient, runtime: Runtime, api_keys: Keys) -> Csc:
 
 
 @pytest.fixture
-def person(factory: Factory) -> Person:
-    return factory.person()
-
-
-@pytest.fixture
 def rsa_person(factory: Factory) -> Person:
     return factory.person(key_algorithm="rsa-2048", email="muthu@mof.gov.my")
 

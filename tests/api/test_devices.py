@@ -19,11 +19,6 @@ from tests.mailbox import last_mail, mails
 from tests.mobile_app import ELIGIBLE_ANDROID, MobileApp, activation_code
 
 
-@pytest.fixture
-def person(factory: Factory) -> Person:
-    return factory.person(email="aisyah@jdn.gov.my", phone="+60123456789")
-
-
 def registration(person: Person, **overrides: Any) -> dict[str, Any]:
     return {"mykad": person.mykad, "phone": "012-345 6789", **ELIGIBLE_ANDROID, **overrides}
 

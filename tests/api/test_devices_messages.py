@@ -14,27 +14,10 @@ from app.clock import FrozenClock
 from app.models import AuditEvent, OutboxMessage, SigningRequest
 from app.models.device import DeviceMessage, DeviceNonce
 from app.runtime import Runtime
-from tests.api.conftest import Keys, bearer
+from tests.api.conftest import Keys, bearer, request_otp
 from tests.factories import Factory, Person
 from tests.helpers import document_hash, flushed_new_objects
 from tests.mobile_app import MobileApp
-
-
-@pytest.fixture
-def person(factory: Factory) -> Person:
-    return factory.person()
-
-
-async def request_otp(
-    client: httpx.AsyncClient, key: str, person: Person, **overrides: Any
-) -> httpx.Response:
-    body: dict[str, Any] = {
-        "mykad": person.mykad,
-        "document_hash": document_hash(str(overrides.pop("document", "PV-1"))),
-        "document_name": "Baucar Bayaran PV-2026-000123",
-        **overrides,
-    }
-    return await client.post("/v1/signing-requests", json=body, headers=bearer(key))
 
 
 async def fetch(

@@ -7,12 +7,7 @@ import httpx
 from app.clock import FrozenClock
 from app.runtime import Runtime
 from tests.api.conftest import Keys, bearer
-from tests.api.lifecycle_steps import (
-    NEW_PIN,
-    active_credential,
-    expect_problem,
-    mail,
-)
+from tests.api.lifecycle_steps import NEW_PIN, active_credential, expect_problem, mail
 from tests.factories import Factory
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from app.clock import FrozenClock
 from app.runtime import Runtime
@@ -21,11 +20,6 @@ from tests.api.lifecycle_steps import (
 from tests.factories import Factory, Person
 from tests.helpers import queued_message
 from tests.mailbox import mails
-
-
-@pytest.fixture
-def person(factory: Factory) -> Person:
-    return factory.person()
 
 
 async def patch(client: httpx.AsyncClient, key: str, mykad: str, **body: object) -> httpx.Response:

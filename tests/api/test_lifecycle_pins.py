@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from app.clock import FrozenClock
@@ -23,11 +22,6 @@ from tests.factories import Factory, Person
 from tests.mailbox import mails
 
 WRONG_PIN = "902847"
-
-
-@pytest.fixture
-def person(factory: Factory) -> Person:
-    return factory.person()
 
 
 async def pin_reset(client: httpx.AsyncClient, key: str, credential_id: str) -> httpx.Response:

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 from cryptography import x509
 
 from app.clock import FrozenClock
@@ -23,11 +22,6 @@ from tests.api.lifecycle_steps import (
 )
 from tests.factories import Factory, Person
 from tests.helpers import document_hash, queued_otp
-
-
-@pytest.fixture
-def person(factory: Factory) -> Person:
-    return factory.person()
 
 
 async def revoke(

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from app.clock import FrozenClock
@@ -15,11 +14,6 @@ from tests.api.test_csc import Csc, assert_csc_error, digest_b64
 from tests.api.test_signing_flow import request_otp
 from tests.factories import Factory, Person
 from tests.helpers import document_hash
-
-
-@pytest.fixture
-def person(factory: Factory) -> Person:
-    return factory.person()
 
 
 async def otp_for(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,29 +13,29 @@ from sqlalchemy import event, select
 from app.clock import FrozenClock
 from app.models import AuditEvent, Credential, Signature, SigningRequest
 from app.runtime import Runtime
+from tests.api import conftest as api
 from tests.api.conftest import Keys, bearer
 from tests.factories import Factory, Person
-from tests.helpers import document_hash, flushed_new_objects, queued_message, queued_otp
+from tests.helpers import (
+    document_hash,
+    flushed_new_objects,
+    openssl_verify,
+    queued_message,
+    queued_otp,
+)
 
 WRONG_PIN = "902847"
-
-
-@pytest.fixture
-def person(factory: Factory) -> Person:
-    return factory.person()
+VOUCHER = "Baucar Bayaran PV-2026-000123"  # what `document_hash()` hashes by default
 
 
 async def request_otp(
     client: httpx.AsyncClient, key: str, person: Person, **overrides: object
 ) -> httpx.Response:
-    body: dict[str, object] = {
-        "mykad": person.mykad,
-        "document_hash": document_hash(),
-        "document_name": "Baucar Bayaran PV-2026-000123",
-        "channel": "email",
-    }
-    body.update(overrides)
-    return await client.post("/v1/signing-requests", json=body, headers=bearer(key))
+    """`tests.api.conftest.request_otp` with the defaults these tests (and test_rate_limits)
+    were written with: the voucher's hash (`document_hash()`) and channel `email`, where the
+    API's default is `auto`."""
+    fields: dict[str, object] = {"document": VOUCHER, "channel": "email", **overrides}
+    return await api.request_otp(client, key, person, **fields)
 
 
 async def submit(
@@ -86,27 +85,7 @@ async def test_request_then_sign_with_cms(
     document.write_bytes(b"Baucar Bayaran PV-2026-000123")
     (tmp_path / "sig.der").write_bytes(base64.b64decode(signature["signature"]))
     (tmp_path / "chain.pem").write_text("".join(signature["certificate_chain"]))
-    verified = subprocess.run(
-        [
-            "openssl",
-            "cms",
-            "-verify",
-            "-binary",
-            "-inform",
-            "DER",
-            "-in",
-            str(tmp_path / "sig.der"),
-            "-content",
-            str(document),
-            "-CAfile",
-            str(tmp_path / "chain.pem"),
-            "-out",
-            "/dev/null",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    verified = openssl_verify(tmp_path / "sig.der", document, tmp_path / "chain.pem")
     assert verified.returncode == 0, verified.stderr
 
     again = await submit(client, api_keys.signer, body["id"], otp, person.pin)

@@ -1,16 +1,11 @@
-"""End-to-end: a real `python -m app serve` process, a real SMTP sink, the test database."""
+"""End-to-end: a real `python -m app serve` process (tests/harness.py), a real SMTP sink, the
+test database."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +19,9 @@ from app.runtime import Runtime
 from app.services.mail.sink import MailSink
 from app.settings import Settings
 from tests.factories import Factory
+from tests.harness import Server, serve, serve_environment
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def client(self, key: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[MailSink]:
-    with MailSink(tmp_path / "mail") as sink:
-        yield sink
 
 
 def make_e2e_settings(
@@ -98,48 +68,23 @@ class Servers:
 
     def start(self, workers: int = 1, **overrides: str) -> Server:
         settings = self.settings
-        port = free_port()
-        env = {
-            **os.environ,
-            "ROAMSIGN_PROFILE": "production",
-            "ROAMSIGN_DATABASE_URL": settings.database_url,
-            "ROAMSIGN_MASTER_KEY_FILE": str(settings.master_key_file),
-            "ROAMSIGN_VAR_DIR": str(settings.var_dir),
-            "ROAMSIGN_SMTP_HOST": "127.0.0.1",
-            "ROAMSIGN_SMTP_PORT": str(settings.smtp_port),
-            "ROAMSIGN_DELIVERY_POLL_SECONDS": "0.2",
-            "ROAMSIGN_DELIVERY_BACKOFF_BASE_SECONDS": "0.5",
+        assert settings.master_key_file is not None
+        env = serve_environment(
+            database_url=settings.database_url,
+            key_file=Path(settings.master_key_file),
+            var_dir=Path(settings.var_dir),
+            smtp_port=settings.smtp_port,
+            ROAMSIGN_DELIVERY_POLL_SECONDS="0.2",
+            ROAMSIGN_DELIVERY_BACKOFF_BASE_SECONDS="0.5",
             **overrides,
-        }
-        log_path = Path(settings.var_dir) / f"server-{port}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
-            env=env,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
         )
-        server = Server(f"http://127.0.0.1:{port}", process, log_path)
+        server = serve(env, Path(settings.var_dir), workers, ready_seconds=30)
         self.started.append(server)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {server.log()}")
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not become ready: {server.log()}")
+        return server
 
     def stop(self) -> None:
         for server in self.started:
-            server.process.terminate()
-            try:
-                server.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+            server.stop()
 
 
 @pytest.fixture

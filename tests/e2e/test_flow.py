@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import subprocess
 from pathlib import Path
 
 from app.services.mail.sink import MailSink
 from tests.e2e.conftest import ServerStarter
 from tests.factories import Factory
-from tests.helpers import document_hash, otp_from_message
+from tests.helpers import document_hash, openssl_verify, otp_from_message
 
 DOCUMENT = b"Tender ePerolehan QT-2026-0042: approved"
 
@@ -52,26 +51,11 @@ def test_otp_by_email_then_cms_signature_verified_by_openssl(
     (tmp_path / "document.bin").write_bytes(DOCUMENT)
     (tmp_path / "signature.der").write_bytes(base64.b64decode(signature["signature"]))
     (tmp_path / "ca.pem").write_text(chain)
-    verify = [
-        "openssl",
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        str(tmp_path / "signature.der"),
-        "-content",
-        str(tmp_path / "document.bin"),
-        "-CAfile",
-        str(tmp_path / "ca.pem"),
-        "-out",
-        "/dev/null",
-    ]
-    accepted = subprocess.run(verify, capture_output=True, text=True, check=False)
+    verify = (tmp_path / "signature.der", tmp_path / "document.bin", tmp_path / "ca.pem")
+    accepted = openssl_verify(*verify)
     assert accepted.returncode == 0, accepted.stderr
     (tmp_path / "document.bin").write_bytes(DOCUMENT + b" (altered)")
-    refused = subprocess.run(verify, capture_output=True, text=True, check=False)
+    refused = openssl_verify(*verify)
     assert refused.returncode != 0
     # The server's logs carry no OTP, no PIN and no full MyKad.
     log = server.log()

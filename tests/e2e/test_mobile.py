@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from app.services.mail.sink import MailSink
 from tests.e2e.conftest import Server, ServerStarter
 from tests.factories import Factory, Person
-from tests.helpers import document_hash
+from tests.helpers import signing_request_body
 from tests.mobile_app import ELIGIBLE_ANDROID, MobileApp, activation_code, tampered
 
 
@@ -74,15 +74,7 @@ def fetch(server: Server, app: MobileApp, wait: int = 0, **sign: Any) -> httpx.R
 
 def request_otp(server: Server, key: str, person: Person, **overrides: Any) -> httpx.Response:
     with server.client(key) as client:
-        return client.post(
-            "/v1/signing-requests",
-            json={
-                "mykad": person.mykad,
-                "document_hash": document_hash(str(overrides.pop("document", "PV-1"))),
-                "document_name": "Baucar Bayaran PV-2026-000123",
-                **overrides,
-            },
-        )
+        return client.post("/v1/signing-requests", json=signing_request_body(person, **overrides))
 
 
 def unauthenticated(response: httpx.Response, words: str = "") -> None:

@@ -30,6 +30,7 @@ from app.crypto.cms import (
     verify_raw,
 )
 from app.crypto.keystore import PrivateKey, sign_digest_with
+from tests.helpers import openssl_verify
 
 NOW = datetime(2026, 3, 2, 9, 30, 15, tzinfo=UTC)
 SIGNED_AT = NOW + timedelta(minutes=5)
@@ -133,24 +134,14 @@ def openssl_cms_verify(tmp_path: Path, signer: Signer, der: bytes, document: byt
     (tmp_path / "issuing.pem").write_text(certificate_pem(signer.issuing))
     # Default purpose (S/MIME signing): the leaf has no extended key usage and its key usage
     # allows digitalSignature/nonRepudiation, so `-purpose any` is not needed.
-    return openssl(
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        str(tmp_path / "sig.der"),
-        "-content",
-        str(tmp_path / "doc.bin"),
-        "-CAfile",
-        str(tmp_path / "root.pem"),
+    return openssl_verify(
+        tmp_path / "sig.der",
+        tmp_path / "doc.bin",
+        tmp_path / "root.pem",
         "-certfile",
         str(tmp_path / "issuing.pem"),
         "-attime",
         str(int(SIGNED_AT.timestamp())),
-        "-out",
-        str(tmp_path / "out.bin"),
     )
 
 
