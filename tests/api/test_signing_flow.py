@@ -254,7 +254,7 @@ async def test_answers_come_in_the_contract_order(
 async def test_both_calls_refuse_callers_before_bodies(
     client: httpx.AsyncClient, api_keys: Keys, person: Person, content: bytes
 ) -> None:
-    """They authenticate in their own unit of work (app.deps.in_one_unit): still 401, then 403,
+    """They authenticate in their own unit of work (app.routing.OneUnitRoute): still 401, then 403,
     then (the signature) 404, and only then the body's 400 or 422."""
     created = (await request_otp(client, api_keys.signer, person)).json()
     json_type = {"Content-Type": "application/json"}

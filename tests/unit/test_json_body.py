@@ -1,7 +1,8 @@
 """`app.deps.json_body` refuses a body exactly as FastAPI refuses a body parameter.
 
-The two hot endpoints parse their JSON themselves (one thread hop, app.deps.in_one_unit); a
-caller must not be able to tell: the same status, code, detail and pointers for every bad body.
+The signing routes parse their JSON body in a dependency (`app.deps.JsonBody`, on the one
+thread hop of `app.routing.OneUnitRoute`); a caller must not be able to tell: the same status,
+code, detail and pointers for every bad body.
 """
 
 from __future__ import annotations
