@@ -9,7 +9,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import Clock, SystemClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.custody import build_secrets
+from app.crypto.keys import DerivedKeys, Secrets
 from app.crypto.keystore import KeyStore, SoftwareKeyStore
 from app.db import connection_capacity, make_engine, make_sessionmaker
 from app.services.audit.log import AuditLog
@@ -25,7 +26,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    keys: DerivedKeys = field(repr=False)
+    keys: Secrets = field(repr=False)
     key_store: KeyStore
     clock: Clock
     # Hands the messages this process queues to its own delivery loops (app.services.mail.courier);
@@ -37,15 +38,15 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         settings.check_production_safety()
-        keys = DerivedKeys.from_master(settings.load_master_key())
+        key_store = SoftwareKeyStore(DerivedKeys.from_master(settings.load_master_key()).key_store)
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
         courier = Courier()
         return cls(
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine, info={COURIER_KEY: courier}),
-            keys=keys,
-            key_store=SoftwareKeyStore(keys.key_store),
+            keys=build_secrets(settings, key_store),
+            key_store=key_store,
             clock=clock or SystemClock(),
             courier=courier,
         )

@@ -7,8 +7,11 @@ Prints, for ECDSA P-256 over a SHA-256 digest:
 4. the same cache hit from 4 threads at once (PyKCS11 holds the GIL during each call);
 5. the software baselines: `sign_digest_with` on a loaded key, and `SoftwareKeyStore.sign_digest`
    (open the sealed blob, load the key, sign), which is what a flow pays today;
-then HMAC-SHA256 in the token against `hmac` here, and the number of token objects before and
-after generating `--keys` wrapped keys (it must not move). Each loop stops at `--count`
+then HMAC-SHA256 in the token against `hmac` here; sealing (AES-256-GCM, a 600-byte message)
+inside the token against `AESGCM` here (what a data key unwrapped into this process would cost
+a message once unwrapped); what one signing flow's secrets cost (its MACs and seals, counted
+below); and the number of token objects before and after generating `--keys` wrapped keys (it
+must not move). Each loop stops at `--count`
 operations or `--seconds`, whichever comes first; the figures are medians of `--rounds`
 interleaved rounds, because on a shared machine one loop alone says more about the neighbours
 than about the token. Nothing asserts: it prints figures.
@@ -35,12 +38,22 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from app.crypto.keys import DerivedKeys, Secrets, software_secrets  # noqa: E402
 from app.crypto.keystore import SoftwareKeyStore, sign_digest_with  # noqa: E402
 from app.crypto.pkcs11 import Pkcs11KeyStore  # noqa: E402
+from app.crypto.pkcs11_secrets import provision_token_secrets, token_secrets  # noqa: E402
 from app.settings import Profile, Settings  # noqa: E402
 from tests.hsm.conftest import USER_PIN, create_token  # noqa: E402
 
 DIGEST = hashlib.sha256(b"Baucar Bayaran PV-2026-000123").digest()
+# What one signing flow asks of its secrets, counted on tests/api's request-then-sign flow:
+# the request: 2 rate-limit keys, the audit event's subject ref and MAC, the OTP MAC, the sealed
+# e-mail; the signature: OTP and PIN MACs, an audit event (subject ref and MAC), the sealed
+# signing notice; delivery: both messages opened, an audit MAC each (no MyKad, no subject ref).
+MACS_PER_FLOW = 11
+SEALS_PER_FLOW = 2
+OPENS_PER_FLOW = 2
+MESSAGE = b"X" * 600  # about the size of a sealed OTP e-mail
 
 
 def rate(operation: Callable[[], object], seconds: float, count: int) -> float:
@@ -158,6 +171,8 @@ def main() -> None:
             f"(x{token_mac / local_mac:.2f})"
         )
 
+        report_secrets(cached, seconds, count, args.rounds)
+
         before = cached.count_token_objects()
         started = time.perf_counter()
         for n in range(args.keys):
@@ -170,6 +185,42 @@ def main() -> None:
         )
         cached.close()
         uncached.close()
+
+
+def report_secrets(store: Pkcs11KeyStore, seconds: float, count: int, rounds: int) -> None:
+    provision_token_secrets(store, None)
+    token, software = token_secrets(store), software_secrets(DerivedKeys.from_master(b"k" * 32))
+    sealed = {"token": token.outbox_seal.seal(MESSAGE, b"outbox:1"), "software": b""}
+    sealed["software"] = software.outbox_seal.seal(MESSAGE, b"outbox:1")
+
+    def per_op(secrets: Secrets, name: str) -> dict[str, float]:
+        operations = {
+            "mac": lambda: secrets.pin_pepper.mac(b"credential|123456"),
+            "seal": lambda: secrets.outbox_seal.seal(MESSAGE, b"outbox:1"),
+            "open": lambda: secrets.outbox_seal.open(sealed[name], b"outbox:1"),
+        }
+        return {
+            what: 1e6 / statistics.median(rate(op, seconds, count) for _ in range(rounds))
+            for what, op in operations.items()
+        }
+
+    costs = {"token": per_op(token, "token"), "software": per_op(software, "software")}
+    print("Secrets, microseconds an operation (token = SoftHSM2; software = in this process):")
+    for what in ("mac", "seal", "open"):
+        print(
+            f"  {what:<5} token {costs['token'][what]:>8.1f} us   software "
+            f"{costs['software'][what]:>6.1f} us"
+        )
+    for name, cost in costs.items():
+        flow = (
+            MACS_PER_FLOW * cost["mac"]
+            + SEALS_PER_FLOW * cost["seal"]
+            + OPENS_PER_FLOW * cost["open"]
+        )
+        print(
+            f"  one signing flow ({MACS_PER_FLOW} MACs, {SEALS_PER_FLOW} seals, "
+            f"{OPENS_PER_FLOW} opens), {name}: {flow / 1000:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

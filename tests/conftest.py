@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import app.models  # noqa: F401 - registers the tables
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import DerivedKeys, Secrets, software_secrets
 from app.db import Base, make_engine, make_sessionmaker
 from app.migrate import upgrade
 from app.runtime import Runtime
@@ -117,8 +117,8 @@ def master_key() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def keys(master_key: bytes) -> DerivedKeys:
-    return DerivedKeys.from_master(master_key)
+def keys(master_key: bytes) -> Secrets:
+    return software_secrets(DerivedKeys.from_master(master_key))
 
 
 @pytest.fixture(scope="session")

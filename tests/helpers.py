@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.crypto.keys import SealKey
 from app.db import unit_of_work
 from app.models import OutboxMessage
 from app.models.device import Device, DeviceStatus
@@ -53,7 +54,7 @@ def otp_from_message(message: EmailMessage) -> str:
 
 
 def queued_message(
-    sessions: sessionmaker[Session], seal_key: bytes, request_id: str
+    sessions: sessionmaker[Session], seal_key: SealKey, request_id: str
 ) -> EmailMessage:
     """The OTP e-mail still in the outbox for this request, opened as the worker would."""
     with sessions() as session:
@@ -66,7 +67,7 @@ def queued_message(
     return message
 
 
-def queued_otp(sessions: sessionmaker[Session], seal_key: bytes, request_id: str) -> str:
+def queued_otp(sessions: sessionmaker[Session], seal_key: SealKey, request_id: str) -> str:
     return otp_from_message(queued_message(sessions, seal_key, request_id))
 
 

@@ -11,6 +11,7 @@ from email.policy import default as default_policy
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.crypto.keys import SealKey
 from app.models import OutboxMessage
 from app.services.mail.outbox import open_message
 
@@ -42,7 +43,7 @@ class Mail:
 
 def mails(
     sessions: sessionmaker[Session],
-    seal_key: bytes,
+    seal_key: SealKey,
     *,
     recipient: str | None = None,
     purpose: str | None = None,
@@ -64,7 +65,7 @@ def mails(
 
 
 def last_mail(
-    sessions: sessionmaker[Session], seal_key: bytes, *, recipient: str, purpose: str
+    sessions: sessionmaker[Session], seal_key: SealKey, *, recipient: str, purpose: str
 ) -> Mail:
     found = mails(sessions, seal_key, recipient=recipient, purpose=purpose)
     assert found, f"no {purpose} e-mail to {recipient}"

@@ -1,11 +1,22 @@
-"""Every secret roamsign uses, derived from the one master key with HKDF (one label each)."""
+"""The secrets behind the OTP, the PIN, the e-mailed tokens, the audit chain and the outbox.
+
+Services hold a `Secrets`: one `MacKey` per purpose and the `SealKey` of the outbox and the
+device messages, never their bytes. `software_secrets` keeps them in this process, derived
+from the one master key with HKDF (one label each); `app.crypto.pkcs11_secrets` keeps them in
+a PKCS#11 token, where the same values can be imported so that nothing stored needs a new MAC.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from app.crypto.sealing import open_sealed, seal
 
 
 def derive(master_key: bytes, label: str) -> bytes:
@@ -44,3 +55,87 @@ class DerivedKeys:
 
     def __repr__(self) -> str:
         return "DerivedKeys(<redacted>)"
+
+
+class MacKey(Protocol):
+    """An HMAC-SHA256 key used for one purpose only; its bytes stay where it lives."""
+
+    def mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of `data` (never empty: a token refuses to MAC nothing)."""
+        ...
+
+
+class SealKey(Protocol):
+    """AES-256-GCM with associated data: what is sealed for one id opens only for it.
+
+    A blob is nonce (12 bytes) || ciphertext || tag (16 bytes), whoever made it.
+    """
+
+    def seal(self, plaintext: bytes, associated_data: bytes) -> bytes: ...
+
+    def open(self, blob: bytes, associated_data: bytes) -> bytes:
+        """The plaintext, or `app.crypto.sealing.SealBroken`."""
+        ...
+
+
+# The MAC purposes, as `Secrets` names them and as HKDF labels them (`DerivedKeys` names them
+# alike); the token labels are these, prefixed.
+MAC_PURPOSES: dict[str, str] = {
+    "otp_mac": "otp-mac",
+    "pin_pepper": "pin-pepper",
+    "token_mac": "token-mac",
+    "sad_mac": "sad-mac",
+    "activation_code_mac": "activation-code-mac",
+    "audit_mac": "audit-mac",
+    "subject_ref": "subject-ref",
+}
+SEAL_PURPOSE = ("outbox_seal", "outbox-seal")
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The keys of every purpose but the key store's: what the services are given."""
+
+    otp_mac: MacKey
+    pin_pepper: MacKey
+    token_mac: MacKey
+    sad_mac: MacKey
+    activation_code_mac: MacKey
+    audit_mac: MacKey
+    subject_ref: MacKey
+    outbox_seal: SealKey
+
+
+class SoftwareMacKey:
+    """HMAC-SHA256 in this process, under a key held in its memory."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "SoftwareMacKey(<redacted>)"
+
+    def mac(self, data: bytes) -> bytes:
+        return hmac.new(self._key, data, hashlib.sha256).digest()
+
+
+class SoftwareSealKey:
+    """AES-256-GCM in this process (`app.crypto.sealing`), under a key held in its memory."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "SoftwareSealKey(<redacted>)"
+
+    def seal(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        return seal(self._key, plaintext, associated_data)
+
+    def open(self, blob: bytes, associated_data: bytes) -> bytes:
+        return open_sealed(self._key, blob, associated_data)
+
+
+def software_secrets(keys: DerivedKeys) -> Secrets:
+    """Today's secrets, byte for byte: every stored MAC and sealed message stays valid."""
+    macs = {name: SoftwareMacKey(getattr(keys, name)) for name in MAC_PURPOSES}
+    return Secrets(**macs, outbox_seal=SoftwareSealKey(keys.outbox_seal))

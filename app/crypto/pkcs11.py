@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import PyKCS11
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.crypto.keystore import (
     KEY_ALGORITHMS,
@@ -42,6 +45,7 @@ from app.crypto.pkcs11_objects import (
     Kek,
     TokenKeyExists,
     TokenKeyMissing,
+    create_aes_key,
     create_kek,
     create_secret_key,
     destroy,
@@ -62,6 +66,7 @@ from app.crypto.pkcs11_token import (
     TokenUnavailable,
     read_pin_file,
 )
+from app.crypto.sealing import SealBroken
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -86,6 +91,19 @@ _PRIVATE = PyKCS11.CKO_PRIVATE_KEY
 _SECRET = PyKCS11.CKO_SECRET_KEY
 _STALE_HANDLE = frozenset({PyKCS11.CKR_KEY_HANDLE_INVALID, PyKCS11.CKR_OBJECT_HANDLE_INVALID})
 _SELF_TEST_DIGEST = hashlib.sha256(b"roamsign pkcs11 self-test").digest()
+GCM_NONCE_BYTES = 12
+GCM_TAG_BYTES = 16
+# How a token refuses a GCM tag: SoftHSM2 2.6 says CKR_GENERAL_ERROR (which otherwise means the
+# token is gone: decrypt_gcm asks the token which it is), others the 2.40 or 3.0 codes.
+_TAG_REFUSED = frozenset(
+    {
+        PyKCS11.CKR_GENERAL_ERROR,
+        PyKCS11.CKR_ENCRYPTED_DATA_INVALID,
+        PyKCS11.CKR_ENCRYPTED_DATA_LEN_RANGE,
+        PyKCS11.CKR_AEAD_DECRYPT_FAILED,
+    }
+)
+_T = TypeVar("_T")
 
 
 class KeyNotExportable(TypeError):
@@ -309,6 +327,80 @@ class Pkcs11KeyStore:
         with self._token.session() as session:
             return self._sign_labelled(session, _SECRET, label, data, _HMAC)
 
+    # --- token-resident AES keys: AES-256-GCM inside the token (the sealed outbox) ---
+
+    def has_secret_key(self, label: str) -> bool:
+        """Whether the token holds a secret key (HMAC or AES) labelled `label`."""
+        with self._token.session() as session:
+            return bool(find(session, _SECRET, label))
+
+    def aes_key(self, label: str) -> None:
+        """Create the AES-256 key `label` in the token unless it exists (one process only,
+        as for `secret_key`)."""
+        with self._token.session() as session:
+            if not find(session, _SECRET, label):
+                create_aes_key(session, label)
+
+    def import_aes_key(self, label: str, value: bytes) -> None:
+        """Put a known AES-256 key into the token as `label`, non-extractable from then on.
+
+        Idempotent: importing the same value again is a no-op; another value is refused.
+        """
+        if len(value) != 32:
+            raise ValueError("an AES-256 key is 32 bytes")
+        with self._token.session() as session:
+            if find(session, _SECRET, label):
+                nonce, probe = os.urandom(GCM_NONCE_BYTES), b"roamsign import probe"
+                ours = AESGCM(value).encrypt(nonce, probe, probe)
+                if hmac.compare_digest(self._encrypt(session, label, nonce, probe, probe), ours):
+                    return
+                raise TokenKeyExists(f"the token holds another secret key labelled {label!r}")
+            create_aes_key(session, label, value)
+
+    def encrypt_gcm(
+        self, label: str, nonce: bytes, plaintext: bytes, associated_data: bytes
+    ) -> bytes:
+        """AES-GCM under the token key `label`: the ciphertext and its 16-byte tag."""
+        if not plaintext or not associated_data:
+            # An empty input leaves SoftHSM2's operation active on the pooled session.
+            raise ValueError("nothing to encrypt, or no associated data")
+        with self._token.session() as session:
+            return self._encrypt(session, label, nonce, plaintext, associated_data)
+
+    def decrypt_gcm(
+        self, label: str, nonce: bytes, ciphertext: bytes, associated_data: bytes
+    ) -> bytes:
+        """The plaintext, or `SealBroken` when the tag does not verify (altered, or another
+        key or associated data)."""
+        if len(ciphertext) <= GCM_TAG_BYTES or not associated_data:
+            raise SealBroken("sealed blob too short")
+        mechanism = PyKCS11.AES_GCM_Mechanism(nonce, associated_data, GCM_TAG_BYTES * 8)
+        with self._token.session() as session:
+            try:
+                return self._use_labelled(
+                    session,
+                    _SECRET,
+                    label,
+                    lambda handle: bytes(session.decrypt(handle, ciphertext, mechanism)),
+                )
+            except PyKCS11.PyKCS11Error as error:
+                if error.value not in _TAG_REFUSED:
+                    raise
+                # Still there? Then it was the tag (a token gone fails here, as unavailable).
+                self._token.token_info_label()
+                raise SealBroken("sealed blob does not open with this key and id") from None
+
+    def _encrypt(
+        self, session: Any, label: str, nonce: bytes, plaintext: bytes, associated_data: bytes
+    ) -> bytes:
+        mechanism = PyKCS11.AES_GCM_Mechanism(nonce, associated_data, GCM_TAG_BYTES * 8)
+        return self._use_labelled(
+            session,
+            _SECRET,
+            label,
+            lambda handle: bytes(session.encrypt(handle, plaintext, mechanism)),
+        )
+
     def count_token_objects(self) -> int:
         """Every persistent object this login can see (it must not grow with people)."""
         with self._token.session() as session:
@@ -325,18 +417,28 @@ class Pkcs11KeyStore:
     def _sign_labelled(
         self, session: Any, object_class: int, label: str, data: bytes, mechanism: Any
     ) -> bytes:
+        return self._use_labelled(
+            session,
+            object_class,
+            label,
+            lambda handle: bytes(session.sign(handle, data, mechanism)),
+        )
+
+    def _use_labelled(
+        self, session: Any, object_class: int, label: str, operation: Callable[[Any], _T]
+    ) -> _T:
         key = (object_class, label)
         handle = self._labelled.get(key)
         if handle is not None:
             try:
-                return bytes(session.sign(handle, data, mechanism))
+                return operation(handle)
             except PyKCS11.PyKCS11Error as error:
                 # Destroyed (and perhaps made again) outside this process: look it up anew.
                 if error.value not in _STALE_HANDLE:
                     raise
         handle = one(session, object_class, label)
         self._labelled[key] = handle
-        return bytes(session.sign(handle, data, mechanism))
+        return operation(handle)
 
     def _wrap(self, session: Any, key_id: str, algorithm: KeyAlgorithm, private: Any) -> bytes:
         kek = self._wrapping_kek(session)

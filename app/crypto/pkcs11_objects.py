@@ -142,6 +142,30 @@ def create_secret_key(session: Any, label: str, value: bytes | None = None) -> A
     return session.createObject([*secret_key_template(label), (PyKCS11.CKA_VALUE, value)])
 
 
+def create_aes_key(session: Any, label: str, value: bytes | None = None) -> Any:
+    """An AES-256 token key for AES-GCM (encrypt and decrypt only), made in the token or
+    `value` imported: sensitive and non-extractable either way."""
+    template = [
+        (PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY),
+        (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_AES),
+        (PyKCS11.CKA_TOKEN, True),
+        (PyKCS11.CKA_PRIVATE, True),
+        (PyKCS11.CKA_SENSITIVE, True),
+        (PyKCS11.CKA_EXTRACTABLE, False),
+        (PyKCS11.CKA_ENCRYPT, True),
+        (PyKCS11.CKA_DECRYPT, True),
+        (PyKCS11.CKA_WRAP, False),
+        (PyKCS11.CKA_UNWRAP, False),
+        (PyKCS11.CKA_SIGN, False),
+        (PyKCS11.CKA_LABEL, label),
+    ]
+    if value is None:
+        return session.generateKey(
+            [*template, (PyKCS11.CKA_VALUE_LEN, 32)], PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_GEN)
+        )
+    return session.createObject([*template, (PyKCS11.CKA_VALUE, value)])
+
+
 def private_key_import_template(key: PrivateKey) -> list[tuple[int, Any]]:
     """A session object holding `key`, extractable only so that C_WrapKey can wrap it."""
     common: list[tuple[int, Any]] = [

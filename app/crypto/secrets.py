@@ -7,6 +7,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from app.crypto.keys import MacKey
+
 OTP_DIGITS = 6
 API_KEY_PREFIX = "rsk_"
 
@@ -36,15 +38,15 @@ class OtpBinding:
         return _length_prefixed(*fields)
 
 
-def otp_mac(key: bytes, otp: str, binding: OtpBinding) -> bytes:
-    return hmac.new(key, binding.encode() + _length_prefixed(otp), hashlib.sha256).digest()
+def otp_mac(key: MacKey, otp: str, binding: OtpBinding) -> bytes:
+    return key.mac(binding.encode() + _length_prefixed(otp))
 
 
-def pin_mac(pepper: bytes, credential_id: str, pin: str) -> bytes:
-    # A keyed MAC, not a slow password hash: the pepper lives only in the master key, so a
-    # stolen database alone gives nothing to brute-force, and the check costs microseconds on
-    # every signature.
-    return hmac.new(pepper, _length_prefixed(credential_id, pin), hashlib.sha256).digest()
+def pin_mac(pepper: MacKey, credential_id: str, pin: str) -> bytes:
+    # A keyed MAC, not a slow password hash: the pepper never leaves the master key (software)
+    # or the token (pkcs11), so a stolen database alone gives nothing to brute-force, and the
+    # check costs microseconds on every signature.
+    return pepper.mac(_length_prefixed(credential_id, pin))
 
 
 def macs_equal(expected: bytes | None, given: bytes) -> bool:
@@ -62,8 +64,8 @@ def api_key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def keyed_digest(key: bytes, value: str) -> str:
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+def keyed_digest(key: MacKey, value: str) -> str:
+    return key.mac(value.encode()).hex()
 
 
 def _length_prefixed(*fields: str) -> bytes:

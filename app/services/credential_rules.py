@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.crypto.keys import SealKey
 from app.crypto.keystore import PublicKey
 from app.crypto.secrets import OtpBinding
 from app.db import keep_changes
@@ -113,7 +114,7 @@ def count_pin_failure(
 
 def report_credential_locked(
     session: Session,
-    seal_key: bytes,
+    seal_key: SealKey,
     audit: AuditLog,
     actor: str,
     user: User,

@@ -39,6 +39,7 @@ from sqlalchemy import Connection, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
+from app.crypto.keys import MacKey
 from app.crypto.secrets import keyed_digest
 from app.db import insert_with_on_conflict, keep_changes
 from app.errors import RateLimited
@@ -126,7 +127,7 @@ class Hit:
 class RateLimiter:
     """Counts hits in the caller's session (never commits; see the module's docstring)."""
 
-    def __init__(self, session: Session, key: bytes) -> None:
+    def __init__(self, session: Session, key: MacKey) -> None:
         self.session = session
         self._key = key
 

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.models import AuditEvent, Signature
 from app.services.audit.verification import verify_audit_trail
 from app.services.mail.sink import MailSink
@@ -90,7 +90,7 @@ def test_a_server_killed_mid_signature_leaves_a_record_or_nothing(
     sink: MailSink,
     database_url: str,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     tmp_path: Path,
 ) -> None:
     person = e2e_factory.person()

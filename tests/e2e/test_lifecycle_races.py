@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.crypto.secrets import pin_mac
 from app.models import Credential, OutboxMessage, Signature, SigningRequest
 from app.models.device import Device
@@ -90,7 +90,7 @@ async def test_concurrent_pin_changes_and_one_reset_token_store_one_pin(
     e2e_factory: Factory,
     sink: MailSink,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
 ) -> None:
     changing = e2e_factory.person(email="change@jdn.gov.my")
     resetting = e2e_factory.person(email="reset@jdn.gov.my")

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.models import AuditEvent, Signature, SigningRequest
 from app.services.audit.verification import verify_audit_trail
 from app.services.mail.sink import MailSink
@@ -117,7 +117,7 @@ async def test_the_audit_trail_of_concurrent_writers_verifies_and_names_tamperin
     sink: MailSink,
     sessions: sessionmaker[Session],
     engine: Engine,
-    keys: DerivedKeys,
+    keys: Secrets,
     cli: Cli,
 ) -> None:
     key = e2e_factory.client("igfmas", "signer")

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, event, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.models import AuditChainHead, AuditEvent
 from app.services.audit.event import subject_ref
 from app.services.audit.log import AuditLog, chain_for
@@ -35,16 +35,16 @@ CONTENT_COLUMNS = (
 )
 
 
-def audit_log(session: Session, keys: DerivedKeys, chains: int = CHAINS) -> AuditLog:
+def audit_log(session: Session, keys: Secrets, chains: int = CHAINS) -> AuditLog:
     return AuditLog(session, keys.audit_mac, keys.subject_ref, chains=chains)
 
 
-def verify(sessions: sessionmaker[Session], keys: DerivedKeys) -> AuditVerification:
+def verify(sessions: sessionmaker[Session], keys: Secrets) -> AuditVerification:
     with sessions() as session:
         return verify_audit_trail(session, keys.audit_mac)
 
 
-def seed(sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock) -> list[int]:
+def seed(sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock) -> list[int]:
     """Three events for each of four people, one transaction each; returns their ids."""
     ids = []
     with sessions() as session:
@@ -87,7 +87,7 @@ def tamper(engine: Engine, sql: str, **params: object) -> None:
 
 
 def test_recorded_events_verify(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     ids = seed(sessions, keys, clock)
 
@@ -113,7 +113,7 @@ def test_recorded_events_verify(
 
 
 def test_changed_outcome_names_the_event(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     ids = seed(sessions, keys, clock)
     changed = ids[5]
@@ -130,7 +130,7 @@ def test_changed_outcome_names_the_event(
 
 
 def test_deleted_middle_event_is_found(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     seed(sessions, keys, clock)
     events = busiest_chain(engine)
@@ -147,7 +147,7 @@ def test_deleted_middle_event_is_found(
 
 
 def test_deleted_last_event_breaks_the_head(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     seed(sessions, keys, clock)
     events = busiest_chain(engine)
@@ -165,7 +165,7 @@ def test_deleted_last_event_breaks_the_head(
 
 
 def test_deleting_every_event_of_a_chain_is_found(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     seed(sessions, keys, clock)
     chain = busiest_chain(engine)[0].chain
@@ -179,7 +179,7 @@ def test_deleting_every_event_of_a_chain_is_found(
 
 
 def test_deleted_head_is_found(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     seed(sessions, keys, clock)
     last = busiest_chain(engine)[-1]
@@ -192,7 +192,7 @@ def test_deleted_head_is_found(
 
 
 def test_swapped_contents_are_a_reorder(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     seed(sessions, keys, clock)
     first, _second, third = busiest_chain(engine)[:3]
@@ -210,7 +210,7 @@ def test_swapped_contents_are_a_reorder(
 
 
 def test_renumbered_events_are_a_reorder(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     seed(sessions, keys, clock)
     first, second = busiest_chain(engine)[:2]
@@ -227,7 +227,7 @@ def test_renumbered_events_are_a_reorder(
 
 
 def test_forged_event_is_found(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     seed(sessions, keys, clock)
     last = busiest_chain(engine)[-1]
@@ -258,7 +258,7 @@ def test_forged_event_is_found(
 
 
 def test_a_wrong_key_verifies_nothing(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     ids = seed(sessions, keys, clock)
 
@@ -275,7 +275,7 @@ def test_a_wrong_key_verifies_nothing(
     "key", ["otp", "pin", "new_pin", "api_key", "apiKey", "password", "access_token", "Secret"]
 )
 def test_details_with_secret_looking_keys_are_refused(
-    session: Session, keys: DerivedKeys, clock: FrozenClock, key: str
+    session: Session, keys: Secrets, clock: FrozenClock, key: str
 ) -> None:
     with pytest.raises(ValueError, match="secrets"):
         audit_log(session, keys).record(
@@ -283,7 +283,7 @@ def test_details_with_secret_looking_keys_are_refused(
         )
 
 
-def test_ordinary_details_are_kept(session: Session, keys: DerivedKeys, clock: FrozenClock) -> None:
+def test_ordinary_details_are_kept(session: Session, keys: Secrets, clock: FrozenClock) -> None:
     details: dict[str, str | int | bool | None] = {
         "key_algorithm": "rsa-2048",
         "certificate_serial": "0a1b2c",
@@ -306,7 +306,7 @@ def test_ordinary_details_are_kept(session: Session, keys: DerivedKeys, clock: F
     ids=["float", "nested", "mykad-value"],
 )
 def test_details_that_cannot_be_kept_exactly_are_refused(
-    session: Session, keys: DerivedKeys, clock: FrozenClock, details: dict[str, object]
+    session: Session, keys: Secrets, clock: FrozenClock, details: dict[str, object]
 ) -> None:
     with pytest.raises(ValueError, match="audit detail"):
         audit_log(session, keys).record(
@@ -318,7 +318,7 @@ def test_details_that_cannot_be_kept_exactly_are_refused(
 
 
 def test_the_full_mykad_is_never_stored(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, engine: Engine
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, engine: Engine
 ) -> None:
     seed(sessions, keys, clock)
     with sessions() as session:
@@ -337,7 +337,7 @@ def test_the_full_mykad_is_never_stored(
 
 
 def test_record_never_commits(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     with sessions() as session:
         audit_log(session, keys).record(
@@ -351,7 +351,7 @@ def test_record_never_commits(
 
 
 def test_one_transaction_writes_one_chain(
-    session: Session, keys: DerivedKeys, clock: FrozenClock
+    session: Session, keys: Secrets, clock: FrozenClock
 ) -> None:
     log = audit_log(session, keys)
     refs = [subject_ref(keys.subject_ref, mykad) for mykad in MYKADS]
@@ -372,7 +372,7 @@ def test_one_transaction_writes_one_chain(
 def test_further_events_of_a_transaction_read_the_head_once(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     is_postgres: bool,
 ) -> None:
@@ -407,7 +407,7 @@ def test_further_events_of_a_transaction_read_the_head_once(
 
 @pytest.mark.parametrize("savepoint_ends", ["rolled back", "released"])
 def test_an_event_in_a_savepoint_leaves_the_head_right(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, savepoint_ends: str
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, savepoint_ends: str
 ) -> None:
     with sessions() as session:
         log = audit_log(session, keys)
@@ -428,7 +428,7 @@ def test_an_event_in_a_savepoint_leaves_the_head_right(
 
 
 def test_a_long_lived_session_sees_heads_moved_by_others(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     # The sessions keep loaded objects across commits (expire_on_commit=False); a head taken
     # from the identity map would be stale here.
@@ -445,7 +445,7 @@ def test_a_long_lived_session_sees_heads_moved_by_others(
 
 
 def test_query_events_filters_and_pages(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     ids = seed(sessions, keys, clock)
     ref = subject_ref(keys.subject_ref, MYKADS[1])
@@ -468,7 +468,7 @@ def test_query_events_filters_and_pages(
 
 def run_writers(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     *,
     chains: int,
@@ -511,7 +511,7 @@ def run_writers(
 
 
 def test_concurrent_writers_keep_every_chain_contiguous(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     run_writers(sessions, keys, clock, chains=CHAINS)
 
@@ -531,7 +531,7 @@ def test_concurrent_writers_keep_every_chain_contiguous(
 
 
 def test_verifying_during_writes_finds_no_false_break(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     people = [f"8501011{n:05d}" for n in range(64)]
     writers = threading.Thread(
@@ -553,7 +553,7 @@ def test_verifying_during_writes_finds_no_false_break(
 
 def test_first_event_of_a_chain_created_concurrently(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     engine: Engine,
     is_postgres: bool,
@@ -599,7 +599,7 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
 
 def test_measure_chains_under_concurrency(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     engine: Engine,
     is_postgres: bool,

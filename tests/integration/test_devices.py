@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.clock import FrozenClock
-from app.crypto.sealing import SealBroken, open_sealed
+from app.crypto.sealing import SealBroken
 from app.db import unit_of_work
 from app.errors import ActivationCodeConsumed
 from app.models import AuditEvent, User
@@ -206,11 +206,11 @@ def test_a_sealed_message_opens_only_for_its_device_and_request(
         row = session.scalars(select(DeviceMessage)).one()
     assert row.sealed_payload is not None and app.device_id is not None
     key = runtime.keys.outbox_seal
-    assert open_sealed(key, row.sealed_payload, associated_data(app.device_id, request_id))
+    assert key.open(row.sealed_payload, associated_data(app.device_id, request_id))
     with pytest.raises(SealBroken):
-        open_sealed(key, row.sealed_payload, associated_data("another-device", request_id))
+        key.open(row.sealed_payload, associated_data("another-device", request_id))
     with pytest.raises(SealBroken):
-        open_sealed(key, row.sealed_payload, associated_data(app.device_id, "another-request"))
+        key.open(row.sealed_payload, associated_data(app.device_id, "another-request"))
 
 
 def test_a_new_phone_number_deactivates_the_devices(runtime: Runtime, factory: Factory) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.crypto.secrets import keyed_digest
 from app.db import unit_of_work
 from app.errors import RateLimited
@@ -25,7 +25,7 @@ MYKAD = "850101145555"
 
 
 def hit(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, *hits: Hit
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, *hits: Hit
 ) -> int | None:
     """One unit of work counting `hits`: None if accepted, else the Retry-After."""
     try:
@@ -42,7 +42,7 @@ def counted(sessions: sessionmaker[Session]) -> int:
 
 
 def test_over_the_limit_is_refused_the_refusals_are_counted_and_the_window_rolls_over(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     person = Hit(PERSON, MYKAD, "too many for this person")
     assert [hit(sessions, keys, clock, person) for _ in range(3)] == [None, None, None]
@@ -64,7 +64,7 @@ def test_over_the_limit_is_refused_the_refusals_are_counted_and_the_window_rolls
 
 
 def test_each_limit_is_counted_and_the_longest_wait_is_answered(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     signer_hits = [Hit(SIGNER, "igfmas", "too many for this signer")]
     for i in range(8):
@@ -91,7 +91,7 @@ def test_each_limit_is_counted_and_the_longest_wait_is_answered(
 
 
 def test_a_sharded_count_is_the_sum_of_its_shards(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     signer = Hit(SIGNER, "igfmas", "too many for this signer")
     assert all(hit(sessions, keys, clock, signer) is None for _ in range(8))
@@ -106,7 +106,7 @@ def test_a_sharded_count_is_the_sum_of_its_shards(
 
 @pytest.mark.postgres_only
 def test_a_hit_in_a_new_bucket_waits_for_one_in_flight_in_the_previous_bucket(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     one = RateLimit("test:one", limit=1, window_seconds=60)
     held = sessions()

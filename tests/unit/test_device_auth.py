@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from app.crypto.keys import SoftwareMacKey
 from app.errors import DeviceNotEligible, SignatureRejected
 from app.services.devices.activation_code import activation_code_mac
 from app.services.devices.auth import (
@@ -212,7 +213,7 @@ def test_only_p256_public_keys() -> None:
 
 
 def test_activation_code_macs_are_bound_to_their_device() -> None:
-    key = b"k" * 32
+    key = SoftwareMacKey(b"k" * 32)
     assert activation_code_mac(key, "a", "123456") != activation_code_mac(key, "b", "123456")
     assert activation_code_mac(key, "a1", "23456") != activation_code_mac(key, "a", "123456")
 

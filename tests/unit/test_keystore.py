@@ -12,6 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
+from app.crypto.keys import SoftwareMacKey
 from app.crypto.keystore import (
     HASHES,
     GeneratedKey,
@@ -260,7 +261,7 @@ BINDING = OtpBinding(
     document_hash=hashlib.sha256(MESSAGE).hexdigest(),
     signer_id="8a7f1e2d-3c4b-4a59-9e6d-1f0a2b3c4d5e",
 )
-OTP_KEY = secrets.token_bytes(32)
+OTP_KEY = SoftwareMacKey(secrets.token_bytes(32))
 
 
 def test_otp_mac_is_a_function_of_key_otp_and_binding() -> None:
@@ -289,7 +290,7 @@ def test_otp_mac_changes_with_the_otp_and_the_key() -> None:
     mac = otp_mac(OTP_KEY, "123456", BINDING)
     assert otp_mac(OTP_KEY, "123457", BINDING) != mac
     assert otp_mac(OTP_KEY, "1234560", BINDING) != mac
-    assert otp_mac(secrets.token_bytes(32), "123456", BINDING) != mac
+    assert otp_mac(SoftwareMacKey(secrets.token_bytes(32)), "123456", BINDING) != mac
 
 
 def test_otp_binding_fields_cannot_be_shifted_into_each_other() -> None:
@@ -315,19 +316,19 @@ def test_generate_otp_is_six_random_digits() -> None:
 
 
 def test_pin_mac_is_bound_to_the_credential() -> None:
-    pepper = secrets.token_bytes(32)
+    pepper = SoftwareMacKey(secrets.token_bytes(32))
     mac = pin_mac(pepper, "credential-a", "583920")
     assert pin_mac(pepper, "credential-a", "583920") == mac
     assert pin_mac(pepper, "credential-b", "583920") != mac
     assert pin_mac(pepper, "credential-a", "583921") != mac
-    assert pin_mac(secrets.token_bytes(32), "credential-a", "583920") != mac
+    assert pin_mac(SoftwareMacKey(secrets.token_bytes(32)), "credential-a", "583920") != mac
     # Length-prefixed: the boundary between id and PIN is part of the MAC.
     assert pin_mac(pepper, "credential-a5", "83920") != mac
     assert len(mac) == 32
 
 
 def test_macs_equal() -> None:
-    pepper = secrets.token_bytes(32)
+    pepper = SoftwareMacKey(secrets.token_bytes(32))
     mac = pin_mac(pepper, "credential-a", "583920")
     assert macs_equal(mac, pin_mac(pepper, "credential-a", "583920")) is True
     assert macs_equal(mac, pin_mac(pepper, "credential-a", "583921")) is False

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.crypto.keys import SoftwareMacKey
 from app.services.lifecycle.tokens import generate_token, token_mac
 from app.services.mail.notices import Notice
 from app.services.mail.texts.alerts import (
@@ -77,7 +78,7 @@ def test_the_signing_notice_names_the_document_the_system_and_the_time() -> None
 
 
 def test_a_token_mac_is_bound_to_purpose_and_subject() -> None:
-    key = bytes(range(32))
+    key = SoftwareMacKey(bytes(range(32)))
     token = generate_token()
     assert len(token) == 32 and re.fullmatch(r"[A-Za-z0-9_-]+", token)
     mac = token_mac(key, "pin_reset", ID, token)
@@ -85,7 +86,7 @@ def test_a_token_mac_is_bound_to_purpose_and_subject() -> None:
     assert mac == token_mac(key, "pin_reset", ID, token)
     assert mac != token_mac(key, "pin_setup", ID, token)
     assert mac != token_mac(key, "pin_reset", ID[:-1] + "1", token)
-    assert mac != token_mac(bytes(32), "pin_reset", ID, token)
+    assert mac != token_mac(SoftwareMacKey(bytes(32)), "pin_reset", ID, token)
     # Length prefixes: moving a character from one field to the next changes the MAC.
     assert token_mac(key, "ab", "c", token) != token_mac(key, "a", "bc", token)
     assert generate_token() != generate_token()

@@ -8,12 +8,11 @@ here, the same way. Nothing secret is ever written: the MyKad appears only as a 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from app.crypto.keys import MacKey
 from app.crypto.secrets import keyed_digest
 from app.validation import MYKAD_PATTERN
 
@@ -24,13 +23,13 @@ MAC_CONTEXT = "roamsign/audit-event/v1"
 DetailValue = str | int | bool | None
 
 
-def subject_ref(subject_key: bytes, mykad: str) -> str:
+def subject_ref(subject_key: MacKey, mykad: str) -> str:
     """The keyed digest that stands for a MyKad in the trail (use it to filter events)."""
     return keyed_digest(subject_key, mykad_digits(mykad))
 
 
 def event_mac(
-    mac_key: bytes,
+    mac_key: MacKey,
     *,
     chain: int,
     seq: int,
@@ -58,7 +57,7 @@ def event_mac(
         outcome,
         json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
     )
-    return hmac.new(mac_key, message, hashlib.sha256).hexdigest()
+    return mac_key.mac(message).hex()
 
 
 def mykad_digits(mykad: str) -> str:

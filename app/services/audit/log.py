@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from app.crypto.keys import MacKey
 from app.db import insert_with_on_conflict
 from app.models import AuditChainHead, AuditEvent
 from app.services.audit.event import (
@@ -141,7 +142,7 @@ class AuditLog:
     """
 
     def __init__(
-        self, session: Session, mac_key: bytes, subject_key: bytes, chains: int = DEFAULT_CHAINS
+        self, session: Session, mac_key: MacKey, subject_key: MacKey, chains: int = DEFAULT_CHAINS
     ) -> None:
         if chains < 1:
             raise ValueError("chains must be at least 1")

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.crypto.keys import MacKey
 from app.errors import ValidationFailed
 from app.models import AuditEvent
 from app.services.audit.event import subject_ref
@@ -26,7 +27,7 @@ class AuditPage:
 
 
 class AuditTrailService:
-    def __init__(self, session: Session, subject_key: bytes) -> None:
+    def __init__(self, session: Session, subject_key: MacKey) -> None:
         self.session = session
         self._subject_key = subject_key
 

@@ -10,6 +10,7 @@ from typing import NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.crypto.keys import MacKey
 from app.models import AuditChainHead, AuditEvent
 from app.services.audit.event import GENESIS_MAC, event_mac
 
@@ -34,7 +35,7 @@ class AuditVerification:
 
 
 def verify_audit_trail(
-    session: Session, mac_key: bytes, *, batch_size: int = VERIFY_BATCH
+    session: Session, mac_key: MacKey, *, batch_size: int = VERIFY_BATCH
 ) -> AuditVerification:
     """Recompute every chain and report the first event that does not verify.
 

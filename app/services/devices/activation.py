@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.crypto.secrets import macs_equal
 from app.db import after_commit, keep_changes
 from app.errors import (
@@ -54,7 +54,7 @@ class DeviceActivator:
     """Activates devices in the caller's session; never commits."""
 
     def __init__(
-        self, session: Session, *, settings: Settings, keys: DerivedKeys, audit: AuditLog
+        self, session: Session, *, settings: Settings, keys: Secrets, audit: AuditLog
     ) -> None:
         self.session = session
         self.settings = settings

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from app.crypto.keys import MacKey, SealKey
 from app.errors import NoEmailAddress
 from app.models import User
 from app.models.device import Device
@@ -17,12 +16,12 @@ from app.services.mail.outbox import Outbox
 from app.services.mail.texts.devices import ActivationCodeNotice
 
 
-def activation_code_mac(key: bytes, device_id: str, code: str) -> bytes:
+def activation_code_mac(key: MacKey, device_id: str, code: str) -> bytes:
     """The code's MAC, bound to its device: a code for one registration opens no other."""
     message = b"".join(
         len(part).to_bytes(4, "big") + part for part in (device_id.encode(), code.encode())
     )
-    return hmac.new(key, message, hashlib.sha256).digest()
+    return key.mac(message)
 
 
 class ActivationCodeSender(Protocol):
@@ -38,7 +37,7 @@ class ActivationCodeSender(Protocol):
 class EmailActivationCodeSender:
     """Queues the code in the outbox, to the person's registered address only."""
 
-    def __init__(self, session: Session, seal_key: bytes) -> None:
+    def __init__(self, session: Session, seal_key: SealKey) -> None:
         self.session = session
         self._seal_key = seal_key
 

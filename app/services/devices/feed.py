@@ -18,6 +18,7 @@ import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import Clock
+from app.crypto.keys import SealKey
 from app.db import after_commit, unit_of_work
 from app.errors import SignatureRejected
 from app.metrics import DEVICE_MESSAGE_DELAY
@@ -47,7 +48,7 @@ class MessageFeed:
         sessions: sessionmaker[Session],
         database_slots: Callable[[], asyncio.Semaphore],
         clock: Clock,
-        seal_key: bytes,
+        seal_key: SealKey,
         audit: Callable[[Session], AuditLog],
         max_skew_seconds: int,
         poll_seconds: float,

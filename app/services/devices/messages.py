@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from app.crypto.sealing import open_sealed, seal
+from app.crypto.keys import SealKey
 from app.db import after_commit
 from app.models import RequestStatus, SigningRequest
 from app.models.device import Device, DeviceMessage, DeviceMessageStatus
@@ -147,7 +147,7 @@ def wipe_expired(session: Session, now: datetime) -> int:
 class DeviceMessageStore:
     """Stores and claims a device's OTP messages in the caller's session; never commits."""
 
-    def __init__(self, session: Session, seal_key: bytes) -> None:
+    def __init__(self, session: Session, seal_key: SealKey) -> None:
         self.session = session
         self._seal_key = seal_key
 
@@ -158,8 +158,7 @@ class DeviceMessageStore:
             {
                 "device_id": device.id,
                 "request_id": message.request_id,
-                "sealed_payload": seal(
-                    self._seal_key,
+                "sealed_payload": self._seal_key.seal(
                     message.encode(),
                     associated_data(device.id, message.request_id),
                 ),
@@ -209,7 +208,7 @@ class DeviceMessageStore:
             if taken is None or outcome != DeviceMessageStatus.DELIVERED or sealed is None:
                 continue
             message = OtpMessage.decode(
-                open_sealed(self._seal_key, sealed, associated_data(device_id, row.request_id))
+                self._seal_key.open(sealed, associated_data(device_id, row.request_id))
             )
             delivered.append((message, row.created_at))
         return delivered

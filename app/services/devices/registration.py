@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.crypto.secrets import generate_otp
 from app.db import after_commit, keep_changes
 from app.errors import DeviceNotEligible, RateLimited, UnregisteredPhone
@@ -57,7 +57,7 @@ class DeviceRegistrar:
         session: Session,
         *,
         settings: Settings,
-        keys: DerivedKeys,
+        keys: Secrets,
         audit: AuditLog,
         code_sender: ActivationCodeSender,
     ) -> None:

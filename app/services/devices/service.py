@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.db import after_commit
 from app.errors import NotFound
 from app.models import User
@@ -42,7 +42,7 @@ class DeviceService:
         session: Session,
         *,
         settings: Settings,
-        keys: DerivedKeys,
+        keys: Secrets,
         audit: AuditLog,
         code_sender: ActivationCodeSender,
     ) -> None:

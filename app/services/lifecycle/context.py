@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import SealKey, Secrets
 from app.crypto.keystore import KeyStore
 from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
@@ -22,7 +22,7 @@ class LifecycleContext:
 
     session: Session
     settings: Settings
-    keys: DerivedKeys = field(repr=False)
+    keys: Secrets = field(repr=False)
     key_store: KeyStore
     ca: CertificateAuthorityService
     audit: AuditLog
@@ -32,5 +32,5 @@ class LifecycleContext:
         return TokenService(self.session, self.keys.token_mac, self.audit)
 
     @property
-    def seal_key(self) -> bytes:
+    def seal_key(self) -> SealKey:
         return self.keys.outbox_seal

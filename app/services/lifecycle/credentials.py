@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.crypto.ca import certificate_pem, serial_hex
+from app.crypto.keys import MacKey
 from app.crypto.keystore import KEY_ALGORITHMS, KeyAlgorithm, KeyStore
 from app.crypto.secrets import pin_mac
 from app.errors import Conflict, NoEmailAddress, NotFound, ValidationFailed
@@ -72,7 +73,7 @@ class CredentialService:
         key_store: KeyStore,
         ca: CertificateAuthorityService,
         audit: AuditLog,
-        pin_pepper: bytes,
+        pin_pepper: MacKey,
     ) -> None:
         self.session = session
         self.key_store = key_store

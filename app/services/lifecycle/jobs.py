@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.clock import Clock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import SealKey, Secrets
 from app.db import unit_of_work
 from app.models import Credential, CredentialStatus, JobRun, User
 from app.services.audit.log import AuditLog
@@ -159,7 +159,7 @@ class ExpiryNotices:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        seal_key: bytes,
+        seal_key: SealKey,
         audit: Callable[[Session], AuditLog],
         days: int,
     ) -> None:
@@ -242,7 +242,7 @@ class JobHost(Protocol):
 
     settings: Settings
     sessions: sessionmaker[Session]
-    keys: DerivedKeys
+    keys: Secrets
     clock: Clock
 
     def audit_log(self, session: Session) -> AuditLog: ...

@@ -1,7 +1,7 @@
 """One-time tokens e-mailed to a person: address verification, PIN setup, PIN reset.
 
-A token is 192 random bits, shown once (in its e-mail) and kept only as an HMAC under a key
-derived from the master key, bound to its purpose and subject (an application, a credential, a
+A token is 192 random bits, shown once (in its e-mail) and kept only as an HMAC under the token
+MAC key (`Secrets.token_mac`), bound to its purpose and subject (an application, a credential, a
 person): a token for one application never verifies another. It is single-use, expires, and a
 newer token for the same purpose and subject ends the older one. Its entropy makes guessing
 pointless, so wrong tries are audited, not counted.
@@ -9,8 +9,6 @@ pointless, so wrong tries are audited, not counted.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.crypto.keys import MacKey
 from app.db import keep_changes
 from app.errors import RateLimited, TokenConsumed, TokenExpired, TokenNotValid
 from app.models import OneTimeToken, TokenPurpose, User
@@ -33,12 +32,12 @@ def generate_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def token_mac(key: bytes, purpose: str, subject_id: str, token: str) -> bytes:
+def token_mac(key: MacKey, purpose: str, subject_id: str, token: str) -> bytes:
     message = b"".join(
         len(part).to_bytes(4, "big") + part
         for part in (purpose.encode(), subject_id.encode(), token.encode())
     )
-    return hmac.new(key, message, hashlib.sha256).digest()
+    return key.mac(message)
 
 
 @dataclass(frozen=True, repr=False)
@@ -62,7 +61,7 @@ class TokenSent:
 class TokenService:
     """Issues and consumes tokens in the caller's session; never commits."""
 
-    def __init__(self, session: Session, mac_key: bytes, audit: AuditLog) -> None:
+    def __init__(self, session: Session, mac_key: MacKey, audit: AuditLog) -> None:
         self.session = session
         self._mac_key = mac_key
         self.audit = audit

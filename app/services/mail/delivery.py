@@ -43,7 +43,8 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import Clock
-from app.crypto.sealing import SealBroken, open_sealed
+from app.crypto.keys import SealKey
+from app.crypto.sealing import SealBroken
 from app.errors import ConfigurationError
 from app.metrics import MAILS_DELIVERED
 from app.models.outbox import OutboxStatus
@@ -99,7 +100,7 @@ class DeliveryWorker:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        seal_key: bytes,
+        seal_key: SealKey,
         transport: Transport,
         clock: Clock,
         settings: Settings,
@@ -266,8 +267,7 @@ class DeliveryWorker:
             self._fail(claim, "nothing to send (the message was wiped)")
             return "failed"
         try:
-            return open_sealed(
-                self._seal_key,
+            return self._seal_key.open(
                 claim.sealed_message,
                 associated_data(claim.id, claim.request_id, claim.recipient),
             )

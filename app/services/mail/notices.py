@@ -13,6 +13,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from app.crypto.keys import SealKey
 from app.models import Credential, OutboxMessage, SigningRequest, User
 from app.services.mail.outbox import Outbox
 from app.services.mail.texts.alerts import (
@@ -41,7 +42,7 @@ class TokenNotice(Notice, Protocol):
 
 def queue_notice(
     session: Session,
-    seal_key: bytes,
+    seal_key: SealKey,
     *,
     purpose: str,
     recipient: str | None,
@@ -63,7 +64,7 @@ def queue_notice(
 
 def queue_token_notice(
     session: Session,
-    seal_key: bytes,
+    seal_key: SealKey,
     *,
     purpose: str,
     recipient: str | None,
@@ -84,7 +85,7 @@ def queue_token_notice(
 
 def queue_signing_notice(
     session: Session,
-    seal_key: bytes,
+    seal_key: SealKey,
     user: User,
     request: SigningRequest,
     signer_name: str,
@@ -111,7 +112,7 @@ def queue_signing_notice(
 
 
 def queue_credential_locked_notice(
-    session: Session, seal_key: bytes, user: User, credential: Credential, now: datetime
+    session: Session, seal_key: SealKey, user: User, credential: Credential, now: datetime
 ) -> OutboxMessage | None:
     """The credential was just locked by wrong PINs: tell the person how to get it back.
 
@@ -130,7 +131,7 @@ def queue_credential_locked_notice(
 
 
 def queue_pin_changed_notice(
-    session: Session, seal_key: bytes, user: User, credential: Credential, now: datetime
+    session: Session, seal_key: SealKey, user: User, credential: Credential, now: datetime
 ) -> OutboxMessage | None:
     notice = PinChangedNotice(name=user.name, changed_at=now, credential_id=credential.id)
     return queue_notice(
@@ -139,7 +140,7 @@ def queue_pin_changed_notice(
 
 
 def queue_email_changed_notice(
-    session: Session, seal_key: bytes, user: User, old_address: str | None, now: datetime
+    session: Session, seal_key: SealKey, user: User, old_address: str | None, now: datetime
 ) -> OutboxMessage | None:
     """To the previous address, after the new one (already on `user`) took effect."""
     assert user.email is not None  # the change just set it
@@ -152,7 +153,7 @@ def queue_email_changed_notice(
 
 
 def queue_revoked_notice(
-    session: Session, seal_key: bytes, user: User, credential: Credential, now: datetime
+    session: Session, seal_key: SealKey, user: User, credential: Credential, now: datetime
 ) -> OutboxMessage | None:
     notice = CredentialRevokedNotice(
         name=user.name,
@@ -171,7 +172,7 @@ def queue_revoked_notice(
 
 
 def queue_expiry_notice(
-    session: Session, seal_key: bytes, user: User, credential: Credential, now: datetime
+    session: Session, seal_key: SealKey, user: User, credential: Credential, now: datetime
 ) -> OutboxMessage | None:
     assert credential.not_after is not None  # only certificates expire here
     notice = ExpiryNotice(

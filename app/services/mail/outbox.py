@@ -20,7 +20,7 @@ from email.utils import format_datetime, parseaddr
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
-from app.crypto.sealing import open_sealed, seal
+from app.crypto.keys import SealKey
 from app.db import after_commit
 from app.models.base import new_id
 from app.models.outbox import OutboxMessage, OutboxStatus
@@ -53,12 +53,11 @@ def associated_data(message_id: str, request_id: str | None, recipient: str) -> 
     return f"outbox:{message_id}:{request_id or ''}:{recipient}".encode()
 
 
-def open_message(seal_key: bytes, message: OutboxMessage) -> bytes:
+def open_message(seal_key: SealKey, message: OutboxMessage) -> bytes:
     """The RFC 5322 bytes (CRLF line ends, no From header) of a message not yet wiped."""
     if message.sealed_message is None:
         raise ValueError(f"outbox message {message.id} holds no message (sent or wiped)")
-    return open_sealed(
-        seal_key,
+    return seal_key.open(
         message.sealed_message,
         associated_data(message.id, message.request_id, message.recipient),
     )
@@ -67,7 +66,7 @@ def open_message(seal_key: bytes, message: OutboxMessage) -> bytes:
 class Outbox:
     """Queues e-mail in the caller's session; never commits (the caller's commit does)."""
 
-    def __init__(self, session: Session, seal_key: bytes) -> None:
+    def __init__(self, session: Session, seal_key: SealKey) -> None:
         self.session = session
         self._seal_key = seal_key
 
@@ -116,7 +115,7 @@ class Outbox:
             if courier is not None and not self.session.in_nested_transaction()
             else None
         )
-        sealed = seal(self._seal_key, message, associated_data(message_id, request_id, recipient))
+        sealed = self._seal_key.seal(message, associated_data(message_id, request_id, recipient))
         values = {
             "id": message_id,
             "purpose": purpose,

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.crypto.secrets import macs_equal, otp_mac, pin_mac
 from app.db import keep_changes
 from app.errors import AuthorizationFailed, RequestLocked, ValidationFailed
@@ -38,7 +38,7 @@ class OtpPinCheck:
     """Checks an OTP and a PIN in the contract's order and counts the failures."""
 
     def __init__(
-        self, session: Session, *, settings: Settings, keys: DerivedKeys, audit: AuditLog
+        self, session: Session, *, settings: Settings, keys: Secrets, audit: AuditLog
     ) -> None:
         self.session = session
         self.settings = settings

@@ -10,8 +10,6 @@ decoded at the edge (app.schemas.csc).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.crypto.secrets import macs_equal
 from app.errors import NotFound, ValidationFailed
 from app.models import Credential, CredentialStatus, Medium, SigningRequest, User
@@ -80,7 +78,7 @@ class CscService:
         *,
         signing: SigningService,
         ca: CertificateAuthorityService,
-        keys: DerivedKeys,
+        keys: Secrets,
         settings: Settings,
         audit: AuditLog,
     ) -> None:
@@ -275,9 +273,7 @@ class CscService:
     def _sad_mac(self, secret: str, request: SigningRequest) -> bytes:
         # The binding encodes its fields length-prefixed, so the secret appended cannot blur
         # into them.
-        return hmac.new(
-            self.keys.sad_mac, binding_of(request).encode() + secret.encode(), hashlib.sha256
-        ).digest()
+        return self.keys.sad_mac.mac(binding_of(request).encode() + secret.encode())
 
 
 def _hash_algorithm(oid: str) -> str:

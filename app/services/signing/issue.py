@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.crypto.secrets import generate_otp, otp_mac
 from app.db import after_commit
 from app.errors import CredentialNotActive, NoActiveDevice, NoEmailAddress, OtpPending, RateLimited
@@ -60,7 +60,7 @@ class OtpIssuer:
     """Issues one OTP for one document hash, for the person's usable roaming credential."""
 
     def __init__(
-        self, session: Session, *, settings: Settings, keys: DerivedKeys, audit: AuditLog
+        self, session: Session, *, settings: Settings, keys: Secrets, audit: AuditLog
     ) -> None:
         self.session = session
         self.settings = settings

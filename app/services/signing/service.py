@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.crypto.keystore import KeyStore
 from app.errors import NotFound, OtpConsumed
 from app.models import Credential, RequestStatus, Signature, SigningRequest, User
@@ -61,7 +61,7 @@ class SigningService:
         session: Session,
         *,
         settings: Settings,
-        keys: DerivedKeys,
+        keys: Secrets,
         key_store: KeyStore,
         ca: CertificateAuthorityService,
         audit: AuditLog,

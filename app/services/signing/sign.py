@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.crypto.cms import build_detached_cms, signature_algorithm_name
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.crypto.keystore import KeyStore, PublicKey, RsaPadding
 from app.db import after_commit
 from app.errors import OtpConsumed
@@ -52,7 +52,7 @@ class SignatureMaker:
         self,
         session: Session,
         *,
-        keys: DerivedKeys,
+        keys: Secrets,
         key_store: KeyStore,
         ca: CertificateAuthorityService,
         audit: AuditLog,

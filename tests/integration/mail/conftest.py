@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.services.mail.delivery import DeliveryWorker
 from app.services.mail.sink import MailSink
 from app.settings import Settings
@@ -23,7 +23,7 @@ def settings(sink: MailSink) -> Settings:
 
 @pytest.fixture
 def workers(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> Iterator[Workers]:
     factory = Workers(sessions, keys, clock)
     yield factory

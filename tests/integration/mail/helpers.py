@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.db import make_sessionmaker, unit_of_work
 from app.models.outbox import OutboxMessage
 from app.services.mail.courier import COURIER_KEY, Claim, Courier
@@ -51,9 +51,7 @@ def smtp_settings(port: int, **overrides: Any) -> Settings:
 class Workers:
     """Builds delivery workers and closes their SMTP connections after the test."""
 
-    def __init__(
-        self, sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
-    ) -> None:
+    def __init__(self, sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock) -> None:
         self.sessions, self.keys, self.clock = sessions, keys, clock
         self.built: list[DeliveryWorker] = []
 
@@ -74,7 +72,7 @@ class Workers:
 
 def enqueue(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     *,
     request_id: str | None = None,
@@ -138,14 +136,14 @@ def courier_sessions(engine: Engine, courier: Courier) -> sessionmaker[Session]:
 
 
 def queue_in_unit(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock, **kwargs: Any
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, **kwargs: Any
 ) -> str:
     """Queue one message in a unit of work, as an endpoint does (after-commit hooks run)."""
     with unit_of_work(sessions) as session:
         return queue_in(session, keys, clock, **kwargs)
 
 
-def queue_in(session: Session, keys: DerivedKeys, clock: FrozenClock, **kwargs: Any) -> str:
+def queue_in(session: Session, keys: Secrets, clock: FrozenClock, **kwargs: Any) -> str:
     return (
         Outbox(session, keys.outbox_seal)
         .enqueue(

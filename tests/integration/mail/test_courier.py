@@ -13,7 +13,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.db import unit_of_work
 from app.models.outbox import OutboxStatus
 from app.services.mail.courier import Courier
@@ -48,7 +48,7 @@ def capture_statements(engine: Engine, into: list[str]) -> Iterator[None]:
 async def test_a_message_queued_where_loops_run_is_sent_without_a_claim(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     settings: Settings,
@@ -83,7 +83,7 @@ async def test_a_message_queued_where_loops_run_is_sent_without_a_claim(
 async def test_the_lease_is_taken_by_the_transaction_that_queues(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     workers: Workers,
     sink: MailSink,
@@ -114,7 +114,7 @@ async def test_the_lease_is_taken_by_the_transaction_that_queues(
 async def test_what_the_courier_cannot_carry_stays_pending(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
 ) -> None:
     unbound = Courier()
@@ -143,7 +143,7 @@ async def test_what_the_courier_cannot_carry_stays_pending(
 async def test_handed_claims_keep_the_deadline_and_go_back_when_the_loops_stop(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     workers: Workers,
     sink: MailSink,
@@ -174,7 +174,7 @@ async def test_handed_claims_keep_the_deadline_and_go_back_when_the_loops_stop(
 
 
 async def test_the_courier_carries_messages_with_a_deadline_first(
-    engine: Engine, keys: DerivedKeys, clock: FrozenClock
+    engine: Engine, keys: Secrets, clock: FrozenClock
 ) -> None:
     courier = bound_courier()
     carried = courier_sessions(engine, courier)
@@ -188,7 +188,7 @@ async def test_the_courier_carries_messages_with_a_deadline_first(
 
 
 async def test_the_pending_messages_of_one_unit_of_work_wake_one_loop(
-    engine: Engine, keys: DerivedKeys, clock: FrozenClock
+    engine: Engine, keys: Secrets, clock: FrozenClock
 ) -> None:
     courier = bound_courier(capacity=0)  # full: everything stays pending
     carried = courier_sessions(engine, courier)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.models.outbox import OutboxMessage, OutboxStatus
 from app.services.mail.claims import outbox_stats
 from app.services.mail.delivery import DeliveryReport, DeliveryWorker
@@ -61,7 +61,7 @@ class ClockAdvancingTransport:
 
 def test_delivers_once_with_headers_and_wipes(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     worker: DeliveryWorker,
@@ -99,7 +99,7 @@ def test_delivers_once_with_headers_and_wipes(
 
 def test_transient_failure_backs_off_then_delivers_exactly_once(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     worker: DeliveryWorker,
@@ -130,7 +130,7 @@ def test_transient_failure_backs_off_then_delivers_exactly_once(
 
 def test_permanent_failure_fails_and_wipes(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     worker: DeliveryWorker,
@@ -151,7 +151,7 @@ def test_permanent_failure_fails_and_wipes(
 
 def test_smtp_down_retries_and_the_request_side_is_unaffected(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     workers: Workers,
     dead_port: int,
@@ -174,7 +174,7 @@ def test_smtp_down_retries_and_the_request_side_is_unaffected(
 
 def test_message_past_not_after_while_smtp_is_down_is_never_sent(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     workers: Workers,
@@ -196,7 +196,7 @@ def test_message_past_not_after_while_smtp_is_down_is_never_sent(
 
 def test_not_after_is_checked_again_right_before_sending(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     workers: Workers,
@@ -217,7 +217,7 @@ def test_the_delivery_poll_names_its_statuses_in_the_sql(
     engine: Engine,
     worker: DeliveryWorker,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
 ) -> None:
     # With the status as a parameter, PostgreSQL may use a generic plan that scans every sent
@@ -243,7 +243,7 @@ def test_the_delivery_poll_names_its_statuses_in_the_sql(
 
 def test_messages_with_a_deadline_go_before_notices(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     worker: DeliveryWorker,
@@ -262,7 +262,7 @@ def test_messages_with_a_deadline_go_before_notices(
 
 def test_message_is_handed_back_when_the_lease_runs_low(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     workers: Workers,
@@ -285,7 +285,7 @@ def test_message_is_handed_back_when_the_lease_runs_low(
 
 def test_stale_sending_message_is_reclaimed_after_its_lease(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     worker: DeliveryWorker,
@@ -311,7 +311,7 @@ def test_stale_sending_message_is_reclaimed_after_its_lease(
 
 def test_stale_message_after_its_last_attempt_fails(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     worker: DeliveryWorker,
@@ -332,7 +332,7 @@ def test_stale_message_after_its_last_attempt_fails(
 
 def test_tampered_row_is_not_sent(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     worker: DeliveryWorker,
@@ -352,7 +352,7 @@ def test_tampered_row_is_not_sent(
 
 def test_reconnects_when_the_server_dropped_the_connection(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     tmp_path: Path,
     workers: Workers,
@@ -370,7 +370,7 @@ def test_reconnects_when_the_server_dropped_the_connection(
 
 def test_two_workers_deliver_each_message_exactly_once(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     workers: Workers,
@@ -413,7 +413,7 @@ def test_two_workers_deliver_each_message_exactly_once(
 @pytest.mark.postgres_only
 def test_claim_skips_rows_another_worker_holds(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     worker: DeliveryWorker,
@@ -431,7 +431,7 @@ def test_claim_skips_rows_another_worker_holds(
 
 def test_outbox_stats(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     worker: DeliveryWorker,
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.services.mail.courier import Nudge
 from app.services.mail.loop import run_delivery_loop
 from app.services.mail.sink import MailSink
@@ -29,7 +29,7 @@ from tests.integration.mail.helpers import (
 
 def observed_worker(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     settings: Settings,
     **kwargs: Any,
@@ -41,7 +41,7 @@ def observed_worker(
 
 async def test_loop_delivers_at_once_when_woken(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     settings: Settings,
@@ -85,7 +85,7 @@ async def test_a_nudge_wakes_one_waiting_loop_and_is_kept_when_none_waits() -> N
 
 async def test_loops_sharing_a_wakeup_deliver_each_message_once(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     workers: Workers,
@@ -112,7 +112,7 @@ async def test_loops_sharing_a_wakeup_deliver_each_message_once(
 
 async def test_loop_survives_a_failing_pass(
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     sink: MailSink,
     settings: Settings,

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
+from app.crypto.keys import Secrets
 from app.models import AuditEvent
 from app.models.outbox import OutboxStatus
 from app.services.audit.log import AuditLog
@@ -33,13 +33,11 @@ from tests.integration.mail.helpers import (
 )
 
 
-def auditing(keys: DerivedKeys) -> Callable[[Session], AuditLog]:
+def auditing(keys: Secrets) -> Callable[[Session], AuditLog]:
     return lambda session: AuditLog(session, keys.audit_mac, keys.subject_ref)
 
 
-def delivery_events(
-    sessions: sessionmaker[Session], keys: DerivedKeys
-) -> list[tuple[str, str | None]]:
+def delivery_events(sessions: sessionmaker[Session], keys: Secrets) -> list[tuple[str, str | None]]:
     """The audit trail's (action, target) in order, once it verifies."""
     with sessions() as session:
         events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
@@ -60,7 +58,7 @@ def count_commits(engine: Engine, into: list[int]) -> Iterator[None]:
 
 
 async def handed_claims(
-    engine: Engine, keys: DerivedKeys, clock: FrozenClock, count: int, *, gap: float = 0
+    engine: Engine, keys: Secrets, clock: FrozenClock, count: int, *, gap: float = 0
 ) -> list[Claim]:
     """`count` messages queued where a courier runs (each `gap` seconds after the last), and
     the claims it was handed, in order."""
@@ -79,7 +77,7 @@ async def handed_claims(
 async def test_the_messages_of_one_pass_are_marked_sent_in_one_transaction(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     workers: Workers,
     sink: MailSink,
@@ -126,7 +124,7 @@ class SecondRefused:
 async def test_a_sent_message_is_recorded_before_the_next_outcome(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     workers: Workers,
     sink: MailSink,
@@ -173,7 +171,7 @@ class WatchingTransport:
 async def test_a_sent_mark_is_committed_before_its_lease_runs_low(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     workers: Workers,
     sink: MailSink,
@@ -198,7 +196,7 @@ async def test_a_sent_mark_is_committed_before_its_lease_runs_low(
 class FailingAudit:
     """An audit log whose first `failures` events fail, as if the database went away."""
 
-    def __init__(self, keys: DerivedKeys, failures: int = 1) -> None:
+    def __init__(self, keys: Secrets, failures: int = 1) -> None:
         self.keys, self.failures = keys, failures
 
     def __call__(self, session: Session) -> AuditLog:
@@ -211,7 +209,7 @@ class FailingAudit:
 async def test_marks_a_failed_pass_could_not_commit_are_committed_by_the_release(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     workers: Workers,
     sink: MailSink,
@@ -240,7 +238,7 @@ async def test_marks_a_failed_pass_could_not_commit_are_committed_by_the_release
 async def test_closing_with_marks_it_cannot_commit_still_closes(
     engine: Engine,
     sessions: sessionmaker[Session],
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     workers: Workers,
     sink: MailSink,

@@ -12,15 +12,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import FrozenClock
-from app.crypto.keys import DerivedKeys
-from app.crypto.sealing import SealBroken, open_sealed
+from app.crypto.keys import DerivedKeys, Secrets, software_secrets
+from app.crypto.sealing import SealBroken
 from app.models.outbox import OutboxMessage, OutboxStatus
 from app.services.mail.outbox import Outbox, associated_data, open_message
 from tests.integration.mail.helpers import BODY, CODE, RECIPIENT, SUBJECT
 
 
 def test_enqueue_stores_only_ciphertext_bound_to_the_row(
-    session: Session, keys: DerivedKeys, clock: FrozenClock
+    session: Session, keys: Secrets, clock: FrozenClock
 ) -> None:
     request_id = str(uuid.uuid4())
     message = Outbox(session, keys.outbox_seal).enqueue(
@@ -57,14 +57,15 @@ def test_enqueue_stores_only_ciphertext_bound_to_the_row(
         associated_data(message.id, request_id, "mallory@example.com"),
     ):
         with pytest.raises(SealBroken):
-            open_sealed(keys.outbox_seal, sealed, wrong)
+            keys.outbox_seal.open(sealed, wrong)
     with pytest.raises(SealBroken):
-        open_sealed(DerivedKeys.from_master(b"\x01" * 32).outbox_seal, sealed,
-                    associated_data(message.id, request_id, RECIPIENT))  # fmt: skip
+        software_secrets(DerivedKeys.from_master(b"\x01" * 32)).outbox_seal.open(
+            sealed, associated_data(message.id, request_id, RECIPIENT)
+        )
 
 
 def test_enqueue_is_part_of_the_callers_transaction(
-    sessions: sessionmaker[Session], keys: DerivedKeys, clock: FrozenClock
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
 ) -> None:
     with sessions() as session:
         Outbox(session, keys.outbox_seal).enqueue(
@@ -80,7 +81,7 @@ def test_enqueue_is_part_of_the_callers_transaction(
     [{"Subject": "other"}, {"from": "x@example.com"}, {"X-Roamsign-Request-Id": "another"}],
 )
 def test_enqueue_refuses_headers_it_owns(
-    session: Session, keys: DerivedKeys, clock: FrozenClock, headers: dict[str, str]
+    session: Session, keys: Secrets, clock: FrozenClock, headers: dict[str, str]
 ) -> None:
     with pytest.raises(ValueError):
         Outbox(session, keys.outbox_seal).enqueue(
@@ -100,7 +101,7 @@ def test_enqueue_refuses_headers_it_owns(
 )
 def test_enqueue_refuses_line_breaks_in_headers(
     session: Session,
-    keys: DerivedKeys,
+    keys: Secrets,
     clock: FrozenClock,
     subject: str,
     headers: dict[str, str] | None,
@@ -117,7 +118,7 @@ def test_enqueue_refuses_line_breaks_in_headers(
 
 
 def test_non_ascii_subject_and_long_lines_round_trip(
-    session: Session, keys: DerivedKeys, clock: FrozenClock
+    session: Session, keys: Secrets, clock: FrozenClock
 ) -> None:
     subject = "Notis tandatangan: Baucar bayaran — Pérolehan " + "x" * 80
     body = "Dokumen «Tender 2026/11» ditandatangani.\n" + "y" * 200 + "\nKod: 123456\n"
