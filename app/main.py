@@ -42,7 +42,7 @@ from app.routers import (
     signing_requests,
     users,
 )
-from app.routers.pages import docs
+from app.routers.pages import docs, language, tokens
 from app.routers.pages.templating import STATIC_DIR
 from app.routing import CscRoute, error_format, error_format_for_path
 from app.runtime import Runtime
@@ -122,6 +122,8 @@ def create_app(
         csc.router,
         devices.router,
         docs.router,
+        language.router,
+        tokens.router,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

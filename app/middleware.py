@@ -20,6 +20,8 @@ from app.routing import error_format
 access_log = logging.getLogger("roamsign.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The pages post HTML forms (app/routers/pages): the size limit holds, the JSON rule does not.
+PAGE_PREFIXES = ("/me/", "/console/")
 
 
 class RequestContextMiddleware:
@@ -136,7 +138,8 @@ class JsonBodyMiddleware:
                     scope, send, PayloadTooLarge(f"bodies are limited to {self.max_bytes} bytes")
                 )
                 return
-        if body and not _is_json(_header(scope, b"content-type")):
+        is_page = scope["path"].startswith(PAGE_PREFIXES)
+        if body and not is_page and not _is_json(_header(scope, b"content-type")):
             await _send_problem(scope, send, UnsupportedMediaType())
             return
         replayed = False

@@ -15,6 +15,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, sync_playwright
@@ -173,3 +174,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "call":
         item.outcome_call = report  # type: ignore[attr-defined]
     return report
+
+
+LINK_LINE = re.compile(r"^Pautan / Link: https?://[^/\s]+(/\S+)\r?$", re.MULTILINE)
+
+
+def mail_text(message: EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def link_in_mail(site: Site, recipient: str, subject_part: str, timeout: float = 15) -> str:
+    """The page link (path and fragment) of the newest e-mail to `recipient` whose subject
+    has `subject_part`, once the server has delivered it to the sink."""
+    message = site.sink.wait_for(
+        lambda m: recipient in str(m["To"]) and subject_part in str(m["Subject"]),
+        timeout=timeout,
+    )
+    match = LINK_LINE.search(mail_text(message))
+    assert match, f"no link in the e-mail {message['Subject']!r}"
+    return match.group(1)
