@@ -42,7 +42,7 @@ from app.routers import (
     signing_requests,
     users,
 )
-from app.routers.pages import docs, language, tokens
+from app.routers.pages import docs, language, me, tokens
 from app.routers.pages.templating import STATIC_DIR
 from app.routing import CscRoute, error_format, error_format_for_path
 from app.runtime import Runtime
@@ -123,6 +123,7 @@ def create_app(
         devices.router,
         docs.router,
         language.router,
+        me.router,  # before tokens.router: /me/sign-in/code is not a token page
         tokens.router,
     ):
         app.include_router(router)

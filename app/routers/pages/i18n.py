@@ -86,6 +86,61 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "This form has expired or did not come from this page. Reload the page and try again.",
     ),
     "not_found": ("Halaman tidak dijumpai.", "Page not found."),
+    "signin.title": ("Log masuk", "Sign in"),
+    "signin.lead": (
+        "Masukkan nombor MyKad anda. Kod OTP akan dihantar ke peranti MyGPKI Mobile atau "
+        "e-mel anda.",
+        "Enter your MyKad number. An OTP will be sent to your MyGPKI Mobile device or e-mail.",
+    ),
+    "signin.mykad": ("Nombor MyKad", "MyKad number"),
+    "signin.send": ("Hantar kod OTP", "Send the OTP"),
+    "signin.mykad_invalid": (
+        "Nombor MyKad mesti 12 digit (contoh 850101-14-5555).",
+        "The MyKad number must be 12 digits (such as 850101-14-5555).",
+    ),
+    "signin.no_credential": (
+        "Tiada sijil roaming aktif untuk MyKad ini.",
+        "There is no active roaming certificate for this MyKad.",
+    ),
+    "signin.rate_limited": (
+        "Terlalu banyak percubaan. Cuba lagi sebentar lagi.",
+        "Too many tries. Try again in a while.",
+    ),
+    "signin.code_lead": (
+        "Kod OTP telah dihantar ke {destination}.",
+        "The OTP was sent to {destination}.",
+    ),
+    "signin.otp": ("Kod OTP (6 digit)", "OTP (6 digits)"),
+    "signin.pin": ("PIN", "PIN"),
+    "signin.submit": ("Log masuk", "Sign in"),
+    "signin.otp_invalid": ("Kod OTP ialah 6 digit.", "The OTP is 6 digits."),
+    "signin.pin_invalid": ("PIN ialah 6 hingga 8 digit.", "The PIN is 6 to 8 digits."),
+    "signin.wrong": (
+        "Kod OTP atau PIN tidak betul. Baki cubaan: {remaining}.",
+        "The OTP or the PIN is not correct. Tries left: {remaining}.",
+    ),
+    "signin.start_again": (
+        "Kod ini tidak boleh digunakan lagi (tamat tempoh, terkunci atau telah digunakan). "
+        "Mulakan semula.",
+        "This code can no longer be used (expired, locked or used). Start again.",
+    ),
+    "signin.locked": (
+        "Sijil anda dikunci selepas PIN salah berulang kali. Tetapkan semula PIN anda.",
+        "Your certificate is locked after repeated wrong PINs. Reset your PIN.",
+    ),
+    "signin.again": ("Mulakan semula", "Start again"),
+    "me.title": ("Akaun saya", "My account"),
+    "me.hello": ("Selamat datang, {name}", "Welcome, {name}"),
+    "me.pending": ("Permintaan tandatangan yang menunggu", "Signature requests waiting"),
+    "me.none_pending": ("Tiada permintaan yang menunggu.", "No requests waiting."),
+    "me.signatures": ("Tandatangan terkini saya", "My recent signatures"),
+    "me.none_signed": ("Belum ada tandatangan.", "No signatures yet."),
+    "me.document": ("Dokumen", "Document"),
+    "me.system": ("Sistem", "System"),
+    "me.time": ("Masa", "Time"),
+    "me.fingerprint": ("Cap jari dokumen", "Document fingerprint"),
+    "me.decline": ("Tolak", "Decline"),
+    "me.sign_out": ("Log keluar", "Sign out"),
     "refused": ("Permintaan ditolak", "Request refused"),
 }
 

@@ -17,6 +17,7 @@ from app.db import unit_of_work
 from app.routers.pages.i18n import DEFAULT_LANGUAGE, LANGUAGES, translate
 from app.routers.pages.templating import templates
 from app.runtime import Runtime
+from app.services.mail.texts.common import timestamp
 from app.units import Services
 
 T = TypeVar("T")
@@ -85,7 +86,13 @@ def render(
     response = templates.TemplateResponse(
         request,
         template,
-        {"t": t, "lang": language, "csrf": csrf_token(request), **(context or {})},
+        {
+            "t": t,
+            "lang": language,
+            "csrf": csrf_token(request),
+            "local_time": timestamp,
+            **(context or {}),
+        },
         status_code=status,
         headers={"Cache-Control": "no-store"},
     )
