@@ -7,6 +7,7 @@ it. It works once; the page says plainly when it has expired or was used."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -141,7 +142,7 @@ def _pin_errors(pin: str, again: str) -> dict[str, str]:
         check_pin(pin)
     except ValueError:
         return {"pin": "pin.invalid"}
-    if pin != again:
+    if not hmac.compare_digest(pin.encode(), again.encode()):
         return {"pin_again": "pin.mismatch"}
     return {}
 
