@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
 export ROAMSIGN_VAR_DIR ?= var
 
-.PHONY: install run test lint typecheck test-sqlite test-postgres openapi dockerfile bench bench-scale bench-breakdown bench-floor clean
+.PHONY: install vendor run test lint typecheck test-sqlite test-postgres openapi dockerfile bench bench-scale bench-breakdown bench-floor clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,11 @@ $(STAMP): requirements-dev.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+# The front-end files roamsign serves itself (Swagger UI for /docs), pinned, from the npm registry.
+vendor:
+	bash scripts/vendor-web.sh
+
+install: $(STAMP) vendor
 
 run: install
 	bash scripts/run-demo.sh
@@ -32,8 +36,10 @@ dockerfile:
 	bash scripts/check-dockerfile.sh
 
 # SoftHSM2 (Debian) for tests/hsm: the pkcs11 key store is tested on a real PKCS#11 token.
+# Chromium (Debian) for tests/browser: the pages are tested in a real headless browser.
 test-sqlite: install
 	bash scripts/ensure-softhsm.sh
+	bash scripts/ensure-chromium.sh
 	ROAMSIGN_TEST_DATABASE=sqlite $(BIN)/pytest
 
 test-postgres: install

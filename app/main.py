@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,6 +26,7 @@ from app.metrics import FAILURES
 from app.middleware import (
     JsonBodyMiddleware,
     RequestContextMiddleware,
+    SecurityHeadersMiddleware,
     UnexpectedErrorMiddleware,
 )
 from app.routers import (
@@ -40,6 +42,8 @@ from app.routers import (
     signing_requests,
     users,
 )
+from app.routers.pages import docs, language, me, tokens
+from app.routers.pages.templating import STATIC_DIR
 from app.routing import CscRoute, error_format, error_format_for_path
 from app.runtime import Runtime
 from app.schemas.problem import body_schemas
@@ -97,6 +101,9 @@ def create_app(
         description=API_DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        # FastAPI's own pages load their scripts from a CDN: ours are served from /static.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     # What a request no route answers speaks (an unknown path, a body refused before routing):
@@ -114,13 +121,19 @@ def create_app(
         audit_events.router,
         csc.router,
         devices.router,
+        docs.router,
+        language.router,
+        me.router,  # before tokens.router: /me/sign-in/code is not a token page
+        tokens.router,
     ):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     install_error_handlers(app)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # Innermost first: the request context wraps everything, the last-resort 500 included.
     app.add_middleware(JsonBodyMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, handler=on_unexpected)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -20,6 +20,8 @@ from app.routing import error_format
 access_log = logging.getLogger("roamsign.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The pages post HTML forms (app/routers/pages): the size limit holds, the JSON rule does not.
+PAGE_PREFIXES = ("/me/", "/console/")
 
 
 class RequestContextMiddleware:
@@ -136,7 +138,8 @@ class JsonBodyMiddleware:
                     scope, send, PayloadTooLarge(f"bodies are limited to {self.max_bytes} bytes")
                 )
                 return
-        if body and not _is_json(_header(scope, b"content-type")):
+        is_page = scope["path"].startswith(PAGE_PREFIXES)
+        if body and not is_page and not _is_json(_header(scope, b"content-type")):
             await _send_problem(scope, send, UnsupportedMediaType())
             return
         replayed = False
@@ -179,3 +182,42 @@ async def _send_problem(scope: Scope, send: Send, error: DomainError) -> None:
     ]
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+# Pages load scripts and styles only from roamsign itself, as files (no inline script or
+# style), and are never framed; a token in a page's URL fragment is never sent as a Referer.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+_SECURITY_HEADERS = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+class SecurityHeadersMiddleware:
+    """Adds the Content-Security-Policy and its companions to every answer (an API answer is
+    never rendered, so they cost it nothing and protect a page that is)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *(header for header in _SECURITY_HEADERS if header[0] not in present),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -17,6 +17,7 @@ from app.services.audit.log import AuditLog
 from app.services.ca import CaCache
 from app.services.mail.courier import COURIER_KEY, Courier
 from app.services.mail.delivery import DeliveryWorker
+from app.services.mail.texts.common import configure_time_zone
 from app.services.mail.transport import SmtpTransport
 from app.settings import Settings
 
@@ -38,6 +39,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         settings.check_production_safety()
+        configure_time_zone(settings.timezone)
         key_store = SoftwareKeyStore(DerivedKeys.from_master(settings.load_master_key()).key_store)
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
         courier = Courier()

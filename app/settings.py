@@ -9,8 +9,9 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.errors import ConfigurationError
@@ -139,6 +140,30 @@ class Settings(BaseSettings):
     pkcs11_token_label: str = Field(default="roamsign", min_length=1, max_length=32)
     # The token's user PIN, first line of the file.
     pkcs11_pin_file: Path | None = None
+
+    # --- pages (app/routers/pages) and what people read ---
+    # The times in e-mails are in this IANA zone, the zone named.
+    timezone: str = "Asia/Kuala_Lumpur"
+    # Self-service pages under /me/ (and every e-mailed token as a link to its page, under
+    # public_base_url); off for deployments whose MyGPKI portal does this.
+    self_service: bool = True
+    # A page session (/me/ and /console/): its idle and absolute lifetimes.
+    web_session_idle_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
+    web_session_max_seconds: int = Field(default=8 * 3600, ge=300, le=7 * 24 * 3600)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name)") from None
+        return value
+
+    @property
+    def token_link_base(self) -> str | None:
+        """Where e-mailed tokens link to (None: no self-service pages, no links)."""
+        return self.public_base_url.rstrip("/") if self.self_service else None
 
     @model_validator(mode="after")
     def _fill_pkcs11_defaults(self) -> Settings:

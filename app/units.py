@@ -26,6 +26,9 @@ from app.services.lifecycle.pins import PinService
 from app.services.signing.csc import CscService
 from app.services.signing.service import SigningService
 from app.services.signing.verification import VerificationService
+from app.services.web.selfservice import SelfService
+from app.services.web.sessions import WebSessionService
+from app.services.web.signin import SignInService
 
 
 class Services:
@@ -137,3 +140,17 @@ class Services:
     @cached_property
     def audit_trail(self) -> AuditTrailService:
         return AuditTrailService(self.session, self.runtime.keys.subject_ref)
+
+    # -- the pages (app/routers/pages) ---------------------------------------------------------
+
+    @cached_property
+    def web_sessions(self) -> WebSessionService:
+        return WebSessionService(self.session, self.runtime.settings)
+
+    @cached_property
+    def sign_in(self) -> SignInService:
+        return SignInService(self.session, self.signing, self.web_sessions, self.audit)
+
+    @cached_property
+    def self_service(self) -> SelfService:
+        return SelfService(self.session, self.audit)

@@ -15,6 +15,7 @@ from app.models.outbox import OutboxMessage, OutboxStatus
 from app.models.person import Credential, CredentialStatus, Medium, User
 from app.models.rate_limit import RateWindow
 from app.models.signing import RequestStatus, Signature, SigningRequest
+from app.models.web import ConsoleAdministrator, ConsoleRole, WebRealm, WebSession
 
 __all__ = [
     "ApiClient",
@@ -22,6 +23,8 @@ __all__ = [
     "AuditChainHead",
     "AuditEvent",
     "CertificateAuthority",
+    "ConsoleAdministrator",
+    "ConsoleRole",
     "Credential",
     "CredentialStatus",
     "JobRun",
@@ -37,4 +40,6 @@ __all__ = [
     "SigningRequest",
     "TokenPurpose",
     "User",
+    "WebRealm",
+    "WebSession",
 ]

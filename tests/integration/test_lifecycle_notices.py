@@ -35,7 +35,7 @@ def test_signing_and_locked_notices(runtime: Runtime, clock: FrozenClock) -> Non
     assert notice.subject == "Dokumen telah ditandatangani / Document signed"
     assert "Document: Baucar Bayaran PV-2026-000123" in notice.text
     assert "Requesting system: igfmas" in notice.text
-    assert "Time: 2026-11-27 10:00:00 UTC" in notice.text
+    assert "Time: 2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)" in notice.text
     assert "4b1d5f0e-0000-4000-8000-000000000001" in notice.text
     [lock] = mails(runtime.sessions, runtime.keys.outbox_seal, purpose="credential_locked")
     assert "locked" in lock.subject and person.credential_id in lock.text

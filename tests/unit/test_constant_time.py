@@ -95,6 +95,16 @@ ALLOWED = {
         "Credential.pin_mac == replacing",
     ): "compare-and-set (SQL) against the MAC this request read from the same row: no input",
     (
+        "app/services/web/sessions.py",
+        "WebSessionService.resolve",
+        "WebSession.token_hash == token_hash(token)",
+    ): "an index lookup (SQL) by the SHA-256 of a 256-bit random cookie token",
+    (
+        "app/services/web/sessions.py",
+        "WebSessionService.end",
+        "WebSession.token_hash == token_hash(token)",
+    ): "an index lookup (SQL) by the SHA-256 of a 256-bit random cookie token",
+    (
         "app/validation.py",
         "check_pin",
         "pin in COMMON_PINS",

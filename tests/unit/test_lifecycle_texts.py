@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -17,6 +18,7 @@ from app.services.mail.texts.alerts import (
     ExpiryNotice,
     PinChangedNotice,
 )
+from app.services.mail.texts.common import timestamp
 from app.services.mail.texts.signing import SigningNotice
 from app.services.mail.texts.tokens import (
     ApplicationVerificationNotice,
@@ -28,6 +30,7 @@ from app.services.mail.texts.tokens import (
 WHEN = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 TOKEN = "q3Zr-9xY_0aB1cD2eF3gH4iJ5kL6mN7o"
 ID = "6f1c2b0e-51b8-4c1e-9d1e-0c6a3e5b7a10"
+BASE = "https://roamsign.jdn.gov.my/"
 
 WITH_TOKEN: list[Notice] = [
     ApplicationVerificationNotice(TOKEN, "Nur Aisyah", WHEN, ID),
@@ -62,7 +65,7 @@ def test_bilingual_malay_then_english_with_a_purposeful_subject(notice: Notice) 
     malay_marker = min(body.find(word) for word in ("Kepada", "Dokumen") if body.find(word) >= 0)
     english_marker = min(body.find(word) for word in ("Dear", "The following") if word in body)
     assert 0 <= malay_marker < english_marker
-    assert "2026-11-27 10:00:00 UTC" in body
+    assert "2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)" in body
 
 
 @pytest.mark.parametrize("notice", WITHOUT_TOKEN, ids=lambda n: type(n).__name__)
@@ -74,7 +77,8 @@ def test_the_signing_notice_names_the_document_the_system_and_the_time() -> None
     body = SigningNotice("Tender QT-2026-0042", "eperolehan", WHEN, ID).body()
     assert "Dokumen: Tender QT-2026-0042" in body and "Document: Tender QT-2026-0042" in body
     assert "Sistem yang meminta: eperolehan" in body and "Requesting system: eperolehan" in body
-    assert "Masa: 2026-11-27 10:00:00 UTC" in body and "Time: 2026-11-27 10:00:00 UTC" in body
+    when = "2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)"
+    assert f"Masa: {when}" in body and f"Time: {when}" in body
 
 
 def test_a_token_mac_is_bound_to_purpose_and_subject() -> None:
@@ -90,3 +94,32 @@ def test_a_token_mac_is_bound_to_purpose_and_subject() -> None:
     # Length prefixes: moving a character from one field to the next changes the MAC.
     assert token_mac(key, "ab", "c", token) != token_mac(key, "a", "bc", token)
     assert generate_token() != generate_token()
+
+
+def test_times_are_the_person_s_with_the_zone_named() -> None:
+    assert timestamp(WHEN) == "2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)"
+    assert timestamp(WHEN, ZoneInfo("UTC")) == "2026-11-27 10:00:00 (UTC+00:00, UTC)"
+
+
+@pytest.mark.parametrize(
+    ("notice", "path"),
+    [
+        (
+            ApplicationVerificationNotice(TOKEN, "Nur Aisyah", WHEN, ID, BASE),
+            f"verify-address/{ID}",
+        ),
+        (
+            PinSetupNotice(TOKEN, "Nur Aisyah", "5f0c3ad4", WHEN, ID, link_base=BASE),
+            f"set-pin/{ID}",
+        ),
+        (PinResetNotice(TOKEN, "Nur Aisyah", WHEN, ID, BASE), f"reset-pin/{ID}"),
+        (EmailChangeNotice(TOKEN, "Nur Aisyah", WHEN, ID, BASE), f"confirm-email/{ID}"),
+    ],
+    ids=lambda value: type(value).__name__,
+)
+def test_a_token_also_comes_as_a_link_carrying_it_in_the_fragment(
+    notice: Notice, path: str
+) -> None:
+    lines = notice.body().splitlines()
+    assert lines[0] == f"Token: {TOKEN}"
+    assert lines[1] == f"Pautan / Link: https://roamsign.jdn.gov.my/me/{path}#{TOKEN}"

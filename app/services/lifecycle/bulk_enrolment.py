@@ -115,6 +115,7 @@ class BulkEnrolment:
                 user,
                 application,
                 issue_application_token(self.context, user, application, now, new_application=True),
+                self.context.settings.token_link_base,
             )
             for user, application in to_enrol
         ]
@@ -172,9 +173,17 @@ class _Mailing:
     notice: ApplicationVerificationNotice
 
     @classmethod
-    def of(cls, user: User, application: RoamingApplication, issued: IssuedToken) -> _Mailing:
+    def of(
+        cls,
+        user: User,
+        application: RoamingApplication,
+        issued: IssuedToken,
+        link_base: str | None,
+    ) -> _Mailing:
         assert user.email is not None
-        return cls(user.mykad, user.email, verification_notice(user, application.id, issued))
+        return cls(
+            user.mykad, user.email, verification_notice(user, application.id, issued, link_base)
+        )
 
 
 def _normalised_or_none(given: str) -> str | None:

@@ -135,7 +135,11 @@ class ContactService:
             on_request=True,
         )
         notice = EmailChangeNotice(
-            token=issued.token, name=user.name, expires_at=issued.row.expires_at
+            token=issued.token,
+            name=user.name,
+            expires_at=issued.row.expires_at,
+            user_id=user.id,
+            link_base=settings.token_link_base,
         )
         queue_token_notice(
             self.session,

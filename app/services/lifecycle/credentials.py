@@ -338,6 +338,7 @@ class CredentialLifecycle:
             expires_at=issued.row.expires_at,
             credential_id=credential.id,
             is_renewal=credential.replaces_credential_id is not None,
+            link_base=self.context.settings.token_link_base,
         )
         queue_notice(
             self.session,

@@ -54,7 +54,10 @@ def send_application_verification(
     """E-mail the token that verifies the person's registered address for this application."""
     issued = issue_application_token(context, user, application, now, on_request=on_request)
     queue_verification(
-        context, issued.row.email, verification_notice(user, application.id, issued), now
+        context,
+        issued.row.email,
+        verification_notice(user, application.id, issued, context.settings.token_link_base),
+        now,
     )
     return issued
 
@@ -82,13 +85,14 @@ def issue_application_token(
 
 
 def verification_notice(
-    user: User, application_id: str, issued: IssuedToken
+    user: User, application_id: str, issued: IssuedToken, link_base: str | None
 ) -> ApplicationVerificationNotice:
     return ApplicationVerificationNotice(
         token=issued.token,
         name=user.name,
         expires_at=issued.row.expires_at,
         application_id=application_id,
+        link_base=link_base,
     )
 
 

@@ -171,6 +171,7 @@ class PinService:
                 name=user.name,
                 expires_at=issued.row.expires_at,
                 credential_id=credential.id,
+                link_base=settings.token_link_base,
             )
             queue_notice(
                 self.session,

@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
+
+# E-mails speak the person's time, the zone named. `configure_time_zone` sets the process's
+# zone once, from the settings (app.runtime); this default is the same setting's.
+DEFAULT_TIME_ZONE = "Asia/Kuala_Lumpur"
+_time_zone = ZoneInfo(DEFAULT_TIME_ZONE)
+
+
+def configure_time_zone(name: str) -> None:
+    global _time_zone  # noqa: PLW0603 - set once a process, like the logging configuration
+    _time_zone = ZoneInfo(name)
 
 
 def mask_email(address: str) -> str:
@@ -10,9 +21,25 @@ def mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
-def timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+def timestamp(moment: datetime, zone: ZoneInfo | None = None) -> str:
+    """`2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)`: the local time, its offset and
+    the zone's name."""
+    zone = zone or _time_zone
+    local = moment.astimezone(zone)
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M:%S} (UTC{offset[:3]}:{offset[3:]}, {zone.key})"
 
 
-def token_line(token: str) -> str:
-    return f"Token: {token}\n\n"
+def token_line(token: str, link: str | None = None) -> str:
+    """The token on a line of its own; then, with self-service pages, the link that carries it
+    in the URL fragment (`#`), which a browser never sends to a server or in a Referer."""
+    if link is None:
+        return f"Token: {token}\n\n"
+    return f"Token: {token}\nPautan / Link: {link}#{token}\n\n"
+
+
+def page_link(base_url: str | None, path: str) -> str | None:
+    """The self-service page at `path` (`/me/...`), or None when there are no such pages."""
+    if base_url is None:
+        return None
+    return base_url.rstrip("/") + path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.services.mail.texts.common import timestamp, token_line
+from app.services.mail.texts.common import page_link, timestamp, token_line
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,8 @@ class ApplicationVerificationNotice:
     name: str
     expires_at: datetime
     application_id: str
+    # The self-service pages' base URL (settings.token_link_base): the token comes as a link too.
+    link_base: str | None = None
 
     def subject(self) -> str:
         return "Pengesahan e-mel permohonan roaming / Roaming application: verify your e-mail"
@@ -23,7 +25,10 @@ class ApplicationVerificationNotice:
     def body(self) -> str:
         expiry = timestamp(self.expires_at)
         return (
-            token_line(self.token) + f"Kepada {self.name},\n"
+            token_line(
+                self.token, page_link(self.link_base, f"/me/verify-address/{self.application_id}")
+            )
+            + f"Kepada {self.name},\n"
             "Permohonan sijil roaming (tandatangan digital dengan OTP) telah dibuka untuk anda.\n"
             "Sahkan alamat e-mel ini dengan memasukkan token di atas dalam portal MyGPKI.\n"
             f"Token sah sehingga: {expiry}. Token ini untuk sekali guna sahaja.\n"
@@ -51,6 +56,7 @@ class PinSetupNotice:
     expires_at: datetime
     credential_id: str
     is_renewal: bool = False
+    link_base: str | None = None
 
     def subject(self) -> str:
         if self.is_renewal:
@@ -62,7 +68,8 @@ class PinSetupNotice:
         what_ms = "diperbaharui" if self.is_renewal else "dikeluarkan"
         what_en = "renewed" if self.is_renewal else "issued"
         return (
-            token_line(self.token) + f"Kepada {self.name},\n"
+            token_line(self.token, page_link(self.link_base, f"/me/set-pin/{self.credential_id}"))
+            + f"Kepada {self.name},\n"
             f"Sijil roaming anda telah {what_ms} (nombor siri {self.certificate_serial}).\n"
             "Tetapkan PIN dalam portal MyGPKI dengan token di atas; sijil boleh digunakan\n"
             "untuk menandatangani selepas PIN ditetapkan.\n"
@@ -84,6 +91,7 @@ class PinResetNotice:
     name: str
     expires_at: datetime
     credential_id: str
+    link_base: str | None = None
 
     def subject(self) -> str:
         return "Set semula PIN roaming / Roaming PIN reset"
@@ -91,7 +99,8 @@ class PinResetNotice:
     def body(self) -> str:
         expiry = timestamp(self.expires_at)
         return (
-            token_line(self.token) + f"Kepada {self.name},\n"
+            token_line(self.token, page_link(self.link_base, f"/me/reset-pin/{self.credential_id}"))
+            + f"Kepada {self.name},\n"
             "Satu permintaan untuk menetapkan semula PIN sijil roaming anda telah dibuat.\n"
             "Masukkan token di atas dalam portal MyGPKI bersama PIN baharu anda.\n"
             f"Token sah sehingga: {expiry}. Token ini untuk sekali guna sahaja.\n"
@@ -115,6 +124,8 @@ class EmailChangeNotice:
     token: str
     name: str
     expires_at: datetime
+    user_id: str = ""
+    link_base: str | None = None
 
     def subject(self) -> str:
         return "Sahkan alamat e-mel baharu / Confirm your new e-mail address"
@@ -122,7 +133,7 @@ class EmailChangeNotice:
     def body(self) -> str:
         expiry = timestamp(self.expires_at)
         return (
-            token_line(self.token) + f"Kepada {self.name},\n"
+            token_line(self.token, self._link()) + f"Kepada {self.name},\n"
             "Alamat e-mel ini telah dimasukkan sebagai alamat baharu anda dalam MyGPKI.\n"
             "Alamat ini hanya digunakan selepas anda mengesahkannya dengan token di atas\n"
             "dalam portal MyGPKI.\n"
@@ -133,3 +144,8 @@ class EmailChangeNotice:
             "once you confirm it with the token above in the MyGPKI portal.\n"
             f"The token is valid until {expiry}, for one use only.\n"
         )
+
+    def _link(self) -> str | None:
+        if not self.user_id:
+            return None
+        return page_link(self.link_base, f"/me/confirm-email/{self.user_id}")

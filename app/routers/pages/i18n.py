@@ -1,0 +1,151 @@
+"""The pages' words in Bahasa Malaysia (first, the default) and English."""
+
+from __future__ import annotations
+
+LANGUAGES = ("ms", "en")
+DEFAULT_LANGUAGE = "ms"
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    # key: (Bahasa Malaysia, English)
+    "site": ("roamsign — Tandatangan digital roaming", "roamsign — Roaming digital signatures"),
+    "language": ("Bahasa", "Language"),
+    "skip": ("Langkau ke kandungan", "Skip to content"),
+    "verify_address.title": ("Sahkan alamat e-mel", "Verify your e-mail address"),
+    "verify_address.lead": (
+        "Tekan butang di bawah untuk mengesahkan alamat e-mel bagi permohonan sijil roaming anda.",
+        "Press the button below to confirm the e-mail address of your roaming certificate "
+        "application.",
+    ),
+    "verify_address.submit": ("Sahkan alamat e-mel", "Confirm my e-mail address"),
+    "verify_address.done": (
+        "Alamat e-mel anda telah disahkan. Permohonan anda kini menunggu kelulusan JDN.",
+        "Your e-mail address is confirmed. Your application now awaits JDN's approval.",
+    ),
+    "set_pin.title": ("Tetapkan PIN sijil roaming", "Set your roaming certificate PIN"),
+    "reset_pin.title": ("Tetapkan semula PIN", "Reset your PIN"),
+    "set_pin.lead": (
+        "Pilih PIN 6 hingga 8 digit yang sukar diteka. Anda akan memasukkannya setiap kali "
+        "menandatangani.",
+        "Choose a PIN of 6 to 8 digits that is hard to guess. You will enter it with every "
+        "signature.",
+    ),
+    "set_pin.pin": ("PIN baharu", "New PIN"),
+    "set_pin.again": ("Ulang PIN baharu", "New PIN again"),
+    "set_pin.submit": ("Tetapkan PIN", "Set the PIN"),
+    "set_pin.done": (
+        "PIN anda telah ditetapkan. Sijil roaming anda sedia untuk menandatangani.",
+        "Your PIN is set. Your roaming certificate is ready to sign.",
+    ),
+    "confirm_email.title": ("Sahkan alamat e-mel baharu", "Confirm your new e-mail address"),
+    "confirm_email.lead": (
+        "Tekan butang di bawah untuk mula menggunakan alamat e-mel baharu ini.",
+        "Press the button below to start using this new e-mail address.",
+    ),
+    "confirm_email.submit": ("Sahkan alamat baharu", "Confirm the new address"),
+    "confirm_email.done": (
+        "Alamat e-mel baharu anda kini digunakan. Alamat lama telah dimaklumkan.",
+        "Your new e-mail address is now in use. The old address has been told.",
+    ),
+    "token.missing": (
+        "Pautan ini tidak lengkap. Buka pautan penuh daripada e-mel anda.",
+        "This link is incomplete. Open the whole link from your e-mail.",
+    ),
+    "token.expired": (
+        "Pautan ini telah tamat tempoh. Minta e-mel baharu daripada pentadbir anda.",
+        "This link has expired. Ask your administrator for a new e-mail.",
+    ),
+    "token.used": (
+        "Pautan ini telah digunakan atau digantikan oleh e-mel yang lebih baharu. Ia hanya "
+        "boleh digunakan sekali.",
+        "This link was already used, or a newer e-mail replaced it. It works only once.",
+    ),
+    "token.not_valid": (
+        "Pautan ini tidak sah. Semak bahawa anda membuka pautan daripada e-mel terkini.",
+        "This link is not valid. Check that you opened the link from the latest e-mail.",
+    ),
+    "error.state": (
+        "Langkah ini tidak boleh dibuat sekarang: {detail}",
+        "This step cannot be done now: {detail}",
+    ),
+    "error.busy": (
+        "Perkhidmatan sibuk. Cuba sebentar lagi.",
+        "The service is busy. Try again in a moment.",
+    ),
+    "pin.invalid": (
+        "PIN mesti 6 hingga 8 digit, bukan digit berulang atau berturutan (contoh 123456).",
+        "The PIN must be 6 to 8 digits, not repeated or consecutive digits (such as 123456).",
+    ),
+    "pin.mismatch": ("Kedua-dua PIN tidak sama.", "The two PINs differ."),
+    "pin.same": (
+        "PIN baharu mesti berbeza daripada PIN semasa.",
+        "The new PIN must differ from the current one.",
+    ),
+    "csrf.refused": (
+        "Borang ini telah tamat tempoh atau tidak datang daripada halaman ini. Muat semula "
+        "halaman dan cuba lagi.",
+        "This form has expired or did not come from this page. Reload the page and try again.",
+    ),
+    "not_found": ("Halaman tidak dijumpai.", "Page not found."),
+    "signin.title": ("Log masuk", "Sign in"),
+    "signin.lead": (
+        "Masukkan nombor MyKad anda. Kod OTP akan dihantar ke peranti MyGPKI Mobile atau "
+        "e-mel anda.",
+        "Enter your MyKad number. An OTP will be sent to your MyGPKI Mobile device or e-mail.",
+    ),
+    "signin.mykad": ("Nombor MyKad", "MyKad number"),
+    "signin.send": ("Hantar kod OTP", "Send the OTP"),
+    "signin.mykad_invalid": (
+        "Nombor MyKad mesti 12 digit (contoh 850101-14-5555).",
+        "The MyKad number must be 12 digits (such as 850101-14-5555).",
+    ),
+    "signin.no_credential": (
+        "Tiada sijil roaming aktif untuk MyKad ini.",
+        "There is no active roaming certificate for this MyKad.",
+    ),
+    "signin.rate_limited": (
+        "Terlalu banyak percubaan. Cuba lagi sebentar lagi.",
+        "Too many tries. Try again in a while.",
+    ),
+    "signin.code_lead": (
+        "Kod OTP telah dihantar ke {destination}.",
+        "The OTP was sent to {destination}.",
+    ),
+    "signin.otp": ("Kod OTP (6 digit)", "OTP (6 digits)"),
+    "signin.pin": ("PIN", "PIN"),
+    "signin.submit": ("Log masuk", "Sign in"),
+    "signin.otp_invalid": ("Kod OTP ialah 6 digit.", "The OTP is 6 digits."),
+    "signin.pin_invalid": ("PIN ialah 6 hingga 8 digit.", "The PIN is 6 to 8 digits."),
+    "signin.wrong": (
+        "Kod OTP atau PIN tidak betul. Baki cubaan: {remaining}.",
+        "The OTP or the PIN is not correct. Tries left: {remaining}.",
+    ),
+    "signin.start_again": (
+        "Kod ini tidak boleh digunakan lagi (tamat tempoh, terkunci atau telah digunakan). "
+        "Mulakan semula.",
+        "This code can no longer be used (expired, locked or used). Start again.",
+    ),
+    "signin.locked": (
+        "Sijil anda dikunci selepas PIN salah berulang kali. Tetapkan semula PIN anda.",
+        "Your certificate is locked after repeated wrong PINs. Reset your PIN.",
+    ),
+    "signin.again": ("Mulakan semula", "Start again"),
+    "me.title": ("Akaun saya", "My account"),
+    "me.hello": ("Selamat datang, {name}", "Welcome, {name}"),
+    "me.pending": ("Permintaan tandatangan yang menunggu", "Signature requests waiting"),
+    "me.none_pending": ("Tiada permintaan yang menunggu.", "No requests waiting."),
+    "me.signatures": ("Tandatangan terkini saya", "My recent signatures"),
+    "me.none_signed": ("Belum ada tandatangan.", "No signatures yet."),
+    "me.document": ("Dokumen", "Document"),
+    "me.system": ("Sistem", "System"),
+    "me.time": ("Masa", "Time"),
+    "me.fingerprint": ("Cap jari dokumen", "Document fingerprint"),
+    "me.decline": ("Tolak", "Decline"),
+    "me.sign_out": ("Log keluar", "Sign out"),
+    "refused": ("Permintaan ditolak", "Request refused"),
+}
+
+
+def translate(language: str, key: str, **values: str) -> str:
+    malay, english = MESSAGES[key]
+    text = english if language == "en" else malay
+    return text.format(**values) if values else text

@@ -1,0 +1,83 @@
+"""A person on /me/: signs in with MyKad + OTP + PIN, sees a signature a backend made, declines
+a second pending request (the backend sees it cancelled), and signing out ends the session."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Browsing, Site
+from tests.helpers import otp_from_message, signing_request_body
+
+
+def otp_for(site: Site, request_id: str) -> str:
+    message = site.sink.wait_for(lambda m: m["X-Roamsign-Request-Id"] == request_id, timeout=15)
+    return otp_from_message(message)
+
+
+def test_a_person_sees_a_signature_declines_a_request_and_signs_out(
+    site: Site, browsing: Browsing, page: Page
+) -> None:
+    person = site.factory.person(email="me.page@jdn.gov.my")
+    key = site.factory.client("igfmas-me", "signer")
+    with site.server.client(key) as backend:
+        signed = backend.post(
+            "/v1/signing-requests",
+            json=signing_request_body(person, "PV-1", document_name="Baucar PV-1", channel="email"),
+        ).json()
+        answer = backend.post(
+            f"/v1/signing-requests/{signed['id']}/signature",
+            json={"otp": otp_for(site, signed["id"]), "pin": person.pin},
+        )
+        assert answer.status_code == 201, answer.text
+        waiting = backend.post(
+            "/v1/signing-requests",
+            json=signing_request_body(person, "PV-2", document_name="Baucar PV-2", channel="email"),
+        ).json()
+
+        page.goto("/me/")
+        expect(page.locator("h1")).to_have_text("Log masuk")
+        page.locator("#f-mykad").fill(person.mykad)
+        page.get_by_role("button", name="Hantar kod OTP").click()
+        expect(page.locator("#f-otp")).to_be_visible()
+        sign_in = site.sink.wait_for(
+            lambda m: (
+                "Log masuk roamsign" in m.get_body(("plain",)).get_content()
+                and "me.page@" in str(m["To"])
+            ),
+            timeout=15,
+        )
+        page.locator("#f-otp").fill(otp_from_message(sign_in))
+        page.locator("#f-pin").fill(person.pin)
+        page.get_by_role("button", name="Log masuk").click()
+
+        expect(page.locator("h1")).to_contain_text(person.name)
+        expect(page.get_by_role("cell", name="Baucar PV-1", exact=True)).to_be_visible()
+        expect(page.get_by_role("cell", name="Baucar PV-2", exact=True)).to_be_visible()
+        page.get_by_role("button", name="Tolak: Baucar PV-2").click()
+        expect(page.get_by_text("Tiada permintaan yang menunggu.")).to_be_visible()
+        assert backend.get(f"/v1/signing-requests/{waiting['id']}").json()["status"] == "cancelled"
+
+    cookies = {c["name"]: c for c in browsing.context.cookies()}
+    session = cookies["rs_me"]
+    assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict"
+    page.get_by_role("button", name="Log keluar").click()
+    expect(page.locator("h1")).to_have_text("Log masuk")
+    # The old cookie, replayed, opens nothing: the session ended on the server.
+    browsing.context.add_cookies([session])
+    page.goto("/me/")
+    expect(page.locator("h1")).to_have_text("Log masuk")
+    assert browsing.external == []
+
+
+def test_a_wrong_code_is_said_next_to_the_field(site: Site, page: Page) -> None:
+    person = site.factory.person(email="me.wrong@jdn.gov.my")
+    page.goto("/me/sign-in")
+    page.locator("#f-mykad").fill("12345")
+    page.get_by_role("button", name="Hantar kod OTP").click()
+    expect(page.locator("#e-mykad")).to_contain_text("12 digit")
+    page.locator("#f-mykad").fill(person.mykad)
+    page.get_by_role("button", name="Hantar kod OTP").click()
+    page.locator("#f-otp").fill("000000")
+    page.locator("#f-pin").fill("000000")
+    page.get_by_role("button", name="Log masuk").click()
+    expect(page.locator("#e-otp")).to_contain_text("Baki cubaan: 2")
