@@ -318,6 +318,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.check_production_safety()
     settings.load_master_key()  # fail here, not in every worker
+    check_key_store(settings)
     if settings.is_sqlite and args.workers > 1:
         raise ConfigurationError("SQLite serves one process: use PostgreSQL for --workers > 1")
     if args.workers > 1:
@@ -334,6 +335,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def check_key_store(settings: Settings) -> None:
+    """Open the token once before any worker starts: a wrong setting is one line here."""
+    if settings.key_store != "pkcs11":
+        return
+    from app.crypto.pkcs11 import Pkcs11KeyStore
+
+    Pkcs11KeyStore.from_settings(settings).close()
 
 
 def prepare_metrics_dir(settings: Settings) -> None:

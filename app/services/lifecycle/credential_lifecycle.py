@@ -1,10 +1,16 @@
 """The roaming credential's lifecycle: issue pending its PIN, renew, supersede, revoke, unlock;
 tokens and softcerts put on record.
+
+Revocation and renewal destroy the old key: its blob (the key's only copy) is wiped in the
+transaction, and this process's unwrapped copy (`KeyStore.forget`) is dropped once it has
+committed. Other processes never sign with theirs: signing checks the credential's status
+first, and a wiped blob cannot be unwrapped again.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -12,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.crypto.ca import certificate_pem, serial_hex
 from app.crypto.keystore import KEY_ALGORITHMS, KeyAlgorithm
+from app.db import after_commit
 from app.errors import Conflict, NoEmailAddress, NotFound, ValidationFailed
 from app.models import (
     Credential,
@@ -269,6 +276,7 @@ class CredentialLifecycle:
         ).first()
         if superseded is None:
             return  # revoked meanwhile: nothing left to end
+        self._forget_key_after_commit(old_id)
         self.context.tokens.supersede_subject(old_id, now)
         self.audit.record(
             now=now,
@@ -308,6 +316,7 @@ class CredentialLifecycle:
         ).first()
         if revoked is None:
             raise Conflict("the credential is already revoked")
+        self._forget_key_after_commit(credential.id)
         self.session.refresh(credential)
         self.context.tokens.supersede_subject(credential.id, now)
         user = credential.user
@@ -348,6 +357,9 @@ class CredentialLifecycle:
             target_id=credential.id,
         )
         return credential
+
+    def _forget_key_after_commit(self, credential_id: str) -> None:
+        after_commit(self.session, partial(self.context.key_store.forget, credential_id))
 
     @staticmethod
     def _require_roaming(credential: Credential) -> None:

@@ -258,7 +258,14 @@ class PinService:
         )
         if failure.locked:
             report_credential_locked(
-                self.session, self.context.seal_key, self.audit, caller.name, user, credential, now
+                self.session,
+                self.context.seal_key,
+                self.audit,
+                caller.name,
+                user,
+                credential,
+                now,
+                key_store=self.context.key_store,
             )
         # Commit the count (and the lock), then refuse.
         keep_changes(self.session)
