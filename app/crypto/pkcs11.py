@@ -222,6 +222,10 @@ class Pkcs11KeyStore:
     def cached_keys(self) -> int:
         return len(self._unwrapped)
 
+    def cached(self, key_id: str) -> bool:
+        """Whether this process holds an unwrapped copy of `key_id` now."""
+        return self._unwrapped.peek(key_id) is not None
+
     def self_test(self) -> None:
         """Generate, wrap, unwrap and sign in the token, and verify the signature here."""
         self._probe()
@@ -339,14 +343,44 @@ class Pkcs11KeyStore:
         return bytes(session.sign(handle, data, mechanism))
 
     def _wrap(self, session: Any, key_id: str, algorithm: KeyAlgorithm, private: Any) -> bytes:
-        kek = self._wrapping_kek(session)
+        try:
+            return self._wrap_under(
+                session, self._wrapping_kek(session), key_id, algorithm, private
+            )
+        except PyKCS11.PyKCS11Error as error:
+            if error.value not in _STALE_HANDLE:
+                raise
+            self._drop_stale_keks()
+            return self._wrap_under(
+                session, self._wrapping_kek(session), key_id, algorithm, private
+            )
+
+    def _wrap_under(
+        self, session: Any, kek: Kek, key_id: str, algorithm: KeyAlgorithm, private: Any
+    ) -> bytes:
         wrapped = bytes(session.wrapKey(kek.wrap, private, _WRAP))
         blob = KeyBlob(key_id, algorithm, kek.kek_id, wrapped)
         tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
         return replace(blob, tag=tag).encode()
 
     def _unwrap(self, session: Any, blob: KeyBlob) -> Any:
-        kek = self._kek_by_id(session, blob.kek_id)
+        try:
+            return self._unwrap_under(session, self._kek_by_id(session, blob.kek_id), blob)
+        except PyKCS11.PyKCS11Error as error:
+            if error.value not in _STALE_HANDLE:
+                raise
+            self._drop_stale_keks()
+            return self._unwrap_under(session, self._kek_by_id(session, blob.kek_id), blob)
+
+    def _drop_stale_keks(self) -> None:
+        # A KEK handle went stale: the token went away (the probe raises, and the caller gets
+        # TokenUnavailable), or its objects were re-read under us (look them up again).
+        self._token.token_info_label()
+        with self._kek_lock:
+            self._keks.clear()
+            self._wrapping = None
+
+    def _unwrap_under(self, session: Any, kek: Kek, blob: KeyBlob) -> Any:
         tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
         if not hmac.compare_digest(tag, blob.tag):
             raise KeyBlobRejected("the key blob was altered")
