@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy.orm import Session
 
+from app.cli_keys import add_keys_commands
 from app.db import unit_of_work
 from app.errors import ConfigurationError, DomainError
 from app.models import Role
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     _command(
         jobs, "run", "run the due jobs once (expiry notices), then e-mail delivery", cmd_jobs_run
     )
+
+    add_keys_commands(commands, _command)
 
     demo = commands.add_parser("demo", help="set up the demo (used by `make run`)")
     demo.set_defaults(run=cmd_demo)

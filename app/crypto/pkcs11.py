@@ -51,6 +51,7 @@ from app.crypto.pkcs11_objects import (
     private_key_algorithm,
     private_key_import_template,
     read_public_key,
+    token_key_templates,
 )
 from app.crypto.pkcs11_token import (
     ModuleNotLoadable,
@@ -254,6 +255,23 @@ class Pkcs11KeyStore:
                 raise TokenKeyExists(f"the token holds a key labelled {label!r} already")
             public, _ = session.generateKeyPair(public_template, private_template, mechanism)
             return read_public_key(session, public)
+
+    def import_token_key(self, label: str, key: PrivateKey) -> PublicKey:
+        """Put an existing key into the token as the non-extractable key pair `label` (the way
+        `keys migrate` moves a CA key). Idempotent: the same key again is a no-op; a
+        different key under that label is refused."""
+        public = key.public_key()
+        algorithm_of(public)  # refuses what the token store would not sign with
+        private_template, public_template = token_key_templates(key, label)
+        with self._token.session() as session:
+            if find(session, _PRIVATE, label):
+                present = read_public_key(session, one(session, PyKCS11.CKO_PUBLIC_KEY, label))
+                if present != public:
+                    raise TokenKeyExists(f"the token holds another key labelled {label!r}")
+                return present
+            session.createObject(private_template)
+            session.createObject(public_template)
+        return public
 
     def token_public_key(self, label: str) -> PublicKey:
         with self._token.session() as session:
