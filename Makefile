@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
 export ROAMSIGN_VAR_DIR ?= var
 
-.PHONY: install vendor run test lint typecheck test-sqlite test-postgres openapi dockerfile bench bench-scale bench-breakdown bench-floor clean
+.PHONY: install vendor run test lint typecheck test-sqlite test-postgres test-pkcs11 openapi dockerfile bench bench-scale bench-breakdown bench-floor clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,19 @@ test-postgres: install
 	bash scripts/ensure-postgres.sh
 	ROAMSIGN_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration tests/api tests/e2e
 
-test: lint typecheck dockerfile test-sqlite test-postgres
+# The signing flow, CSC, lifecycle (issue, revoke, renew), race and e2e tests once more with the
+# pkcs11 key store: one SoftHSM2 token for the run (tests/conftest.py), on PostgreSQL, where the
+# race tests run (several server processes on one token).
+PKCS11_TESTS := tests/api/test_signing_flow.py tests/api/test_csc.py tests/integration/test_csc.py \
+	tests/api/test_lifecycle_applications.py tests/api/test_lifecycle_revocation.py \
+	tests/integration/test_lifecycle_cli.py tests/e2e/test_flow.py tests/e2e/test_csc.py \
+	tests/e2e/test_lifecycle_flow.py tests/e2e/test_races.py tests/e2e/test_lifecycle_races.py
+test-pkcs11: install
+	bash scripts/ensure-softhsm.sh
+	bash scripts/ensure-postgres.sh
+	ROAMSIGN_TEST_KEY_STORE=pkcs11 ROAMSIGN_TEST_DATABASE=postgresql $(BIN)/pytest $(PKCS11_TESTS)
+
+test: lint typecheck dockerfile test-sqlite test-postgres test-pkcs11
 
 openapi: install
 	$(BIN)/python -m scripts.generate_openapi > openapi.yaml

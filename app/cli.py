@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy.orm import Session
 
+from app.cli_keys import add_keys_commands
 from app.db import unit_of_work
 from app.errors import ConfigurationError, DomainError
 from app.models import Role
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     _command(
         jobs, "run", "run the due jobs once (expiry notices), then e-mail delivery", cmd_jobs_run
     )
+
+    add_keys_commands(commands, _command)
 
     demo = commands.add_parser("demo", help="set up the demo (used by `make run`)")
     demo.set_defaults(run=cmd_demo)
@@ -318,6 +321,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.check_production_safety()
     settings.load_master_key()  # fail here, not in every worker
+    check_key_store(settings)
     if settings.is_sqlite and args.workers > 1:
         raise ConfigurationError("SQLite serves one process: use PostgreSQL for --workers > 1")
     if args.workers > 1:
@@ -334,6 +338,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def check_key_store(settings: Settings) -> None:
+    """Open the token once before any worker starts: a wrong setting is one line here."""
+    if settings.key_store != "pkcs11":
+        return
+    from app.crypto.pkcs11 import Pkcs11KeyStore
+
+    Pkcs11KeyStore.from_settings(settings).close()
 
 
 def prepare_metrics_dir(settings: Settings) -> None:

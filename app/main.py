@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.clock import Clock
-from app.errors import PROBLEM_JSON, DomainError, ErrorAnswer, problem_body
+from app.errors import PROBLEM_JSON, ConfigurationError, DomainError, ErrorAnswer, problem_body
 from app.logs import configure_logging
 from app.metrics import FAILURES
 from app.middleware import (
@@ -253,4 +253,8 @@ def build_app_from_environment() -> FastAPI:
     """The uvicorn factory: settings from the environment, logs configured."""
     settings = get_settings()
     configure_logging(settings.log_level, as_json=settings.log_json)
-    return create_app(settings)
+    try:
+        return create_app(settings)
+    except ConfigurationError as error:
+        # One line naming the setting, not a traceback, from each worker that cannot start.
+        raise SystemExit(f"error: {error}") from None

@@ -40,7 +40,7 @@ class Runtime:
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         settings.check_production_safety()
         configure_time_zone(settings.timezone)
-        key_store = SoftwareKeyStore(DerivedKeys.from_master(settings.load_master_key()).key_store)
+        key_store = build_key_store(settings)
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
         courier = Courier()
         return cls(
@@ -75,3 +75,19 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.key_store.close()
+
+
+def build_key_store(settings: Settings) -> KeyStore:
+    """The process's key store, as `ROAMSIGN_KEY_STORE` says.
+
+    `pkcs11` opens the token and logs in here, once per process (a server's worker processes
+    each build their own runtime); a missing module, an unknown label or a refused PIN raise
+    a `ConfigurationError` whose one line names the setting to fix.
+    """
+    if settings.key_store == "pkcs11":
+        # Imported only when chosen: the software store needs no PKCS#11 library.
+        from app.crypto.pkcs11 import Pkcs11KeyStore
+
+        return Pkcs11KeyStore.from_settings(settings)
+    return SoftwareKeyStore(DerivedKeys.from_master(settings.load_master_key()).key_store)

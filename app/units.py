@@ -20,7 +20,8 @@ from app.services.devices.service import DeviceService
 from app.services.lifecycle.applications import ApplicationService
 from app.services.lifecycle.contacts import ContactService
 from app.services.lifecycle.context import LifecycleContext
-from app.services.lifecycle.credentials import CredentialLifecycle, CredentialService
+from app.services.lifecycle.credential_lifecycle import CredentialLifecycle
+from app.services.lifecycle.credentials import CredentialService
 from app.services.lifecycle.people import PeopleService
 from app.services.lifecycle.pins import PinService
 from app.services.signing.csc import CscService

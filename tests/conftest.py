@@ -3,6 +3,12 @@ sink, and a runtime (with a factory of clients, people and credentials) on that 
 
 `ROAMSIGN_TEST_DATABASE` picks the database: `sqlite` (default), `postgresql` (a temporary
 server this run starts itself), or a full SQLAlchemy URL. The schema is built by Alembic.
+
+`ROAMSIGN_TEST_KEY_STORE` picks the key store: `software` (default) or `pkcs11`, one SoftHSM2
+token for the whole run, put in this process's environment (ROAMSIGN_KEY_STORE and the
+ROAMSIGN_PKCS11_* settings), so that every `Settings` the tests build, and every CLI and server
+process they start, keeps its keys in it (`make test` runs the signing, CSC, lifecycle, race
+and e2e tests so).
 """
 
 from __future__ import annotations
@@ -24,16 +30,42 @@ from app.clock import FrozenClock
 from app.crypto.keys import DerivedKeys, Secrets, software_secrets
 from app.db import Base, make_engine, make_sessionmaker
 from app.migrate import upgrade
-from app.runtime import Runtime
+from app.runtime import Runtime, build_key_store
 from app.services.mail.sink import MailSink
 from app.settings import Settings
 from tests.factories import Factory
 
 TEST_DATABASE = os.environ.get("ROAMSIGN_TEST_DATABASE", "sqlite")
+TEST_KEY_STORE = os.environ.get("ROAMSIGN_TEST_KEY_STORE", "software")
 
 
 def pytest_report_header() -> str:
-    return f"roamsign test database: {TEST_DATABASE}"
+    return f"roamsign test database: {TEST_DATABASE}, key store: {TEST_KEY_STORE}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_key_store(tmp_path_factory: pytest.TempPathFactory, master_key: bytes) -> Iterator[str]:
+    """The run's key store (see the module docstring); with `pkcs11`, its token is made once,
+    with its key-encryption key, before any test."""
+    if TEST_KEY_STORE == "software":
+        yield TEST_KEY_STORE
+        return
+    if TEST_KEY_STORE != "pkcs11":
+        raise pytest.UsageError("ROAMSIGN_TEST_KEY_STORE is `software` or `pkcs11`")
+    from app.crypto.pkcs11_secrets import provision_token_secrets
+    from tests.softhsm import create_token, ensure_softhsm
+
+    token = create_token(tmp_path_factory.mktemp("softhsm"), ensure_softhsm(), "roamsign-tests")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in token.environment().items():
+            patch.setenv(name, value)
+        store = build_key_store(Settings())
+        store.self_test()  # makes the key-encryption key before processes race to
+        # The run's secrets as a migrated deployment has them: imported from the master key the
+        # tests' own fixtures derive theirs from (`keys`), so both compute the same MACs.
+        provision_token_secrets(store, DerivedKeys.from_master(master_key))
+        store.close()
+        yield TEST_KEY_STORE
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -148,6 +180,7 @@ def runtime(
     runtime.engine.dispose()
     runtime.engine, runtime.sessions = engine, sessions  # share the test's engine and its wipe
     yield runtime
+    runtime.key_store.close()
 
 
 @pytest.fixture

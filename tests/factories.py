@@ -14,7 +14,8 @@ from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller, ClientService
 from app.services.lifecycle.context import LifecycleContext
-from app.services.lifecycle.credentials import CredentialLifecycle, CredentialService
+from app.services.lifecycle.credential_lifecycle import CredentialLifecycle
+from app.services.lifecycle.credentials import CredentialService
 from app.services.lifecycle.people import PeopleService
 from app.units import Services
 from tests.mobile_app import MobileApp

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from app.crypto.external_signing import DigestSigner, sign_certificate
+from app.crypto.external_signing import DigestSigner, sign_certificate, sign_crl
 from app.crypto.keystore import PrivateKey, PublicKey
 
 ORGANIZATION = "roamsign"
@@ -35,9 +36,25 @@ _PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]+")
 _Extension = TypeVar("_Extension", bound=x509.ExtensionType)
 
 
-def build_root_ca(
-    key: PrivateKey, name: str, *, now: datetime, validity_days: int
-) -> x509.Certificate:
+@dataclass(frozen=True)
+class HeldKey:
+    """A CA key this process cannot hold (a token's): its public key, and what signs a digest.
+
+    Wherever a CA key is taken, a `HeldKey` may stand for the private key: certificates and
+    CRLs are then signed through `app.crypto.external_signing`, with the same result.
+    """
+
+    public: PublicKey
+    sign: DigestSigner
+
+    def public_key(self) -> PublicKey:
+        return self.public
+
+
+CaKey = PrivateKey | HeldKey
+
+
+def build_root_ca(key: CaKey, name: str, *, now: datetime, validity_days: int) -> x509.Certificate:
     """Self-sign the root CA certificate; used once, by `ca init`."""
     subject = _ca_name(f"{name} Root CA")
     builder = (
@@ -52,13 +69,13 @@ def build_root_ca(
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
-    return builder.sign(key, _signature_hash(key))
+    return _signed_certificate(builder, key)
 
 
 def build_issuing_ca(
-    key: PrivateKey,
+    key: CaKey,
     root_cert: x509.Certificate,
-    root_key: PrivateKey,
+    root_key: CaKey,
     name: str,
     *,
     now: datetime,
@@ -88,7 +105,7 @@ def build_issuing_ca(
         .add_extension(_authority_key_identifier(root_cert), critical=False)
     )
     builder = _with_revocation_pointers(builder, crl_url, ca_issuers_url, ocsp_url)
-    return builder.sign(root_key, _signature_hash(root_key))
+    return _signed_certificate(builder, root_key)
 
 
 def issue_signing_certificate(
@@ -96,7 +113,7 @@ def issue_signing_certificate(
     subject_name: str,
     subject_serial: str,
     issuer_cert: x509.Certificate,
-    issuer_key: PrivateKey,
+    issuer_key: CaKey,
     *,
     now: datetime,
     validity_days: int,
@@ -139,7 +156,7 @@ def issue_signing_certificate(
         usage=_signature_key_usage(content_commitment=True),
     )
     builder = _with_revocation_pointers(builder, crl_url, ca_issuers_url, ocsp_url)
-    return builder.sign(issuer_key, _signature_hash(issuer_key))
+    return _signed_certificate(builder, issuer_key)
 
 
 def issue_tsa_certificate(
@@ -243,7 +260,7 @@ def revocation_pointers(
 
 def build_crl(
     issuer_cert: x509.Certificate,
-    issuer_key: PrivateKey,
+    issuer_key: CaKey,
     revoked: Sequence[tuple[int, datetime, str]],
     *,
     now: datetime,
@@ -267,6 +284,8 @@ def build_crl(
     )
     for serial, revoked_at, reason in revoked:
         builder = builder.add_revoked_certificate(_revoked_entry(serial, revoked_at, reason))
+    if isinstance(issuer_key, HeldKey):
+        return sign_crl(builder, issuer_key.public, issuer_key.sign)
     return builder.sign(issuer_key, _signature_hash(issuer_key))
 
 
@@ -414,6 +433,12 @@ def _authority_key_identifier(issuer_cert: x509.Certificate) -> x509.AuthorityKe
             _supported_public_key(issuer_cert)
         )
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
+
+
+def _signed_certificate(builder: x509.CertificateBuilder, key: CaKey) -> x509.Certificate:
+    if isinstance(key, HeldKey):
+        return sign_certificate(builder, key.public, key.sign)
+    return builder.sign(key, _signature_hash(key))
 
 
 def _signature_hash(key: PrivateKey) -> hashes.SHA256:

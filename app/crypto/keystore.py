@@ -90,6 +90,12 @@ class KeyStore(Protocol):
         """Raise if the store cannot seal and open keys (used by /readyz)."""
         ...
 
+    def forget(self, key_id: str) -> None:
+        """Drop this process's usable copy of `key_id` now (revocation, renewal, a PIN lock)."""
+        ...
+
+    def close(self) -> None: ...
+
 
 class SoftwareKeyStore:
     """Keys sealed under a key derived from the master key; PKCS#8 DER inside the seal."""
@@ -132,6 +138,12 @@ class SoftwareKeyStore:
         return sign_digest_with(
             self.private_key(key_id, blob), digest, hash_algorithm, rsa_padding, pss_salt_length
         )
+
+    def forget(self, key_id: str) -> None:
+        """Nothing to drop: every signature opens the sealed blob anew."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def self_test(self) -> None:
         probe = seal(self._wrapping_key, b"probe", b"self-test")

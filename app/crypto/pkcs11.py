@@ -55,6 +55,7 @@ from app.crypto.pkcs11_objects import (
     private_key_algorithm,
     private_key_import_template,
     read_public_key,
+    token_key_templates,
 )
 from app.crypto.pkcs11_token import (
     ModuleNotLoadable,
@@ -240,6 +241,10 @@ class Pkcs11KeyStore:
     def cached_keys(self) -> int:
         return len(self._unwrapped)
 
+    def cached(self, key_id: str) -> bool:
+        """Whether this process holds an unwrapped copy of `key_id` now."""
+        return self._unwrapped.peek(key_id) is not None
+
     def self_test(self) -> None:
         """Generate, wrap, unwrap and sign in the token, and verify the signature here."""
         self._probe()
@@ -268,6 +273,23 @@ class Pkcs11KeyStore:
                 raise TokenKeyExists(f"the token holds a key labelled {label!r} already")
             public, _ = session.generateKeyPair(public_template, private_template, mechanism)
             return read_public_key(session, public)
+
+    def import_token_key(self, label: str, key: PrivateKey) -> PublicKey:
+        """Put an existing key into the token as the non-extractable key pair `label` (the way
+        `keys migrate` moves a CA key). Idempotent: the same key again is a no-op; a
+        different key under that label is refused."""
+        public = key.public_key()
+        algorithm_of(public)  # refuses what the token store would not sign with
+        private_template, public_template = token_key_templates(key, label)
+        with self._token.session() as session:
+            if find(session, _PRIVATE, label):
+                present = read_public_key(session, one(session, PyKCS11.CKO_PUBLIC_KEY, label))
+                if present != public:
+                    raise TokenKeyExists(f"the token holds another key labelled {label!r}")
+                return present
+            session.createObject(private_template)
+            session.createObject(public_template)
+        return public
 
     def token_public_key(self, label: str) -> PublicKey:
         with self._token.session() as session:
@@ -441,14 +463,44 @@ class Pkcs11KeyStore:
         return operation(handle)
 
     def _wrap(self, session: Any, key_id: str, algorithm: KeyAlgorithm, private: Any) -> bytes:
-        kek = self._wrapping_kek(session)
+        try:
+            return self._wrap_under(
+                session, self._wrapping_kek(session), key_id, algorithm, private
+            )
+        except PyKCS11.PyKCS11Error as error:
+            if error.value not in _STALE_HANDLE:
+                raise
+            self._drop_stale_keks()
+            return self._wrap_under(
+                session, self._wrapping_kek(session), key_id, algorithm, private
+            )
+
+    def _wrap_under(
+        self, session: Any, kek: Kek, key_id: str, algorithm: KeyAlgorithm, private: Any
+    ) -> bytes:
         wrapped = bytes(session.wrapKey(kek.wrap, private, _WRAP))
         blob = KeyBlob(key_id, algorithm, kek.kek_id, wrapped)
         tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
         return replace(blob, tag=tag).encode()
 
     def _unwrap(self, session: Any, blob: KeyBlob) -> Any:
-        kek = self._kek_by_id(session, blob.kek_id)
+        try:
+            return self._unwrap_under(session, self._kek_by_id(session, blob.kek_id), blob)
+        except PyKCS11.PyKCS11Error as error:
+            if error.value not in _STALE_HANDLE:
+                raise
+            self._drop_stale_keks()
+            return self._unwrap_under(session, self._kek_by_id(session, blob.kek_id), blob)
+
+    def _drop_stale_keks(self) -> None:
+        # A KEK handle went stale: the token went away (the probe raises, and the caller gets
+        # TokenUnavailable), or its objects were re-read under us (look them up again).
+        self._token.token_info_label()
+        with self._kek_lock:
+            self._keks.clear()
+            self._wrapping = None
+
+    def _unwrap_under(self, session: Any, kek: Kek, blob: KeyBlob) -> Any:
         tag = bytes(session.sign(kek.mac, blob.authenticated_part(), _HMAC))
         if not hmac.compare_digest(tag, blob.tag):
             raise KeyBlobRejected("the key blob was altered")

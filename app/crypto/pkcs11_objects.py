@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import PyKCS11
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.crypto.keystore import KeyAlgorithm, PrivateKey, PublicKey
@@ -203,6 +204,44 @@ def private_key_import_template(key: PrivateKey) -> list[tuple[int, Any]]:
         (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_RSA),
         *((attribute, _big_endian(value)) for attribute, value in fields),
     ]
+
+
+def token_key_templates(
+    key: PrivateKey, label: str
+) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
+    """A persistent, non-extractable private key holding `key`, and its public key, both
+    labelled `label` (how `keys migrate` moves a CA key into the token)."""
+    named = [(PyKCS11.CKA_LABEL, label), (PyKCS11.CKA_ID, label.encode())]
+    private = [
+        (attribute, value)
+        for attribute, value in private_key_import_template(key)
+        if attribute not in (PyKCS11.CKA_TOKEN, PyKCS11.CKA_EXTRACTABLE)
+    ]
+    private += [(PyKCS11.CKA_TOKEN, True), (PyKCS11.CKA_EXTRACTABLE, False), *named]
+    public: list[tuple[int, Any]] = [
+        (PyKCS11.CKA_CLASS, PyKCS11.CKO_PUBLIC_KEY),
+        (PyKCS11.CKA_TOKEN, True),
+        (PyKCS11.CKA_VERIFY, True),
+        *named,
+    ]
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        point = key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        # CKA_EC_POINT is the point as a DER OCTET STRING (PKCS#11 s.2.3.3).
+        public += [
+            (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_EC),
+            (PyKCS11.CKA_EC_PARAMS, P256_PARAMS),
+            (PyKCS11.CKA_EC_POINT, bytes([0x04, len(point)]) + point),
+        ]
+    else:
+        numbers = key.public_key().public_numbers()
+        public += [
+            (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_RSA),
+            (PyKCS11.CKA_MODULUS, _big_endian(numbers.n)),
+            (PyKCS11.CKA_PUBLIC_EXPONENT, _big_endian(numbers.e)),
+        ]
+    return private, public
 
 
 def _big_endian(value: int) -> bytes:

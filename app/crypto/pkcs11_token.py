@@ -19,7 +19,7 @@ from typing import Any
 
 import PyKCS11
 
-from app.errors import ConfigurationError
+from app.errors import ConfigurationError, ServiceUnavailable
 
 MODULE_SETTING = "ROAMSIGN_PKCS11_MODULE"
 LABEL_SETTING = "ROAMSIGN_PKCS11_TOKEN_LABEL"
@@ -48,8 +48,24 @@ _PIN_REFUSED = frozenset(
 _SESSION_FLAGS = PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION
 
 
-class TokenUnavailable(Exception):
-    """The token cannot be reached now (module error, token removed); a later call retries."""
+class TokenUnavailable(ServiceUnavailable):
+    """The token cannot be reached now (module error, token removed); a later call retries.
+
+    A `ServiceUnavailable`: wherever it surfaces in a request, the unit of work rolls back and
+    the caller gets 503 `service_unavailable` in its API's shape. `str()` is the reason, for
+    logs and the CLI; callers see only `detail`, which names nothing about the token.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("the key store is unavailable; retry shortly")
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class Pkcs11Error(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
@@ -14,6 +16,7 @@ from app.runtime import Runtime
 from app.schemas.problem import problem_responses
 from app.services.mail.claims import outbox_stats
 
+log = logging.getLogger("roamsign.health")
 router = APIRouter(tags=["operations"])
 
 
@@ -37,15 +40,18 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses=problem_responses(ServiceUnavailable))
 async def readyz(runtime: RuntimeDep) -> Readiness:
-    """Ready to serve: the database answers and the key store can seal and open keys."""
+    """Ready to serve: the database answers and the key store signs and verifies a test
+    digest (with `pkcs11`, inside the token: a token that went away fails this)."""
     try:
         async with runtime.database_slots():
             await run_in_threadpool(_ping_database, runtime)
     except Exception as exc:
         raise ServiceUnavailable("the database is not reachable") from exc
     try:
-        runtime.key_store.self_test()
+        # On a worker thread: a token call may wait for a free session.
+        await run_in_threadpool(runtime.key_store.self_test)
     except Exception as exc:
+        log.warning("readiness.key_store_failed", extra={"error": str(exc)})
         raise ServiceUnavailable("the key store is not usable") from exc
     return Readiness(status="ready", database="ok", key_store="ok")
 

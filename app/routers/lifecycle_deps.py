@@ -13,7 +13,7 @@ from app.services.audit.trail import AuditTrailService
 from app.services.clients import Caller
 from app.services.lifecycle.applications import ApplicationService
 from app.services.lifecycle.contacts import ContactService
-from app.services.lifecycle.credentials import CredentialLifecycle
+from app.services.lifecycle.credential_lifecycle import CredentialLifecycle
 from app.services.lifecycle.pins import PinService
 from app.validation import normalise_mykad
 

@@ -281,7 +281,10 @@ class CredentialInfoOut(_Out):
     scal: Literal["2"] = Field(
         default="2",
         serialization_alias="SCAL",
-        description="2: the SAD is bound to the hash it authorizes",
+        description=(
+            "2: the hash to be signed is bound to the signature activation data (the OTP and "
+            "the SAD name it); the OTP and PIN are checked by the service, not inside the HSM"
+        ),
     )
     multisign: int = 1
     lang: str = "en-US"

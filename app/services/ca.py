@@ -5,20 +5,26 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.crypto.ca import (
+    CaKey,
+    HeldKey,
     build_crl,
     build_issuing_ca,
     build_root_ca,
     certificate_pem,
     issue_signing_certificate,
 )
-from app.crypto.keystore import KeyStore, PublicKey
+from app.crypto.external_signing import DigestSigner
+from app.crypto.keystore import KeyAlgorithm, KeyStore, PublicKey, RsaPadding, sign_digest_with
 from app.errors import ServiceUnavailable
 from app.models import CertificateAuthority, Credential
 
@@ -31,8 +37,45 @@ CRL_PATH = "/v1/ca/crl"
 CA_ISSUERS_PATH = "/v1/ca/certificates"
 
 
+# With a PKCS#11 key store the CA keys are token objects under these labels, and the
+# certificate_authorities row stores a reference to the label (`token_reference`), no key.
+TOKEN_LABELS = {ROOT: "roamsign-ca-root", ISSUING: "roamsign-ca-issuing"}
+_TOKEN_REFERENCE = b"pkcs11-token-key:"
+CA_ALGORITHM: KeyAlgorithm = "ecdsa-p256"
+
+
 def ca_key_id(name: str) -> str:
     return f"ca:{name}"
+
+
+def token_reference(label: str) -> bytes:
+    """What the key_blob column holds for a CA key that lives in the token as `label`."""
+    return _TOKEN_REFERENCE + label.encode()
+
+
+def token_label(blob: bytes) -> str | None:
+    """The token label a key_blob refers to; None for a software key's sealed blob."""
+    if blob.startswith(_TOKEN_REFERENCE):
+        return blob[len(_TOKEN_REFERENCE) :].decode()
+    return None
+
+
+@runtime_checkable
+class TokenKeys(Protocol):
+    """A key store that keeps named keys inside a token (app.crypto.pkcs11.Pkcs11KeyStore)."""
+
+    def generate_token_key(self, label: str, algorithm: KeyAlgorithm) -> PublicKey: ...
+
+    def token_public_key(self, label: str) -> PublicKey: ...
+
+    def sign_with_token_key(
+        self,
+        label: str,
+        digest: bytes,
+        hash_algorithm: str,
+        rsa_padding: RsaPadding = "pkcs1v15",
+        pss_salt_length: int | None = None,
+    ) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -83,11 +126,9 @@ class CertificateAuthorityService:
             return False
         if existing:
             raise RuntimeError("the CA is half-initialised: the root or issuing CA row is missing")
-        root_blob = self.key_store.generate(ca_key_id(ROOT), "ecdsa-p256").blob
-        root_key = self.key_store.private_key(ca_key_id(ROOT), root_blob)
+        root_blob, root_key = self._new_key(ROOT)
         root = build_root_ca(root_key, self.ca_name, now=now, validity_days=ROOT_VALIDITY_DAYS)
-        issuing_blob = self.key_store.generate(ca_key_id(ISSUING), "ecdsa-p256").blob
-        issuing_key = self.key_store.private_key(ca_key_id(ISSUING), issuing_blob)
+        issuing_blob, issuing_key = self._new_key(ISSUING)
         issuing = build_issuing_ca(
             issuing_key, root, root_key, self.ca_name, now=now, validity_days=ISSUING_VALIDITY_DAYS
         )
@@ -123,7 +164,7 @@ class CertificateAuthorityService:
             )
             if serial is not None and revoked_at is not None
         ]
-        issuing_key = self.key_store.private_key(ca_key_id(ISSUING), material.issuing_key_blob)
+        issuing_key = self._issuing_key(material)
         crl = build_crl(
             material.issuing,
             issuing_key,
@@ -142,7 +183,7 @@ class CertificateAuthorityService:
         validity_days: int,
     ) -> x509.Certificate:
         material = self.material()
-        issuing_key = self.key_store.private_key(ca_key_id(ISSUING), material.issuing_key_blob)
+        issuing_key = self._issuing_key(material)
         base = self.public_base_url
         return issue_signing_certificate(
             public_key,
@@ -155,6 +196,54 @@ class CertificateAuthorityService:
             crl_url=f"{base}{CRL_PATH}" if base else None,
             ca_issuers_url=f"{base}{CA_ISSUERS_PATH}" if base else None,
         )
+
+    def issuing_signer(self) -> DigestSigner:
+        """Signs a digest with the issuing CA's key, wherever it lives (for certificates built
+        elsewhere, e.g. the time-stamping and OCSP responder certificates)."""
+        key = self._issuing_key(self.material())
+        if isinstance(key, HeldKey):
+            return key.sign
+        return partial(sign_digest_with, key)
+
+    def _new_key(self, name: str) -> tuple[bytes, CaKey]:
+        """A new CA key: a token object when the store has a token, else a sealed blob."""
+        if isinstance(self.key_store, TokenKeys):
+            from app.crypto.pkcs11_objects import TokenKeyMissing
+
+            label = TOKEN_LABELS[name]
+            try:
+                # Left by an earlier `ca init` that failed before its commit: the token is
+                # this service's own, so its key is taken rather than refused.
+                public = self.key_store.token_public_key(label)
+            except TokenKeyMissing:
+                public = self.key_store.generate_token_key(label, CA_ALGORITHM)
+            return token_reference(label), self._held_key(label, public)
+        blob = self.key_store.generate(ca_key_id(name), CA_ALGORITHM).blob
+        return blob, self.key_store.private_key(ca_key_id(name), blob)
+
+    def _issuing_key(self, material: CaMaterial) -> CaKey:
+        label = token_label(material.issuing_key_blob)
+        if label is not None:
+            return self._held_key(label, public_key_of(material.issuing))
+        if isinstance(self.key_store, TokenKeys):
+            raise ServiceUnavailable(
+                "the CA keys are still software keys: run `python -m app keys migrate --to pkcs11`"
+            )
+        return self.key_store.private_key(ca_key_id(ISSUING), material.issuing_key_blob)
+
+    def _held_key(self, label: str, public: PublicKey) -> HeldKey:
+        if not isinstance(self.key_store, TokenKeys):
+            raise ServiceUnavailable(
+                "the CA keys are in a PKCS#11 token: set ROAMSIGN_KEY_STORE=pkcs11"
+            )
+        return HeldKey(public, partial(self.key_store.sign_with_token_key, label))
+
+
+def public_key_of(certificate: x509.Certificate) -> PublicKey:
+    key = certificate.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise TypeError("unsupported CA public key type")
+    return key
 
 
 def _load(session: Session) -> CaMaterial:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -17,9 +18,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.crypto.keys import SealKey
-from app.crypto.keystore import PublicKey
+from app.crypto.keystore import KeyStore, PublicKey
 from app.crypto.secrets import OtpBinding
-from app.db import keep_changes
+from app.db import after_commit, keep_changes
 from app.errors import (
     CredentialLocked,
     CredentialNotActive,
@@ -120,9 +121,14 @@ def report_credential_locked(
     user: User,
     credential: Credential,
     now: datetime,
+    *,
+    key_store: KeyStore,
 ) -> None:
-    """The person learns how to get a credential back that wrong PINs just locked."""
+    """The person learns how to get a credential back that wrong PINs just locked; this
+    process drops its unwrapped copy of the key once the lock is committed (the others check
+    the credential's status before they sign)."""
     queue_credential_locked_notice(session, seal_key, user, credential, now)
+    after_commit(session, partial(key_store.forget, credential.id))
     audit.record(
         now=now,
         action="credential.locked",

@@ -71,7 +71,7 @@ def test_a_renewed_credential_gets_no_expiry_notice(
             .where(Credential.id == person.credential_id)
             .values(not_after=clock.now() + timedelta(days=20))
         )
-    from app.services.lifecycle.credentials import CredentialLifecycle
+    from app.services.lifecycle.credential_lifecycle import CredentialLifecycle
     from tests.factories import FACTORY_CALLER
 
     with unit_of_work(runtime.sessions) as session:

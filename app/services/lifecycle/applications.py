@@ -31,11 +31,8 @@ from app.models import (
 from app.services.clients import Caller
 from app.services.lifecycle.bulk_enrolment import BulkEnrolment, EnrolmentResult
 from app.services.lifecycle.context import LifecycleContext
-from app.services.lifecycle.credentials import (
-    CredentialLifecycle,
-    CredentialService,
-    holds_current_roaming,
-)
+from app.services.lifecycle.credential_lifecycle import CredentialLifecycle
+from app.services.lifecycle.credentials import CredentialService, holds_current_roaming
 from app.services.lifecycle.opening import (
     new_application_row,
     record_opened,

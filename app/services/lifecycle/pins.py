@@ -25,7 +25,8 @@ from app.models import Credential, CredentialStatus, TokenPurpose, User
 from app.services.clients import Caller
 from app.services.credential_rules import count_pin_failure, report_credential_locked
 from app.services.lifecycle.context import LifecycleContext
-from app.services.lifecycle.credentials import CredentialLifecycle, effective_status
+from app.services.lifecycle.credential_lifecycle import CredentialLifecycle
+from app.services.lifecycle.credentials import effective_status
 from app.services.lifecycle.tokens import TokenSent
 from app.services.mail.notices import queue_notice, queue_pin_changed_notice
 from app.services.mail.texts.common import mask_email
@@ -258,7 +259,14 @@ class PinService:
         )
         if failure.locked:
             report_credential_locked(
-                self.session, self.context.seal_key, self.audit, caller.name, user, credential, now
+                self.session,
+                self.context.seal_key,
+                self.audit,
+                caller.name,
+                user,
+                credential,
+                now,
+                key_store=self.context.key_store,
             )
         # Commit the count (and the lock), then refuse.
         keep_changes(self.session)

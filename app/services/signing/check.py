@@ -10,6 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.crypto.keys import Secrets
+from app.crypto.keystore import KeyStore
 from app.crypto.secrets import macs_equal, otp_mac, pin_mac
 from app.db import keep_changes
 from app.errors import AuthorizationFailed, RequestLocked, ValidationFailed
@@ -38,12 +39,19 @@ class OtpPinCheck:
     """Checks an OTP and a PIN in the contract's order and counts the failures."""
 
     def __init__(
-        self, session: Session, *, settings: Settings, keys: Secrets, audit: AuditLog
+        self,
+        session: Session,
+        *,
+        settings: Settings,
+        keys: Secrets,
+        audit: AuditLog,
+        key_store: KeyStore,
     ) -> None:
         self.session = session
         self.settings = settings
         self.keys = keys
         self.audit = audit
+        self.key_store = key_store
 
     def check_otp_and_pin(
         self, caller: Caller, request: SigningRequest, otp: str, pin: str, now: datetime
@@ -158,7 +166,14 @@ class OtpPinCheck:
             )
         if credential_locked:
             report_credential_locked(
-                self.session, self.keys.outbox_seal, self.audit, caller.name, user, credential, now
+                self.session,
+                self.keys.outbox_seal,
+                self.audit,
+                caller.name,
+                user,
+                credential,
+                now,
+                key_store=self.key_store,
             )
         if held_until is not None:
             self.audit.record(

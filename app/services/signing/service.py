@@ -73,7 +73,9 @@ class SigningService:
         self.ca = ca
         self.audit = audit
         self._issuer = OtpIssuer(session, settings=settings, keys=keys, audit=audit)
-        self._check = OtpPinCheck(session, settings=settings, keys=keys, audit=audit)
+        self._check = OtpPinCheck(
+            session, settings=settings, keys=keys, audit=audit, key_store=key_store
+        )
         self._maker = SignatureMaker(session, keys=keys, key_store=key_store, ca=ca, audit=audit)
         # The session's identity map holds objects weakly: what get_own(with_signer=True)
         # loaded stays referenced here for the request, so session.get() finds it.
