@@ -7,14 +7,14 @@ Prints, for ECDSA P-256 over a SHA-256 digest:
 4. the same cache hit from 4 threads at once (PyKCS11 holds the GIL during each call);
 5. the software baselines: `sign_digest_with` on a loaded key, and `SoftwareKeyStore.sign_digest`
    (open the sealed blob, load the key, sign), which is what a flow pays today;
-then HMAC-SHA256 in the token against `hmac` here; sealing (AES-256-GCM, a 600-byte message)
-inside the token against `AESGCM` here (what a data key unwrapped into this process would cost
-a message once unwrapped); what one signing flow's secrets cost (its MACs and seals, counted
-below); and the number of token objects before and after generating `--keys` wrapped keys (it
-must not move). Each loop stops at `--count`
-operations or `--seconds`, whichever comes first; the figures are medians of `--rounds`
-interleaved rounds, because on a shared machine one loop alone says more about the neighbours
-than about the token. Nothing asserts: it prints figures.
+then HMAC-SHA256 in the token against `hmac` here; the secrets per operation and per signing
+flow (its MACs and seals, counted below): stage 2a's way (PyKCS11's Session.sign, AES-GCM
+inside the token), today's (one C_SignInit + C_Sign through ctypes, subject refs remembered,
+the outbox sealed under the data key unwrapped into this process) and software; and the
+number of token objects before and after generating `--keys` wrapped keys (it must not move).
+Each loop stops at `--count` operations or `--seconds`, whichever comes first; the figures
+are medians of `--rounds` interleaved rounds, because on a shared machine one loop alone says
+more about the neighbours than about the token. Nothing asserts: it prints figures.
 
     .venv/bin/python bench/hsm.py [--seconds 1] [--count 20000] [--rounds 3] [--keys 2000]
 """
@@ -38,10 +38,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from app.crypto.keys import DerivedKeys, Secrets, software_secrets  # noqa: E402
+import PyKCS11  # noqa: E402
+
+from app.crypto.keys import CachedMacKey, DerivedKeys, software_secrets  # noqa: E402
 from app.crypto.keystore import SoftwareKeyStore, sign_digest_with  # noqa: E402
-from app.crypto.pkcs11 import Pkcs11KeyStore  # noqa: E402
-from app.crypto.pkcs11_secrets import provision_token_secrets, token_secrets  # noqa: E402
+from app.crypto.pkcs11 import _HMAC, Pkcs11KeyStore  # noqa: E402
+from app.crypto.pkcs11_secrets import (  # noqa: E402
+    MAC_LABELS,
+    SEAL_LABEL,
+    TokenSealKey,
+    data_key_file,
+    provision_token_secrets,
+    token_secrets,
+)
 from app.settings import Profile, Settings  # noqa: E402
 from tests.hsm.conftest import USER_PIN, create_token  # noqa: E402
 
@@ -51,6 +60,10 @@ DIGEST = hashlib.sha256(b"Baucar Bayaran PV-2026-000123").digest()
 # e-mail; the signature: OTP and PIN MACs, an audit event (subject ref and MAC), the sealed
 # signing notice; delivery: both messages opened, an audit MAC each (no MyKad, no subject ref).
 MACS_PER_FLOW = 11
+# Of those, the ones under the subject-ref key (2 rate-limit keys, 2 audit subject refs):
+# deterministic, remembered per process; the 7 others (OTP x2, PIN, audit MAC x4) go to the token.
+SUBJECT_MACS_PER_FLOW = 4
+TOKEN_MACS_PER_FLOW = MACS_PER_FLOW - SUBJECT_MACS_PER_FLOW
 SEALS_PER_FLOW = 2
 OPENS_PER_FLOW = 2
 MESSAGE = b"X" * 600  # about the size of a sealed OTP e-mail
@@ -171,7 +184,7 @@ def main() -> None:
             f"(x{token_mac / local_mac:.2f})"
         )
 
-        report_secrets(cached, seconds, count, args.rounds)
+        report_secrets(cached, Path(directory), seconds, count, args.rounds)
 
         before = cached.count_token_objects()
         started = time.perf_counter()
@@ -187,39 +200,87 @@ def main() -> None:
         uncached.close()
 
 
-def report_secrets(store: Pkcs11KeyStore, seconds: float, count: int, rounds: int) -> None:
-    provision_token_secrets(store, None)
-    token, software = token_secrets(store), software_secrets(DerivedKeys.from_master(b"k" * 32))
-    sealed = {"token": token.outbox_seal.seal(MESSAGE, b"outbox:1"), "software": b""}
-    sealed["software"] = software.outbox_seal.seal(MESSAGE, b"outbox:1")
+def report_secrets(
+    store: Pkcs11KeyStore, directory: Path, seconds: float, count: int, rounds: int
+) -> None:
+    wrapped_key = data_key_file(directory / "var")
+    provision_token_secrets(store, None, wrapped_key)
+    token = token_secrets(store, wrapped_key)
+    software = software_secrets(DerivedKeys.from_master(b"k" * 32))
+    store.aes_key(SEAL_LABEL)  # stage 2a's key: AES-GCM inside the token
+    in_token = TokenSealKey(store, SEAL_LABEL)
+    label = MAC_LABELS["pin_pepper"]
+    data = b"credential|123456"
+    assert isinstance(token.subject_ref, CachedMacKey)
+    token.subject_ref.mac(b"850101145555")
+    sealed = {
+        "token": token.outbox_seal.seal(MESSAGE, b"outbox:1"),
+        "in_token": in_token.seal(MESSAGE, b"outbox:1"),
+        "software": software.outbox_seal.seal(MESSAGE, b"outbox:1"),
+    }
 
-    def per_op(secrets: Secrets, name: str) -> dict[str, float]:
-        operations = {
-            "mac": lambda: secrets.pin_pepper.mac(b"credential|123456"),
-            "seal": lambda: secrets.outbox_seal.seal(MESSAGE, b"outbox:1"),
-            "open": lambda: secrets.outbox_seal.open(sealed[name], b"outbox:1"),
-        }
-        return {
-            what: 1e6 / statistics.median(rate(op, seconds, count) for _ in range(rounds))
-            for what, op in operations.items()
-        }
+    def stage_2a_mac() -> bytes:
+        # Stage 2a's call: PyKCS11's Session.sign (size query, then the MAC, byte lists).
+        with store._token.session() as session:
+            return store._sign_labelled(session, PyKCS11.CKO_SECRET_KEY, label, data, _HMAC)
 
-    costs = {"token": per_op(token, "token"), "software": per_op(software, "software")}
-    print("Secrets, microseconds an operation (token = SoftHSM2; software = in this process):")
-    for what in ("mac", "seal", "open"):
+    operations: dict[str, Callable[[], object]] = {
+        "mac: token, PyKCS11 Session.sign (2a)": stage_2a_mac,
+        "mac: token, one C_SignInit + C_Sign": lambda: token.pin_pepper.mac(data),
+        "mac: token key, remembered (subject ref)": lambda: token.subject_ref.mac(b"850101145555"),
+        "mac: software": lambda: software.pin_pepper.mac(data),
+        "seal: AES-GCM in the token (2a)": lambda: in_token.seal(MESSAGE, b"outbox:1"),
+        "seal: unwrapped data key": lambda: token.outbox_seal.seal(MESSAGE, b"outbox:1"),
+        "seal: software": lambda: software.outbox_seal.seal(MESSAGE, b"outbox:1"),
+        "open: AES-GCM in the token (2a)": lambda: in_token.open(sealed["in_token"], b"outbox:1"),
+        "open: unwrapped data key": lambda: token.outbox_seal.open(sealed["token"], b"outbox:1"),
+        "open: software": lambda: software.outbox_seal.open(sealed["software"], b"outbox:1"),
+    }
+    figures: dict[str, list[float]] = {name: [] for name in operations}
+    for _ in range(rounds):
+        for name, operation in operations.items():
+            figures[name].append(1e6 / rate(operation, seconds, count))
+    cost = {name: statistics.median(values) for name, values in figures.items()}
+    software_cost = {
+        "mac": cost["mac: software"],
+        "seal": cost["seal: software"],
+        "open": cost["open: software"],
+    }
+    print(f"Secrets, microseconds an operation (a {len(MESSAGE)}-byte message to seal):")
+    for name, value in cost.items():
+        what = name.split(":")[0]
+        print(f"  {name:<44} {value:>8.1f} us  x{value / software_cost[what]:.1f} of software")
+    flows = {
+        "stage 2a (token MACs by Session.sign, GCM in the token)": (
+            MACS_PER_FLOW * cost["mac: token, PyKCS11 Session.sign (2a)"]
+            + SEALS_PER_FLOW * cost["seal: AES-GCM in the token (2a)"]
+            + OPENS_PER_FLOW * cost["open: AES-GCM in the token (2a)"]
+        ),
+        "now, a person seen before (subject refs remembered)": (
+            TOKEN_MACS_PER_FLOW * cost["mac: token, one C_SignInit + C_Sign"]
+            + SUBJECT_MACS_PER_FLOW * cost["mac: token key, remembered (subject ref)"]
+            + SEALS_PER_FLOW * cost["seal: unwrapped data key"]
+            + OPENS_PER_FLOW * cost["open: unwrapped data key"]
+        ),
+        "now, a person not seen before": (
+            MACS_PER_FLOW * cost["mac: token, one C_SignInit + C_Sign"]
+            + SEALS_PER_FLOW * cost["seal: unwrapped data key"]
+            + OPENS_PER_FLOW * cost["open: unwrapped data key"]
+        ),
+        "software": (
+            MACS_PER_FLOW * software_cost["mac"]
+            + SEALS_PER_FLOW * software_cost["seal"]
+            + OPENS_PER_FLOW * software_cost["open"]
+        ),
+    }
+    print(
+        f"One signing flow's secrets ({MACS_PER_FLOW} MACs, {SUBJECT_MACS_PER_FLOW} of them "
+        f"subject refs; {SEALS_PER_FLOW} seals, {OPENS_PER_FLOW} opens):"
+    )
+    for name, value in flows.items():
         print(
-            f"  {what:<5} token {costs['token'][what]:>8.1f} us   software "
-            f"{costs['software'][what]:>6.1f} us"
-        )
-    for name, cost in costs.items():
-        flow = (
-            MACS_PER_FLOW * cost["mac"]
-            + SEALS_PER_FLOW * cost["seal"]
-            + OPENS_PER_FLOW * cost["open"]
-        )
-        print(
-            f"  one signing flow ({MACS_PER_FLOW} MACs, {SEALS_PER_FLOW} seals, "
-            f"{OPENS_PER_FLOW} opens), {name}: {flow / 1000:.2f} ms"
+            f"  {name:<56} {value / 1000:>6.2f} ms  "
+            f"+{(value - flows['software']) / 1000:.2f} ms over software"
         )
 
 

@@ -8,6 +8,7 @@ a PKCS#11 token, where the same values can be imported so that nothing stored ne
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -133,6 +134,30 @@ class SoftwareSealKey:
 
     def open(self, blob: bytes, associated_data: bytes) -> bytes:
         return open_sealed(self._key, blob, associated_data)
+
+
+class CachedMacKey:
+    """A `MacKey` that remembers its last `size` answers, least recently used out first.
+
+    For a key far slower than a lookup (one in a token: bench/hsm.py) whose inputs come back:
+    the subject refs and rate-limit keys of the people who sign often. HMAC is deterministic,
+    so a remembered MAC is the MAC. It keeps the inputs (MyKad digits among them) and their
+    MACs in this process's memory, which has seen both anyway; nothing is written anywhere.
+    """
+
+    def __init__(self, key: MacKey, size: int = 10_000) -> None:
+        self.key = key
+        self._mac = functools.lru_cache(maxsize=size)(key.mac)
+
+    def __repr__(self) -> str:
+        return f"CachedMacKey({self.key!r})"
+
+    def mac(self, data: bytes) -> bytes:
+        return self._mac(data)
+
+    @property
+    def remembered(self) -> int:
+        return self._mac.cache_info().currsize
 
 
 def software_secrets(keys: DerivedKeys) -> Secrets:

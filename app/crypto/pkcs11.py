@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -41,6 +42,7 @@ from app.crypto.pkcs11_format import (
     unwrap_template,
     verify_digest,
 )
+from app.crypto.pkcs11_hmac import HmacCall
 from app.crypto.pkcs11_objects import (
     Kek,
     TokenKeyExists,
@@ -128,6 +130,7 @@ class Pkcs11KeyStore:
         self._keks: dict[bytes, Kek] = {}
         self._wrapping: Kek | None = None
         self._kek_lock = threading.Lock()
+        self._hmac_call: HmacCall | None = None
         token.on_reset.append(self._drop_handles)
 
     @classmethod
@@ -346,8 +349,13 @@ class Pkcs11KeyStore:
         """HMAC-SHA256 of `data` under the token's secret key `label`."""
         if not data:
             raise ValueError("nothing to MAC")  # PyKCS11 refuses empty input to C_Sign
+        if self._hmac_call is None:
+            self._hmac_call = HmacCall(self._token.module_path)
+        hmac_call = self._hmac_call
         with self._token.session() as session:
-            return self._sign_labelled(session, _SECRET, label, data, _HMAC)
+            return self._use_labelled(
+                session, _SECRET, label, lambda handle: hmac_call(session, handle, data)
+            )
 
     # --- token-resident AES keys: AES-256-GCM inside the token (the sealed outbox) ---
 
@@ -422,6 +430,50 @@ class Pkcs11KeyStore:
             label,
             lambda handle: bytes(session.encrypt(handle, plaintext, mechanism)),
         )
+
+    # --- data keys: AES-256 keys kept wrapped under the KEK, given back to this process ---
+
+    def wrap_data_key(self, purpose: str, value: bytes | None = None) -> bytes:
+        """An AES-256 data key for `purpose`, wrapped under the KEK: made in the token, or
+        `value` imported. In the token it is only a session object, extractable by C_WrapKey,
+        destroyed here; the blob names its purpose and KEK and carries a tag made in the token.
+        """
+        if value is not None and len(value) != 32:
+            raise ValueError("an AES-256 key is 32 bytes")
+        with self._token.session() as session:
+            if value is None:
+                template = [*_data_key_template(sensitive=True), (PyKCS11.CKA_VALUE_LEN, 32)]
+                key = session.generateKey(template, PyKCS11.Mechanism(PyKCS11.CKM_AES_KEY_GEN))
+            else:
+                key = session.createObject(
+                    [*_data_key_template(sensitive=True), (PyKCS11.CKA_VALUE, value)]
+                )
+            try:
+                kek = self._wrapping_kek(session)
+                wrapped = bytes(session.wrapKey(kek.wrap, key, _WRAP))
+            finally:
+                destroy(session, key)
+            authenticated = _data_key_authenticated(purpose, kek.kek_id, wrapped)
+            return authenticated + bytes(session.sign(kek.mac, authenticated, _HMAC))
+
+    def unwrap_data_key(self, purpose: str, blob: bytes) -> bytes:
+        """The data key wrapped in `blob` for `purpose`, in clear, for this process to use;
+        `KeyBlobRejected` if the blob was altered, is another purpose's or another KEK's."""
+        kek_id, wrapped, tag = _parse_data_key(purpose, blob)
+        authenticated = blob[: -len(tag)]
+        with self._token.session() as session:
+            kek = self._kek_by_id(session, kek_id)
+            if not hmac.compare_digest(bytes(session.sign(kek.mac, authenticated, _HMAC)), tag):
+                raise KeyBlobRejected("the data key blob was altered")
+            key = session.unwrapKey(kek.wrap, wrapped, _data_key_template(sensitive=False), _WRAP)
+            try:
+                [value] = session.getAttributeValue(key, [PyKCS11.CKA_VALUE], allAsBinary=True)
+            finally:
+                destroy(session, key)
+        value = bytes(value)
+        if len(value) != 32:
+            raise KeyBlobRejected("the data key blob holds no AES-256 key")
+        return value
 
     def count_token_objects(self) -> int:
         """Every persistent object this login can see (it must not grow with people)."""
@@ -535,3 +587,66 @@ class Pkcs11KeyStore:
         with self._kek_lock:
             self._keks.clear()
             self._wrapping = None
+
+
+# A data key blob: magic, KEK id, purpose, wrapped key (each length-prefixed), then the tag
+# over all of it. A person's key blob starts with b"RSK11": no tagged input is both.
+_DATA_KEY_MAGIC = b"RSDK1"
+
+
+def _data_key_authenticated(purpose: str, kek_id: bytes, wrapped: bytes) -> bytes:
+    name = purpose.encode()
+    return b"".join(
+        (
+            _DATA_KEY_MAGIC,
+            struct.pack(">B", len(kek_id)),
+            kek_id,
+            struct.pack(">H", len(name)),
+            name,
+            struct.pack(">H", len(wrapped)),
+            wrapped,
+        )
+    )
+
+
+def _parse_data_key(purpose: str, blob: bytes) -> tuple[bytes, bytes, bytes]:
+    """(KEK id, wrapped key, tag) of a data key blob made for `purpose`; the tag unchecked."""
+    try:
+        if not blob.startswith(_DATA_KEY_MAGIC):
+            raise KeyBlobRejected("not a data key blob")
+        offset = len(_DATA_KEY_MAGIC)
+        (kek_length,) = struct.unpack_from(">B", blob, offset)
+        kek_id = blob[offset + 1 : offset + 1 + kek_length]
+        offset += 1 + kek_length
+        (name_length,) = struct.unpack_from(">H", blob, offset)
+        name = blob[offset + 2 : offset + 2 + name_length].decode()
+        offset += 2 + name_length
+        (wrapped_length,) = struct.unpack_from(">H", blob, offset)
+        wrapped = blob[offset + 2 : offset + 2 + wrapped_length]
+        tag = blob[offset + 2 + wrapped_length :]
+    except (struct.error, UnicodeDecodeError):
+        raise KeyBlobRejected("truncated data key blob") from None
+    if len(kek_id) != kek_length or len(wrapped) != wrapped_length or len(tag) != 32:
+        raise KeyBlobRejected("truncated data key blob")
+    if name != purpose:
+        raise KeyBlobRejected("the data key blob belongs to another purpose")
+    return kek_id, wrapped, tag
+
+
+def _data_key_template(*, sensitive: bool) -> list[tuple[int, Any]]:
+    """A session AES key that can do nothing in the token: wrapped (sensitive) to be stored,
+    or unwrapped (not sensitive) only to be read out into this process."""
+    return [
+        (PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY),
+        (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_AES),
+        (PyKCS11.CKA_TOKEN, False),
+        (PyKCS11.CKA_PRIVATE, True),
+        (PyKCS11.CKA_SENSITIVE, sensitive),
+        (PyKCS11.CKA_EXTRACTABLE, True),
+        (PyKCS11.CKA_ENCRYPT, False),
+        (PyKCS11.CKA_DECRYPT, False),
+        (PyKCS11.CKA_WRAP, False),
+        (PyKCS11.CKA_UNWRAP, False),
+        (PyKCS11.CKA_SIGN, False),
+        (PyKCS11.CKA_VERIFY, False),
+    ]

@@ -1,26 +1,58 @@
-"""The secrets in a PKCS#11 token: HMAC keys (CKM_SHA256_HMAC) and an AES-256 key for
-AES-GCM, each a non-extractable token object used by label.
+"""The secrets of a pkcs11 deployment: HMAC keys in the token, and the outbox's data key.
 
-Sealing runs inside the token (CKM_AES_GCM) rather than under a data key unwrapped into this
-process: the key is never in our memory, and the blob is the software seal's format byte for
-byte (so the imported software key opens every message sealed before the move). Its price
-(bench/hsm.py): a seal or open of a 600-byte e-mail costs about 1 ms on SoftHSM2 against 10 us
-here, most of it PyKCS11 turning its result into bytes (about 1 us a byte); a flow does four.
+The HMAC keys (OTP, PIN, e-mailed tokens, SAD, activation codes, audit chain, subject refs)
+are non-extractable token objects used by label (CKM_SHA256_HMAC): a copy of the database
+and of every file cannot test a PIN or forge an audit event (tests/hsm/test_secrets_offline).
+The subject refs, deterministic MACs of a MyKad or a rate-limit subject, are remembered per
+process (`CachedMacKey`): a person who signs often costs the token nothing more.
 
-`provision_token_secrets` puts them in the token once (`keys migrate`, a new deployment's first
-start); `token_secrets` refuses to start without them.
+The outbox and the device messages are sealed with a data key: an AES-256 key stored only
+wrapped under the token's key-encryption key (C_WrapKey, CKM_AES_KEY_WRAP_PAD), in the file
+`data_key_file(var_dir)`, unwrapped once per process, then used by `app.crypto.sealing` here.
+Said plainly: that key is in clear in this process's memory while it runs, as are the
+plaintext messages it seals and opens (this process writes and reads them). What it buys: a
+seal or open of a 600-byte e-mail costs ~10 us instead of ~1.3 ms with AES-GCM inside the
+token (mostly PyKCS11 turning the result into bytes), and the blob format is unchanged
+(nonce || ciphertext || tag), so messages sealed by software or by the token's AES-GCM open.
+What it keeps: without the token, the file is 40 bytes of AES key wrap that nothing opens; a
+copy of the database and every file (the token PIN aside) opens no message. What it gives up
+against GCM in the token: someone who can read this process's memory reads the key (they
+read the messages anyway) and can open messages sealed before or after, until it is changed.
+
+Why a file and not a database row: the key must be there before the database is reached
+(start-up refuses without it, in one line), it needs no schema change, and it is not secret
+(useless without the token's KEK), so it may be copied to every host with the rest of the
+configuration and backed up anywhere. Back it up with the database: without it, pending
+outbox and device messages no longer open (the token can make a new one, not the old one).
+
+`provision_token_secrets` puts everything in place once (`keys migrate`, a new deployment's
+first start); `token_secrets` refuses to start without it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import os
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from app.crypto.keys import MAC_PURPOSES, SEAL_PURPOSE, DerivedKeys, Secrets
-from app.crypto.pkcs11 import GCM_NONCE_BYTES, Pkcs11KeyStore
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from app.crypto.keys import (
+    MAC_PURPOSES,
+    SEAL_PURPOSE,
+    CachedMacKey,
+    DerivedKeys,
+    MacKey,
+    SealKey,
+    Secrets,
+)
+from app.crypto.pkcs11 import GCM_NONCE_BYTES, KeyBlobRejected, Pkcs11KeyStore, TokenKeyExists
 from app.crypto.pkcs11_token import Pkcs11ConfigurationError
-from app.crypto.sealing import SealBroken
+from app.crypto.sealing import SealBroken, open_sealed, seal
 
 Provisioned = Literal["generated", "imported", "present"]
 
@@ -35,6 +67,12 @@ def token_label(purpose_label: str) -> str:
 
 MAC_LABELS: dict[str, str] = {name: token_label(label) for name, label in MAC_PURPOSES.items()}
 SEAL_LABEL = token_label(SEAL_PURPOSE[1])
+DATA_KEY_PURPOSE = SEAL_PURPOSE[1]
+
+
+def data_key_file(var_dir: Path) -> Path:
+    """Where the outbox's wrapped data key is kept."""
+    return var_dir / f"{SEAL_LABEL}.wrapped-key"
 
 
 class TokenMacKey:
@@ -52,7 +90,8 @@ class TokenMacKey:
 
 
 class TokenSealKey:
-    """AES-256-GCM inside the token, under its AES key `label`; the nonce is drawn here."""
+    """AES-256-GCM inside the token, under its AES key `label` (stage 2a's outbox key: what
+    it sealed opens still); the nonce is drawn here."""
 
     def __init__(self, store: Pkcs11KeyStore, label: str) -> None:
         self._store = store
@@ -72,18 +111,65 @@ class TokenSealKey:
         return self._store.decrypt_gcm(self.label, nonce, ciphertext, associated_data)
 
 
-def token_secrets(store: Pkcs11KeyStore) -> Secrets:
-    """The `Secrets` of a provisioned token; refuses (one line) when a key is missing."""
-    missing = [
-        label for label in (*MAC_LABELS.values(), SEAL_LABEL) if not store.has_secret_key(label)
-    ]
+class DataSealKey:
+    """AES-256-GCM in this process under the unwrapped data key (see the module docstring).
+
+    `legacy`, if any, opens what stage 2a sealed inside the token under a key made there
+    (a key whose value nobody knows, so it could not become the data key).
+    """
+
+    def __init__(self, key: bytes, legacy: SealKey | None = None) -> None:
+        self._key = key
+        self.legacy = legacy
+
+    def __repr__(self) -> str:
+        return f"DataSealKey(<redacted>, legacy={self.legacy!r})"
+
+    def seal(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        return seal(self._key, plaintext, associated_data)
+
+    def open(self, blob: bytes, associated_data: bytes) -> bytes:
+        try:
+            return open_sealed(self._key, blob, associated_data)
+        except SealBroken:
+            if self.legacy is None:
+                raise
+            return self.legacy.open(blob, associated_data)
+
+
+def token_secrets(store: Pkcs11KeyStore, data_key_file: Path) -> Secrets:
+    """The `Secrets` of a provisioned deployment; refuses (one line) when a key is missing."""
+    missing = [label for label in MAC_LABELS.values() if not store.has_secret_key(label)]
+    if not data_key_file.is_file():
+        missing.append(f"{SEAL_LABEL} (its wrapped data key file {data_key_file} is missing)")
     if missing:
         raise TokenSecretsMissing(
             f"the token holds no secret key labelled {', '.join(missing)}: provision them "
             "first (python -m app keys migrate --to pkcs11)"
         )
-    macs = {name: TokenMacKey(store, label) for name, label in MAC_LABELS.items()}
-    return Secrets(**macs, outbox_seal=TokenSealKey(store, SEAL_LABEL))
+    try:
+        data_key = store.unwrap_data_key(DATA_KEY_PURPOSE, data_key_file.read_bytes())
+    except KeyBlobRejected as error:
+        raise TokenSecretsMissing(
+            f"{data_key_file} is not a data key this token can unwrap: {error}"
+        ) from None
+    macs: dict[str, MacKey] = {
+        name: TokenMacKey(store, label) for name, label in MAC_LABELS.items()
+    }
+    macs["subject_ref"] = CachedMacKey(macs["subject_ref"])
+    return Secrets(**macs, outbox_seal=DataSealKey(data_key, _legacy_seal_key(store, data_key)))
+
+
+def _legacy_seal_key(store: Pkcs11KeyStore, data_key: bytes) -> TokenSealKey | None:
+    """Stage 2a's token AES key, if there is one and it is not the data key itself (an
+    imported one is: then the data key opens all it sealed)."""
+    if not store.has_secret_key(SEAL_LABEL):
+        return None
+    nonce, probe = os.urandom(GCM_NONCE_BYTES), b"roamsign legacy seal probe"
+    ours = AESGCM(data_key).encrypt(nonce, probe, probe)
+    if hmac.compare_digest(store.encrypt_gcm(SEAL_LABEL, nonce, probe, probe), ours):
+        return None
+    return TokenSealKey(store, SEAL_LABEL)
 
 
 @dataclass(frozen=True)
@@ -93,17 +179,21 @@ class ProvisionedSecret:
 
 
 def provision_token_secrets(
-    store: Pkcs11KeyStore, software: DerivedKeys | None
+    store: Pkcs11KeyStore, software: DerivedKeys | None, data_key_file: Path | None = None
 ) -> list[ProvisionedSecret]:
-    """Put every secret key into the token; idempotent and resumable.
+    """Put every secret key into the token, and the wrapped data key into `data_key_file`;
+    idempotent and resumable.
 
-    With `software` (the master key's keys: a migration), each key is imported with today's
-    value, non-extractable from then on, so that every stored PIN MAC, OTP MAC, token MAC,
-    subject ref and audit chain keeps verifying and every sealed message still opens: nothing
-    is re-MACed. A label already in the token is left alone, but only if it holds that same
-    value (another value raises `TokenKeyExists`: its MACs would no longer verify).
+    With `software` (the master key's keys: a migration), each HMAC key is imported with
+    today's value, non-extractable from then on, and the outbox key becomes the data key, so
+    that every stored PIN MAC, OTP MAC, token MAC, subject ref and audit chain keeps verifying
+    and every sealed message still opens: nothing is re-MACed. A key already in place is left
+    alone, but only if it holds that same value (another value raises `TokenKeyExists`: its
+    MACs would no longer verify, its messages no longer open).
     Without `software` (a new deployment), each missing key is generated in the token.
-    Call it from one process: two creating the same label at once would make two keys.
+    `data_key_file` defaults to the one in the configured var dir (`keys migrate`'s).
+    Call it from one process: two creating the same label at once would make two keys (the
+    data key file, written once and atomically, cannot be made twice).
     """
     done: list[ProvisionedSecret] = []
     for name, label in MAC_LABELS.items():
@@ -116,13 +206,43 @@ def provision_token_secrets(
             done.append(ProvisionedSecret(label, "generated"))
         else:
             done.append(ProvisionedSecret(label, "present"))
-    present = store.has_secret_key(SEAL_LABEL)
-    if software is not None:
-        store.import_aes_key(SEAL_LABEL, software.outbox_seal)
-        done.append(ProvisionedSecret(SEAL_LABEL, "present" if present else "imported"))
-    elif not present:
-        store.aes_key(SEAL_LABEL)
-        done.append(ProvisionedSecret(SEAL_LABEL, "generated"))
-    else:
-        done.append(ProvisionedSecret(SEAL_LABEL, "present"))
+    path = data_key_file if data_key_file is not None else _configured_data_key_file()
+    known = software.outbox_seal if software is not None else None
+    outcome: Provisioned = "present"
+    if not path.exists():
+        made = _write_once(path, store.wrap_data_key(DATA_KEY_PURPOSE, known))
+        if made:
+            outcome = "imported" if known is not None else "generated"
+    if outcome == "present" and known is not None:
+        value = store.unwrap_data_key(DATA_KEY_PURPOSE, path.read_bytes())
+        if not hmac.compare_digest(value, known):
+            raise TokenKeyExists(f"{path} holds another outbox data key")
+    done.append(ProvisionedSecret(SEAL_LABEL, outcome))
     return done
+
+
+def _configured_data_key_file() -> Path:
+    # The two-argument call (`keys migrate`) predates the file: it runs with these settings.
+    from app.settings import get_settings
+
+    return data_key_file(get_settings().var_dir)
+
+
+def _write_once(path: Path, blob: bytes) -> bool:
+    """Write `blob` to `path` unless it exists; readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    try:
+        with temporary.open("xb") as file:
+            file.write(blob)
+            file.flush()
+            os.fsync(file.fileno())
+        temporary.chmod(0o600)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()

@@ -10,11 +10,14 @@ today's master key file gives), and every 32-byte window of every file and every
 value taken as a raw HMAC key (a key stored in clear anywhere, token files included). Then:
 (a) no candidate reproduces the PIN MAC, the subject ref or an audit MAC held in the copy;
 (b) the 6-digit PIN is searched with each key that does; (c) an audit event is altered and
-re-MACed with the thief's best key, and `verify_audit_trail` judges it.
+re-MACed with the thief's best key, and `verify_audit_trail` judges it; (d) a queued e-mail,
+sealed under the outbox's data key, is opened with every candidate, and the data key file
+(the key wrapped under the token's KEK, in var/) is unwrapped (RFC 5649) with every candidate
+and, where that worked, the result tried on the e-mail.
 
 Controls, so that a pass is not a test that cannot fail: on a software deployment (the master
 key file is in var/) and on a token whose secrets were imported from a master key that was
-left behind, the same attack finds the PIN and forges an event that verifies.
+left behind, the same attack finds the PIN, forges an event that verifies and opens the e-mail.
 
 What it proves, and what it does not:
 - (a) and (c) are checked for every candidate; (b) is searched in full only with a candidate
@@ -46,29 +49,34 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto.keys import DerivedKeys, Secrets, derive, software_secrets
 from app.crypto.keystore import KeyStore, PublicKey, SoftwareKeyStore
-from app.crypto.pkcs11 import Pkcs11KeyStore
-from app.crypto.pkcs11_secrets import provision_token_secrets, token_secrets
+from app.crypto.pkcs11 import Pkcs11KeyStore, _parse_data_key
+from app.crypto.pkcs11_secrets import data_key_file, provision_token_secrets, token_secrets
 from app.crypto.secrets import pin_mac
 from app.db import Base, unit_of_work
-from app.models import AuditChainHead, AuditEvent, Credential
+from app.models import AuditChainHead, AuditEvent, Credential, OutboxMessage
 from app.services.audit.event import event_mac, subject_ref
 from app.services.audit.log import AuditLog
 from app.services.audit.verification import verify_audit_trail
 from app.services.lifecycle.credentials import CredentialService
 from app.services.lifecycle.people import PeopleService
+from app.services.mail.outbox import Outbox, associated_data
 from tests.hsm.conftest import SoftHsmToken
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 PIN = "271828"
 MYKAD = "850101145555"
+SEALED_OTP = "424242"
 MASTER_KEY = bytes.fromhex("5be0c1a7d1b41f2e9c0f6a33e8d27c55a1904e6b2f7d3c8e0a9b1c2d3e4f5061")
 
 
@@ -104,6 +112,8 @@ class Stolen:
     stored_pin_mac: bytes
     stored_subject_ref: str
     event: dict[str, Any]  # the last audit event of one chain, as stored
+    sealed: bytes  # a queued e-mail, sealed, and what it is bound to
+    sealed_for: bytes
 
 
 def deploy(
@@ -127,6 +137,13 @@ def deploy(
             audit,
             secrets.pin_pepper,
         ).issue_roaming(MYKAD, PIN, "ecdsa-p256", NOW, 365, "test")
+        Outbox(session, secrets.outbox_seal).enqueue(
+            purpose="otp",
+            recipient="aisyah@jdn.gov.my",
+            subject="Kod OTP",
+            body=f"Kod OTP anda: {SEALED_OTP}",
+            now=NOW,
+        )
         return credential.id, credential.user_id
 
 
@@ -148,6 +165,10 @@ def steal(root: Path, sessions: sessionmaker[Session], credential_id: str) -> St
         ).one()
         columns = [column.name for column in AuditEvent.__table__.columns]
         stored_event = {name: getattr(event, name) for name in columns}
+        message = session.scalars(select(OutboxMessage)).one()
+        assert message.sealed_message is not None
+        sealed = message.sealed_message
+        sealed_for = associated_data(message.id, message.request_id, message.recipient)
     assert stored_event["subject_ref"] is not None
     return Stolen(
         files,
@@ -156,6 +177,8 @@ def steal(root: Path, sessions: sessionmaker[Session], credential_id: str) -> St
         credential.pin_mac,
         stored_event["subject_ref"],
         stored_event,
+        sealed,
+        sealed_for,
     )
 
 
@@ -176,7 +199,7 @@ def candidate_keys(stolen: Stolen) -> Iterator[tuple[str, bytes]]:
     blobs = [*stolen.files.items(), *((f"row value {n}", v) for n, v in enumerate(stolen.values))]
     for origin, blob in blobs:
         for decoded in {d for d in _decodings(blob) if len(d) == 32}:
-            for label in ("pin-pepper", "audit-mac", "subject-ref"):
+            for label in ("pin-pepper", "audit-mac", "subject-ref", "outbox-seal"):
                 yield f"HKDF {label} of {origin}", derive(decoded, label)
     for origin, blob in blobs:
         for offset in range(len(blob) - 31):
@@ -259,6 +282,8 @@ class Attack:
     pin: str | None
     forged_event_verifies: bool
     candidates: int
+    message_key: str | None  # where the key that opens the sealed e-mail came from
+    data_key_unwrapped_by: str | None  # where the key that unwraps the wrapped data key came from
 
 
 def attack(stolen: Stolen, sessions: sessionmaker[Session], secrets: Secrets) -> Attack:
@@ -266,11 +291,24 @@ def attack(stolen: Stolen, sessions: sessionmaker[Session], secrets: Secrets) ->
     pin_message = _message(lambda key: pin_mac(key, stolen.credential_id, PIN))
     subject_message = _message(lambda key: subject_ref(key, MYKAD))
     event_message = _event_message(stolen.event, previous)
-    pin_origin = subject_origin = None
+    pin_origin = subject_origin = message_origin = unwrap_origin = None
     pin_key = audit_key = best_guess = None
+    # The wrapped data key, as the thief reads its (published) format: the 40 bytes of AES key
+    # wrap before the 32-byte tag.
+    wrapped = [
+        blob[-72:-32] for name, blob in stolen.files.items() if name.endswith(".wrapped-key")
+    ]
     count = 0
     for origin, key in candidate_keys(stolen):
         count += 1
+        if message_origin is None and _opens(key, stolen.sealed, stolen.sealed_for):
+            message_origin = origin
+        for blob in wrapped:
+            with contextlib.suppress(InvalidUnwrap):
+                unwrapped = aes_key_unwrap_with_padding(key, blob)
+                unwrap_origin = unwrap_origin or origin
+                if message_origin is None and _opens(unwrapped, stolen.sealed, stolen.sealed_for):
+                    message_origin = f"data key unwrapped with {origin}"
         best_guess = best_guess or key
         if pin_key is None and hmac.compare_digest(_hmac(key, pin_message), stolen.stored_pin_mac):
             pin_key, pin_origin = key, origin
@@ -305,7 +343,24 @@ def attack(stolen: Stolen, sessions: sessionmaker[Session], secrets: Secrets) ->
         )
     with sessions() as session:
         verifies = verify_audit_trail(session, secrets.audit_mac).ok
-    return Attack(pin_origin, audit_key, subject_origin, found_pin, verifies, count)
+    return Attack(
+        pin_origin,
+        audit_key,
+        subject_origin,
+        found_pin,
+        verifies,
+        count,
+        message_origin,
+        unwrap_origin,
+    )
+
+
+def _opens(key: bytes, sealed: bytes, sealed_for: bytes) -> bool:
+    try:
+        opened = AESGCM(key).decrypt(sealed[:12], sealed[12:], sealed_for)
+    except InvalidTag:
+        return False
+    return SEALED_OTP.encode() in opened
 
 
 @pytest.fixture
@@ -325,12 +380,15 @@ def test_a_copy_of_a_token_deployment_gives_no_pin_and_no_audit_key(
     sessions: sessionmaker[Session],
     var_dir: Path,
 ) -> None:
-    provision_token_secrets(key_store, None)  # a new deployment: made in the token
-    secrets = token_secrets(key_store)
+    provision_token_secrets(key_store, None, data_key_file(var_dir))  # a new deployment
+    secrets = token_secrets(key_store, data_key_file(var_dir))
     credential_id, _ = deploy(sessions, key_store, secrets)
     stolen = steal(softhsm_token.directory.parent, sessions, credential_id)
     assert not any(name.endswith("master.key") for name in stolen.files)
     assert any("tokens/" in name and name.endswith(".object") for name in stolen.files)
+    [wrapped_file] = [blob for name, blob in stolen.files.items() if name.endswith(".wrapped-key")]
+    # The thief's reading of the file is the store's own (so (d) tries the real wrapped key).
+    assert _parse_data_key("outbox-seal", wrapped_file)[1] == wrapped_file[-72:-32]
 
     result = attack(stolen, sessions, secrets)
 
@@ -338,6 +396,7 @@ def test_a_copy_of_a_token_deployment_gives_no_pin_and_no_audit_key(
     assert result.pin_key is None and result.pin is None
     assert result.subject_key is None
     assert result.audit_key is None and not result.forged_event_verifies
+    assert result.message_key is None and result.data_key_unwrapped_by is None
 
 
 def test_a_copy_after_an_import_whose_master_key_was_wiped_gives_nothing_either(
@@ -346,14 +405,22 @@ def test_a_copy_after_an_import_whose_master_key_was_wiped_gives_nothing_either(
     sessions: sessionmaker[Session],
     var_dir: Path,
 ) -> None:
-    provision_token_secrets(key_store, DerivedKeys.from_master(MASTER_KEY))  # keys migrate
-    secrets = token_secrets(key_store)
+    # keys migrate
+    provision_token_secrets(key_store, DerivedKeys.from_master(MASTER_KEY), data_key_file(var_dir))
+    secrets = token_secrets(key_store, data_key_file(var_dir))
     credential_id, _ = deploy(sessions, key_store, secrets)
     stolen = steal(softhsm_token.directory.parent, sessions, credential_id)
     # The imported values are nowhere in the copy, in clear, hex or base64.
     derived = DerivedKeys.from_master(MASTER_KEY)
     everything = b"".join([*stolen.files.values(), *stolen.values])
-    for value in (derived.pin_pepper, derived.audit_mac, derived.subject_ref, MASTER_KEY):
+    assert any(name.endswith(".wrapped-key") for name in stolen.files)
+    for value in (
+        derived.pin_pepper,
+        derived.audit_mac,
+        derived.subject_ref,
+        derived.outbox_seal,
+        MASTER_KEY,
+    ):
         for form in (value, value.hex().encode(), base64.b64encode(value)):
             assert form not in everything
 
@@ -361,6 +428,7 @@ def test_a_copy_after_an_import_whose_master_key_was_wiped_gives_nothing_either(
 
     assert result.pin_key is None and result.pin is None and result.subject_key is None
     assert result.audit_key is None and not result.forged_event_verifies
+    assert result.message_key is None and result.data_key_unwrapped_by is None
 
 
 @pytest.mark.parametrize("deployment", ["software", "token, master key left behind"])
@@ -377,8 +445,8 @@ def test_control_the_same_attack_wins_when_the_key_can_be_derived(
         store: KeyStore = SoftwareKeyStore(derived.key_store)
         secrets = software_secrets(derived)
     else:
-        provision_token_secrets(key_store, derived)
-        store, secrets = key_store, token_secrets(key_store)
+        provision_token_secrets(key_store, derived, data_key_file(var_dir))
+        store, secrets = key_store, token_secrets(key_store, data_key_file(var_dir))
     credential_id, _ = deploy(sessions, store, secrets)
     stolen = steal(softhsm_token.directory.parent, sessions, credential_id)
 
@@ -388,3 +456,4 @@ def test_control_the_same_attack_wins_when_the_key_can_be_derived(
     assert result.pin == PIN
     assert result.subject_key == "HKDF subject-ref of var/master.key"
     assert result.audit_key == derived.audit_mac and result.forged_event_verifies
+    assert result.message_key == "HKDF outbox-seal of var/master.key"

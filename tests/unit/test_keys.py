@@ -15,6 +15,7 @@ import pytest
 
 from app.crypto.keys import (
     MAC_PURPOSES,
+    CachedMacKey,
     DerivedKeys,
     Secrets,
     SoftwareMacKey,
@@ -132,3 +133,19 @@ def test_no_key_shows_in_a_repr(secrets: Secrets) -> None:
     for name in (*MAC_PURPOSES, "outbox_seal"):
         value: bytes = getattr(keys, name)
         assert value.hex() not in shown and repr(value) not in shown
+
+
+def test_a_cached_mac_key_answers_as_its_key_and_forgets_the_oldest(secrets: Secrets) -> None:
+    asked: list[bytes] = []
+
+    class Counting:
+        def mac(self, data: bytes) -> bytes:
+            asked.append(data)
+            return secrets.subject_ref.mac(data)
+
+    cached = CachedMacKey(Counting(), size=2)
+    for data in (b"a", b"a", b"b", b"a", b"c", b"b"):
+        assert cached.mac(data) == secrets.subject_ref.mac(data)
+    assert asked == [b"a", b"b", b"c", b"b"]  # "b" was the least recently used when "c" came
+    assert cached.remembered == 2
+    assert repr(CachedMacKey(secrets.subject_ref)) == "CachedMacKey(SoftwareMacKey(<redacted>))"
