@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     pkcs11_token_label: str = Field(default="roamsign", min_length=1, max_length=32)
     # The token's user PIN, first line of the file.
     pkcs11_pin_file: Path | None = None
+    # The outbox's data key, wrapped under the token's KEK (app.crypto.pkcs11_secrets); by
+    # default in the var dir. Every host of a deployment needs the same file.
+    pkcs11_data_key_file: Path | None = None
 
     # --- pages (app/routers/pages) and what people read ---
     # The times in e-mails are in this IANA zone, the zone named.

@@ -63,7 +63,9 @@ def test_key_store(tmp_path_factory: pytest.TempPathFactory, master_key: bytes) 
         store.self_test()  # makes the key-encryption key before processes race to
         # The run's secrets as a migrated deployment has them: imported from the master key the
         # tests' own fixtures derive theirs from (`keys`), so both compute the same MACs.
-        provision_token_secrets(store, DerivedKeys.from_master(master_key))
+        data_key = tmp_path_factory.mktemp("data-key") / "outbox-seal.wrapped-key"
+        patch.setenv("ROAMSIGN_PKCS11_DATA_KEY_FILE", str(data_key))
+        provision_token_secrets(store, DerivedKeys.from_master(master_key), data_key)
         store.close()
         yield TEST_KEY_STORE
 

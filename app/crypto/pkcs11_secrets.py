@@ -37,7 +37,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -53,6 +53,9 @@ from app.crypto.keys import (
 from app.crypto.pkcs11 import GCM_NONCE_BYTES, KeyBlobRejected, Pkcs11KeyStore, TokenKeyExists
 from app.crypto.pkcs11_token import Pkcs11ConfigurationError
 from app.crypto.sealing import SealBroken, open_sealed, seal
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 Provisioned = Literal["generated", "imported", "present"]
 
@@ -71,8 +74,13 @@ DATA_KEY_PURPOSE = SEAL_PURPOSE[1]
 
 
 def data_key_file(var_dir: Path) -> Path:
-    """Where the outbox's wrapped data key is kept."""
+    """Where the outbox's wrapped data key is kept, unless a setting says otherwise."""
     return var_dir / f"{SEAL_LABEL}.wrapped-key"
+
+
+def configured_data_key_file(settings: Settings) -> Path:
+    """`ROAMSIGN_PKCS11_DATA_KEY_FILE`, or the file in the var dir."""
+    return settings.pkcs11_data_key_file or data_key_file(settings.var_dir)
 
 
 class TokenMacKey:
@@ -222,10 +230,10 @@ def provision_token_secrets(
 
 
 def _configured_data_key_file() -> Path:
-    # The two-argument call (`keys migrate`) predates the file: it runs with these settings.
+    # The two-argument call (`keys migrate`, `keys init`) runs with these settings.
     from app.settings import get_settings
 
-    return data_key_file(get_settings().var_dir)
+    return configured_data_key_file(get_settings())
 
 
 def _write_once(path: Path, blob: bytes) -> bool:
