@@ -510,7 +510,13 @@ class Pkcs11KeyStore:
                 # Destroyed (and perhaps made again) outside this process: look it up anew.
                 if error.value not in _STALE_HANDLE:
                     raise
-        handle = one(session, object_class, label)
+        try:
+            handle = one(session, object_class, label)
+        except TokenKeyMissing:
+            # A token that went away reads as one without the key: say it is gone (the probe
+            # raises TokenUnavailable), and only then that the key is missing.
+            self._token.token_info_label()
+            raise
         self._labelled[key] = handle
         return operation(handle)
 

@@ -13,7 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 from app.clock import FrozenClock
+from app.crypto.keys import DerivedKeys
 from app.crypto.pkcs11 import Pkcs11KeyStore
+from app.crypto.pkcs11_secrets import configured_data_key_file, provision_token_secrets
 from app.main import create_app
 from app.models import CertificateAuthority, Credential, SigningRequest
 from app.runtime import Runtime
@@ -30,8 +32,8 @@ WRONG_PIN = "902847"
 
 
 @pytest.fixture
-def settings(settings: Settings, softhsm_token: SoftHsmToken) -> Settings:
-    return settings.model_copy(
+def settings(settings: Settings, softhsm_token: SoftHsmToken, master_key: bytes) -> Settings:
+    on_token = settings.model_copy(
         update={
             "key_store": "pkcs11",
             "pkcs11_module": softhsm_token.module,
@@ -40,6 +42,16 @@ def settings(settings: Settings, softhsm_token: SoftHsmToken) -> Settings:
             "pin_max_failures": 2,
         }
     )
+    # The secrets as `keys migrate` leaves them: imported from the master key the tests'
+    # own fixtures derive theirs from.
+    store = Pkcs11KeyStore.from_settings(on_token)
+    try:
+        provision_token_secrets(
+            store, DerivedKeys.from_master(master_key), configured_data_key_file(on_token)
+        )
+    finally:
+        store.close()
+    return on_token
 
 
 @pytest.fixture
