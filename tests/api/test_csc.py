@@ -464,6 +464,23 @@ async def test_wrong_otp_and_wrong_pin_are_both_invalid_otp_and_counted(
     assert "too many failed attempts" in assert_csc_error(locked, "invalid_request")
 
 
+async def test_authorize_counts_a_wrong_pin_towards_the_lock_only_with_the_right_otp(
+    csc: Csc, person: Person, runtime: Runtime
+) -> None:
+    hash_b64 = digest_b64()
+    await csc.send_otp(person, hash_b64)
+    otp = csc.otp(person)
+    for pin in (WRONG_PIN, WRONG_PIN):
+        assert_csc_error(await csc.authorize(person, hash_b64, wrong(otp), pin=pin), "invalid_otp")
+    with runtime.sessions() as session:
+        credential = session.get(Credential, person.credential_id)
+        assert credential is not None and credential.pin_failures == 0
+    assert_csc_error(await csc.authorize(person, hash_b64, otp, pin=WRONG_PIN), "invalid_otp")
+    with runtime.sessions() as session:
+        credential = session.get(Credential, person.credential_id)
+        assert credential is not None and credential.pin_failures == 1
+
+
 async def test_malformed_factors_are_not_counted(
     csc: Csc, person: Person, runtime: Runtime
 ) -> None:
