@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     # retention job; signatures, the requests they signed and the audit trail are kept.
     retention_days: int = Field(default=90, ge=1, le=3650)
 
+    # --- audit checkpoints (app/services/audit/checkpoint.py) ---
+    # Signed checkpoints of every audit chain's head, appended outside the database (one
+    # JSON-lines file a day): point it at what a log shipper or a WORM mount takes away.
+    # Default: `audit-checkpoints` under the var dir.
+    audit_checkpoint_dir: Path | None = None
+    # The job writes one when the trail has grown by this many events, or this long after the
+    # last one, whichever comes first (it looks every minute at most).
+    audit_checkpoint_every_events: int = Field(default=10_000, ge=1)
+    audit_checkpoint_interval_seconds: int = Field(default=600, ge=10)
+
     # --- Cloud Signature Consortium API ---
     # Lifetime of a SAD (credentials/authorize -> signatures/signHash); the contract caps it at 60.
     csc_sad_ttl_seconds: int = Field(default=60, ge=5, le=60)
@@ -166,6 +176,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.var_dir / 'roamsign.db'}"
         if self.master_key_file is None and self.profile is Profile.DEMO:
             self.master_key_file = self.var_dir / "master.key"
+        if self.audit_checkpoint_dir is None:
+            self.audit_checkpoint_dir = self.var_dir / "audit-checkpoints"
         return self
 
     @property
