@@ -19,7 +19,7 @@ from app.models import Role
 from app.runtime import Runtime
 from app.services.clients import Caller
 from app.services.lifecycle.credentials import REVOCATION_REASONS
-from app.settings import Settings, get_settings
+from app.settings import Profile, Settings, get_settings
 from app.validation import normalise_mykad
 
 if TYPE_CHECKING:
@@ -624,6 +624,13 @@ def cmd_demo(_args: argparse.Namespace) -> int:
     from app.migrate import upgrade
 
     settings = get_settings()
+    if settings.profile is not Profile.DEMO:
+        # It rotates the demo clients' keys and creates a person with a published PIN: never
+        # on a real database.
+        raise ConfigurationError(
+            "`demo` runs only with ROAMSIGN_PROFILE=demo (it rotates API keys and creates a "
+            "person with a published PIN)"
+        )
     upgrade(settings.database_url)
     runtime = _runtime()
     env_lines = ["ROAMSIGN_URL=http://127.0.0.1:8000"]
