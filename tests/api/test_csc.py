@@ -342,6 +342,7 @@ async def test_send_otp_authorize_sign_hash_with_ecdsa(
 async def test_rsa_pkcs1_rsa_encryption_and_pss(
     csc: Csc, rsa_person: Person, runtime: Runtime
 ) -> None:
+    runtime.settings.otps_per_signer_person_per_minute = 5  # four OTPs for one person at once
     public_key = certificate_of(runtime, rsa_person).public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
     largest_salt = 2048 // 8 - 32 - 2
