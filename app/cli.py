@@ -20,7 +20,7 @@ from app.models import Role
 from app.runtime import Runtime
 from app.services.clients import Caller
 from app.services.lifecycle.credentials import REVOCATION_REASONS
-from app.settings import Settings, get_settings
+from app.settings import Profile, Settings, get_settings
 from app.validation import normalise_mykad
 
 if TYPE_CHECKING:
@@ -89,11 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     audit = commands.add_parser("audit", help="audit trail").add_subparsers(title="audit")
-    _command(
+    verify = _command(
         audit,
         "verify",
         "check the MAC chains; exit 1 naming the first broken event",
         cmd_audit_verify,
+    )
+    verify.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="DIR",
+        help="also check the trail against the signed checkpoints in DIR (none cut short, "
+        "none missing, every signature right)",
+    )
+    _command(
+        audit,
+        "checkpoint",
+        "write a signed checkpoint of every chain's head now (ROAMSIGN_AUDIT_CHECKPOINT_DIR)",
+        cmd_audit_checkpoint,
     )
 
     jobs = commands.add_parser("jobs", help="background jobs").add_subparsers(title="jobs")
@@ -357,17 +370,65 @@ def prepare_metrics_dir(settings: Settings) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
-def cmd_audit_verify(_args: argparse.Namespace) -> int:
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from app.services.audit.checkpoint import (
+        CheckpointKey,
+        CheckpointKeyMissing,
+        expected_heads,
+        read_checkpoints,
+    )
     from app.services.audit.verification import verify_audit_trail
 
     runtime = _runtime()
+    directory: Path | None = args.checkpoints
+    expected = None
+    if directory is not None:
+        if not directory.is_dir():
+            raise ValueError(f"{directory} is not a directory")
+        with runtime.sessions() as session:
+            try:
+                public_key = CheckpointKey(session, runtime.key_store).verifying_key()
+                missing_key = None
+            except CheckpointKeyMissing as exc:
+                public_key, missing_key = None, str(exc)
+        reading = read_checkpoints(directory, public_key)
+        problems = list(reading.problems)
+        if missing_key is not None and any(directory.glob("audit-checkpoints-*.jsonl")):
+            problems.insert(0, missing_key)
+        if problems:
+            for problem in problems:
+                print(f"audit checkpoints BROKEN: {problem}", file=sys.stderr)
+            return 1
+        expected = expected_heads(reading.checkpoints)
     with runtime.sessions() as session:
-        result = verify_audit_trail(session, runtime.keys.audit_mac)
+        result = verify_audit_trail(session, runtime.keys.audit_mac, checkpoints=expected)
     if result.ok:
-        print(f"audit trail intact: {result.checked} events checked")
+        against = (
+            f" against {len(reading.checkpoints)} checkpoints" if directory is not None else ""
+        )
+        print(f"audit trail intact: {result.checked} events checked{against}")
         return 0
     print(f"audit trail BROKEN: {result.first_broken}", file=sys.stderr)
+    if result.breaks > 1:
+        print(f"({result.breaks} breaks in all)", file=sys.stderr)
     return 1
+
+
+def cmd_audit_checkpoint(_args: argparse.Namespace) -> int:
+    from app.services.audit.checkpoint import take_checkpoint
+
+    runtime = _runtime()
+    directory = runtime.settings.audit_checkpoint_dir
+    assert directory is not None  # filled in by Settings
+    checkpoint = take_checkpoint(
+        runtime.sessions, runtime.key_store, directory, runtime.clock.now()
+    )
+    assert checkpoint is not None
+    print(
+        f"audit checkpoint: {checkpoint.chains} chains, {checkpoint.events} events, "
+        f"{checkpoint.source}"
+    )
+    return 0
 
 
 def cmd_jobs_run(_args: argparse.Namespace) -> int:
@@ -576,6 +637,13 @@ def cmd_demo(_args: argparse.Namespace) -> int:
     from app.migrate import upgrade
 
     settings = get_settings()
+    if settings.profile is not Profile.DEMO:
+        # It rotates the demo clients' keys and creates a person with a published PIN: never
+        # on a real database.
+        raise ConfigurationError(
+            "`demo` runs only with ROAMSIGN_PROFILE=demo (it rotates API keys and creates a "
+            "person with a published PIN)"
+        )
     upgrade(settings.database_url)
     runtime = _runtime()
     env_lines = ["ROAMSIGN_URL=http://127.0.0.1:8000"]

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # --- abuse limits on OTP issuance (native signing requests and CSC sendOTP), a minute ---
     # Per person, whichever signers ask: nobody is flooded with codes.
     otps_per_person_per_minute: int = Field(default=5, ge=1, le=1_000_000)
+    # Per signer and person, below the person's: one signer (a runaway backend, a leaked key)
+    # cannot use up a person's OTPs for the others, who keep the difference (2 a minute) at
+    # least. Counted first; only a request it lets through counts against the person.
+    otps_per_signer_person_per_minute: int = Field(default=3, ge=1, le=1_000_000)
     # Per signer (API client). Each OTP is read and typed by a person, so 6,000 a minute (100 a
     # second, 360,000 people an hour) is well above the busiest backend's real peak, yet a
     # third of the rate the service is built for (300 flows a second, issue #8): one runaway
@@ -104,6 +108,16 @@ class Settings(BaseSettings):
     # retention job; signatures, the requests they signed and the audit trail are kept.
     retention_days: int = Field(default=90, ge=1, le=3650)
 
+    # --- audit checkpoints (app/services/audit/checkpoint.py) ---
+    # Signed checkpoints of every audit chain's head, appended outside the database (one
+    # JSON-lines file a day): point it at what a log shipper or a WORM mount takes away.
+    # Default: `audit-checkpoints` under the var dir.
+    audit_checkpoint_dir: Path | None = None
+    # The job writes one when the trail has grown by this many events, or this long after the
+    # last one, whichever comes first (it looks every minute at most).
+    audit_checkpoint_every_events: int = Field(default=10_000, ge=1)
+    audit_checkpoint_interval_seconds: int = Field(default=600, ge=10)
+
     # --- Cloud Signature Consortium API ---
     # Lifetime of a SAD (credentials/authorize -> signatures/signHash); the contract caps it at 60.
     csc_sad_ttl_seconds: int = Field(default=60, ge=5, le=60)
@@ -114,7 +128,10 @@ class Settings(BaseSettings):
     device_activation_max_attempts: int = Field(default=3, ge=1, le=10)
     # Registrations answer without an API key, so they are counted per MyKad and per client
     # address in a fixed window: they must not become an oracle for MyKad/phone pairs.
+    # Every attempt counts per address, and per address for one MyKad; only a registration with
+    # the right phone counts per MyKad, so wrong phones never block the person's own.
     device_registrations_per_mykad: int = Field(default=5, ge=1)
+    device_registrations_per_mykad_per_address: int = Field(default=5, ge=1)
     device_registrations_per_address: int = Field(default=30, ge=1)
     device_registration_window_seconds: int = Field(default=3600, ge=60)
     # A signed request's `created` may differ from the server's clock by this much; its nonce
@@ -187,6 +204,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.var_dir / 'roamsign.db'}"
         if self.master_key_file is None and self.profile is Profile.DEMO:
             self.master_key_file = self.var_dir / "master.key"
+        if self.audit_checkpoint_dir is None:
+            self.audit_checkpoint_dir = self.var_dir / "audit-checkpoints"
         return self
 
     @property

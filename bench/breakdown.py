@@ -95,6 +95,7 @@ class Bench:
             log_level="WARNING",
             # Raised for the run: every round asks many OTPs for the same few people.
             otps_per_person_per_minute=1_000_000,
+            otps_per_signer_person_per_minute=1_000_000,
             otps_per_signer_per_minute=1_000_000,
         )
         self.runtime = Runtime.build(settings, SystemClock())

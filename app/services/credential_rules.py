@@ -87,19 +87,28 @@ class PinFailure:
 
 
 def count_pin_failure(
-    session: Session, credential: Credential, max_failures: int, now: datetime
+    session: Session,
+    credential: Credential,
+    max_failures: int,
+    now: datetime,
+    *,
+    counts: bool = True,
 ) -> PinFailure:
     """One wrong PIN more, in a signature or a PIN change alike; `max_failures` in a row lock
-    the credential. Tell the person with `report_credential_locked` when `locked`."""
+    the credential. Tell the person with `report_credential_locked` when `locked`.
+
+    `counts=False` (a signature whose OTP was wrong too: only someone who has the OTP may
+    lock a person out) does the same statement with nothing added, so the work, and the time
+    it takes, does not depend on which factor was wrong."""
     failures = session.execute(
         update(Credential)
         .where(Credential.id == credential.id)
-        .values(pin_failures=Credential.pin_failures + 1)
+        .values(pin_failures=Credential.pin_failures + (1 if counts else 0))
         .returning(Credential.pin_failures)
         .execution_options(synchronize_session=False)
     ).scalar_one()
     locked = False
-    if failures >= max_failures:
+    if counts and failures >= max_failures:
         locked = (
             session.execute(
                 update(Credential)
@@ -165,19 +174,20 @@ def refuse_held(session: Session, user: User, now: datetime) -> None:
 
 
 def count_failed_check(
-    session: Session, user: User, settings: Settings, now: datetime
+    session: Session, user: User, settings: Settings, now: datetime, *, counts: bool = True
 ) -> tuple[int, datetime | None]:
-    """One failed OTP + PIN check more for the person, whatever was wrong: past the threshold
-    each failure holds their signing back twice as long (capped). Returns the count and the
-    end of the hold, if any."""
+    """One failed OTP + PIN check more for the person: past the threshold each failure holds
+    their signing back twice as long (capped). Returns the count and the end of the hold, if
+    any. Only a check whose OTP was right counts (`counts`); one that does not runs the same
+    statement with nothing added, for the same reason as in `count_pin_failure`."""
     failed_checks = session.execute(
         update(User)
         .where(User.id == user.id)
-        .values(consecutive_failed_checks=User.consecutive_failed_checks + 1)
+        .values(consecutive_failed_checks=User.consecutive_failed_checks + (1 if counts else 0))
         .returning(User.consecutive_failed_checks)
     ).scalar_one()
     over = failed_checks - settings.person_failure_threshold
-    if over < 0:
+    if over < 0 or not counts:
         return failed_checks, None
     hold = min(
         settings.person_hold_base_seconds * 2 ** min(over, 20), settings.person_hold_max_seconds

@@ -8,9 +8,13 @@ after it happened. `Retry-After` is when enough of the oldest buckets are forgot
 room for one more hit. Rows are keyed by a keyed digest of the limit's name and the subject:
 no MyKad, address or client name is stored.
 
-Count before check: every hit is counted first, refused ones too, and then compared; the
-refusal (`RateLimited`, which keeps its changes) commits the count, so hammering a closed limit
-keeps it closed, and two concurrent hits cannot both take the last place.
+Count before check (`hit`): every hit is counted first, refused ones too, and then compared;
+the refusal (`RateLimited`, which keeps its changes) commits the count, so hammering a closed
+limit keeps it closed, and two concurrent hits cannot both take the last place. That is right
+for a caller's own budget (a signer's, a client address's), wrong for a limit that protects
+someone from others: a flood of refusals would keep the person's limit closed for everyone.
+Such a limit is taken instead (`take`): checked under the key's lock, counted only if there
+is room, and reached only by a request that its caller's own limits let through.
 
 Hot rows. Counting is an upsert of one (key, bucket, shard) row, whose row lock is held until
 the request's transaction commits. An unsharded key (a person, a MyKad, an address) is also
@@ -176,6 +180,46 @@ class RateLimiter:
             retry_after = max(seconds for _, seconds in refusals)
             keep_changes(self.session)
             raise RateLimited(refusals[0][0].refusal, retry_after_seconds=retry_after)
+
+    def take(self, now: datetime, hit: Hit) -> None:
+        """Count one hit only if there is room for it, else refuse (`RateLimited`) and count
+        nothing: for a limit that someone else's refusals must never keep closed (a person's
+        OTPs, refused when some signer floods them). Check before count is exact only under
+        the key's lock, so an unsharded limit only. Call it after `hit` for the caller's own
+        limits: every process takes its locks in that order, and a request refused by those
+        never reaches this count."""
+        if hit.limit.shards != 1:
+            raise ValueError(f"rate limit {hit.limit.name}: only an unsharded limit is taken")
+        key = keyed_digest(self._key, f"{hit.limit.name}:{hit.subject}")
+        connection = self.session.connection()
+        self._serialise(connection, [key])
+        since = hit.limit.counts_since(now)
+        buckets = [
+            (started_at, int(count))
+            for _key, started_at, count in connection.execute(
+                _COUNTED, {"keys": [key], "since": since}
+            )
+            if started_at > since
+        ]
+        if sum(count for _, count in buckets) >= hit.limit.limit:
+            keep_changes(self.session)
+            raise RateLimited(
+                hit.refusal,
+                retry_after_seconds=hit.limit.retry_after_seconds(buckets, now),
+            )
+        bucket_started_at = hit.limit.bucket_start(now)
+        connection.execute(
+            _UPSERTS[connection.dialect.name],
+            [
+                {
+                    "key": key,
+                    "bucket_started_at": bucket_started_at,
+                    "shard": 0,
+                    "count": 1,
+                    "expires_at": hit.limit.forgotten_at(bucket_started_at),
+                }
+            ],
+        )
 
     def _serialise(self, connection: Connection, keys: list[str]) -> None:
         """Hits on one unsharded key wait for each other until commit, whichever bucket they

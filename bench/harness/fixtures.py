@@ -32,6 +32,7 @@ def start_server(
         ROAMSIGN_LOG_LEVEL="WARNING",
         # A benchmark signs for a few people as fast as it can: far past the abuse limits.
         ROAMSIGN_OTPS_PER_PERSON_PER_MINUTE="1000000",
+        ROAMSIGN_OTPS_PER_SIGNER_PERSON_PER_MINUTE="1000000",
         ROAMSIGN_OTPS_PER_SIGNER_PER_MINUTE="1000000",
     )
     return serve(env, var_dir, workers)

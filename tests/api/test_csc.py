@@ -342,6 +342,7 @@ async def test_send_otp_authorize_sign_hash_with_ecdsa(
 async def test_rsa_pkcs1_rsa_encryption_and_pss(
     csc: Csc, rsa_person: Person, runtime: Runtime
 ) -> None:
+    runtime.settings.otps_per_signer_person_per_minute = 5  # four OTPs for one person at once
     public_key = certificate_of(runtime, rsa_person).public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
     largest_salt = 2048 // 8 - 32 - 2
@@ -462,6 +463,23 @@ async def test_wrong_otp_and_wrong_pin_are_both_invalid_otp_and_counted(
     assert "0 attempts remaining" in assert_csc_error(last, "invalid_otp")
     locked = await csc.authorize(person, hash_b64, otp)
     assert "too many failed attempts" in assert_csc_error(locked, "invalid_request")
+
+
+async def test_authorize_counts_a_wrong_pin_towards_the_lock_only_with_the_right_otp(
+    csc: Csc, person: Person, runtime: Runtime
+) -> None:
+    hash_b64 = digest_b64()
+    await csc.send_otp(person, hash_b64)
+    otp = csc.otp(person)
+    for pin in (WRONG_PIN, WRONG_PIN):
+        assert_csc_error(await csc.authorize(person, hash_b64, wrong(otp), pin=pin), "invalid_otp")
+    with runtime.sessions() as session:
+        credential = session.get(Credential, person.credential_id)
+        assert credential is not None and credential.pin_failures == 0
+    assert_csc_error(await csc.authorize(person, hash_b64, otp, pin=WRONG_PIN), "invalid_otp")
+    with runtime.sessions() as session:
+        credential = session.get(Credential, person.credential_id)
+        assert credential is not None and credential.pin_failures == 1
 
 
 async def test_malformed_factors_are_not_counted(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from app.clock import FrozenClock
+from app.main import create_app
 from app.models import AuditEvent
 from app.models.device import Device
 from app.models.rate_limit import RateWindow
@@ -174,6 +177,31 @@ async def test_unknown_mykad_and_wrong_phone_get_the_same_answer(
     assert mails(runtime.sessions, runtime.keys.outbox_seal, purpose="device_activation") == []
 
 
+async def test_unknown_mykad_and_wrong_phone_do_the_same_work(
+    client: httpx.AsyncClient, runtime: Runtime, person: Person
+) -> None:
+    """The same statements, in the same order: no timing shape tells a MyKad nobody holds."""
+
+    async def statements_of(body: dict[str, Any]) -> list[str]:
+        seen: list[str] = []
+
+        def capture(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            seen.append(" ".join(statement.split()))
+
+        event.listen(runtime.engine, "before_cursor_execute", capture)
+        try:
+            assert (await register(client, body)).json()["code"] == "phone_mismatch"
+        finally:
+            event.remove(runtime.engine, "before_cursor_execute", capture)
+        return seen
+
+    wrong_phone = registration(person, phone="+60199999999")
+    unknown = registration(person, mykad="880808-08-8888")
+    for body in (wrong_phone, unknown):  # each audit chain's first event also creates its head
+        await statements_of(body)
+    assert await statements_of(wrong_phone) == await statements_of(unknown)
+
+
 async def test_phone_is_matched_in_any_accepted_spelling(
     client: httpx.AsyncClient, person: Person
 ) -> None:
@@ -202,26 +230,56 @@ async def test_malformed_registrations_are_validation_errors(
     assert response.json()["code"] == "validation_error"
 
 
-async def test_registration_is_rate_limited_per_mykad_and_the_count_survives_refusals(
+@contextlib.asynccontextmanager
+async def client_from(runtime: Runtime, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose connections come from `address`."""
+    app = create_app(runtime=runtime, background_workers=False)
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://roamsign.test") as client:
+        yield client
+
+
+async def test_wrong_phones_count_against_their_address_and_never_block_the_person(
     client: httpx.AsyncClient, runtime: Runtime, person: Person, clock: FrozenClock
 ) -> None:
-    limit = runtime.settings.device_registrations_per_mykad
-    for _ in range(limit):
-        refused = await register(client, registration(person, phone="+60199999999"))
-        assert refused.json()["code"] == "phone_mismatch"
-    limited = await register(client, registration(person))
-    assert limited.status_code == 429
-    assert limited.json()["code"] == "rate_limited"
-    # A hit counts for the hour and the 10-minute bucket it fell in (app.services.rate_limits).
-    assert int(limited.headers["Retry-After"]) == 70 * 60
-    clock.advance(minutes=30)
-    limited = await register(client, registration(person))
-    assert int(limited.headers["Retry-After"]) == 40 * 60
-    clock.advance(minutes=40)
+    limit = runtime.settings.device_registrations_per_mykad_per_address
+    async with client_from(runtime, "203.0.113.66") as attacker:
+        for _ in range(limit):
+            refused = await register(attacker, registration(person, phone="+60199999999"))
+            assert refused.json()["code"] == "phone_mismatch"
+        # The guesser's own budget for this MyKad is spent, whatever phone it tries now.
+        for phone in ("+60199999998", "012-345 6789"):
+            limited = await register(attacker, registration(person, phone=phone))
+            assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
+            # A hit counts for the hour and the 10-minute bucket it fell in.
+            assert int(limited.headers["Retry-After"]) == 70 * 60
+        # The same for a MyKad nobody holds: the limit says nothing about the person.
+        for _ in range(limit):
+            unknown = await register(attacker, registration(person, mykad="880808-08-8888"))
+            assert unknown.json()["code"] == "phone_mismatch"
+    # The person, from their own address, is not held back by any of it.
     assert (await register(client, registration(person))).status_code == 202
     with runtime.sessions() as session:
         keys = list(session.scalars(select(RateWindow.key)))
     assert all(person.mykad not in key for key in keys)  # only keyed digests are stored
+
+
+async def test_registrations_with_the_right_phone_are_limited_per_mykad(
+    client: httpx.AsyncClient, runtime: Runtime, person: Person, clock: FrozenClock
+) -> None:
+    runtime.settings.device_registrations_per_mykad_per_address = 100
+    limit = runtime.settings.device_registrations_per_mykad
+    for _ in range(limit):
+        assert (await register(client, registration(person))).status_code == 202
+    limited = await register(client, registration(person))
+    assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) == 70 * 60
+    # A wrong phone is still just a wrong phone; and refusals are not counted: once the five
+    # are forgotten, the person registers again.
+    wrong_phone = await register(client, registration(person, phone="+60199999999"))
+    assert wrong_phone.json()["code"] == "phone_mismatch"
+    clock.advance(minutes=70)
+    assert (await register(client, registration(person))).status_code == 202
 
 
 async def test_registration_is_rate_limited_per_client_address(

@@ -195,6 +195,7 @@ async def test_renewal_keeps_the_old_credential_signing_until_the_new_pin(
     clock: FrozenClock,
 ) -> None:
     assert person.credential_id is not None
+    runtime.settings.otps_per_signer_person_per_minute = 5  # four OTPs for one person in 70 s
     old_signature = (await sign(client, api_keys.signer, runtime, person.mykad, person.pin)).json()
     renewed = (
         await renew(client, api_keys.jdn_admin, person.credential_id, key_algorithm="rsa-3072")

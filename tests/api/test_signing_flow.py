@@ -216,7 +216,9 @@ async def test_wrong_pin_and_wrong_otp_answer_the_same(
                 .order_by(AuditEvent.id)
             )
         ]
-    assert outcomes == ["pin_wrong", "otp_wrong"]  # the audit trail keeps the real reason
+    # Nor does the trail: with a wrong OTP counting towards no lock, "otp_wrong" would confirm
+    # a guessed PIN to whoever reads it.
+    assert outcomes == ["check_failed", "check_failed"]
 
 
 async def test_answers_come_in_the_contract_order(
@@ -329,10 +331,11 @@ async def test_cancelled_request_cannot_be_signed(
 
 
 async def test_five_wrong_pins_lock_the_credential(
-    client: httpx.AsyncClient, api_keys: Keys, person: Person, runtime: Runtime
+    client: httpx.AsyncClient, api_keys: Keys, person: Person, runtime: Runtime, clock: FrozenClock
 ) -> None:
     answers = []
     for n in range(5):
+        clock.advance(30)  # within the per-signer, per-person OTP limit
         created = (
             await request_otp(client, api_keys.signer, person, document_hash=document_hash(str(n)))
         ).json()
@@ -355,23 +358,76 @@ async def test_five_wrong_pins_lock_the_credential(
 async def test_ten_failed_checks_hold_signing_back(
     client: httpx.AsyncClient, api_keys: Keys, person: Person, runtime: Runtime, clock: FrozenClock
 ) -> None:
-    for n in range(4):  # 4 requests x 3 wrong OTPs (right PIN): the 10th failure holds
+    # Failures that count need the right OTP; a credential that locks later than the person's
+    # hold (20 wrong PINs here) shows the hold on its own.
+    runtime.settings.pin_max_failures = 20
+    opened = []
+    for n in range(5):  # two signers, each within its per-person OTP limit
+        key = api_keys.signer if n % 2 else api_keys.other_signer
+        created = (
+            await request_otp(client, key, person, document_hash=document_hash(str(n)))
+        ).json()
+        opened.append(
+            (
+                key,
+                created["id"],
+                queued_otp(runtime.sessions, runtime.keys.outbox_seal, created["id"]),
+            )
+        )
+    for key, request_id, otp in opened[:3]:  # 3 requests x 3 wrong PINs (right OTP), then a 10th
+        for _ in range(3):
+            await submit(client, key, request_id, otp, WRONG_PIN)
+    key, request_id, otp = opened[3]
+    await submit(client, key, request_id, otp, WRONG_PIN)
+    key, request_id, otp = opened[4]
+    held = await submit(client, key, request_id, otp, person.pin)
+    assert held.status_code == 429 and held.json()["code"] == "rate_limited"
+    assert int(held.headers["Retry-After"]) == 30
+    clock.advance(30)
+    signed = await submit(client, key, request_id, otp, person.pin)
+    assert signed.status_code == 201
+
+
+async def test_wrong_otps_lock_no_credential_and_hold_nobody(
+    client: httpx.AsyncClient, api_keys: Keys, person: Person, runtime: Runtime, clock: FrozenClock
+) -> None:
+    """An attacker with only an API key opens requests and sends made-up OTPs with wrong PINs:
+    each request locks after its three tries, and the person can still sign."""
+    for n in range(6):  # 18 failed checks: past the lock (5) and the hold (10) thresholds
+        clock.advance(30)
         created = (
             await request_otp(client, api_keys.signer, person, document_hash=document_hash(str(n)))
         ).json()
         otp = queued_otp(runtime.sessions, runtime.keys.outbox_seal, created["id"])
-        for _ in range(3 if n < 3 else 1):
-            await submit(client, api_keys.signer, created["id"], wrong(otp), person.pin)
+        answers = [
+            await submit(client, api_keys.signer, created["id"], wrong(otp), pin)
+            for pin in (WRONG_PIN, person.pin, WRONG_PIN)
+        ]
+        assert [a.json()["attempts_remaining"] for a in answers] == [2, 1, 0]
+        assert {a.json()["code"] for a in answers} == {"authorization_failed"}
+    with runtime.sessions() as session:
+        credential = session.get(Credential, person.credential_id)
+        assert credential is not None and credential.status == "active"
+        assert credential.pin_failures == 0
+    clock.advance(30)
     created = (
-        await request_otp(client, api_keys.signer, person, document_hash=document_hash("next"))
+        await request_otp(client, api_keys.other_signer, person, document_hash=document_hash("x"))
     ).json()
     otp = queued_otp(runtime.sessions, runtime.keys.outbox_seal, created["id"])
-    held = await submit(client, api_keys.signer, created["id"], otp, person.pin)
-    assert held.status_code == 429 and held.json()["code"] == "rate_limited"
-    assert int(held.headers["Retry-After"]) == 30
-    clock.advance(30)
-    signed = await submit(client, api_keys.signer, created["id"], otp, person.pin)
-    assert signed.status_code == 201
+    signed = await submit(client, api_keys.other_signer, created["id"], otp, person.pin)
+    assert signed.status_code == 201, signed.text
+
+
+async def test_a_wrong_pin_counts_only_with_the_right_otp(
+    client: httpx.AsyncClient, api_keys: Keys, person: Person, runtime: Runtime
+) -> None:
+    created = (await request_otp(client, api_keys.signer, person)).json()
+    otp = queued_otp(runtime.sessions, runtime.keys.outbox_seal, created["id"])
+    await submit(client, api_keys.signer, created["id"], wrong(otp), WRONG_PIN)
+    await submit(client, api_keys.signer, created["id"], otp, WRONG_PIN)
+    with runtime.sessions() as session:
+        credential = session.get(Credential, person.credential_id)
+        assert credential is not None and credential.pin_failures == 1
 
 
 async def test_unknown_person_and_missing_email(

@@ -268,7 +268,8 @@ def test_each_message_once_even_with_concurrent_fetches(
 ) -> None:
     person = e2e_factory.person()
     signer = e2e_factory.client("igfmas", "signer")
-    server = start_server(workers=workers)
+    # Four OTPs for one person from one signer within the minute.
+    server = start_server(workers=workers, ROAMSIGN_OTPS_PER_SIGNER_PERSON_PER_MINUTE="5")
     app = active_app(server, sink, person)
 
     def concurrently(count: int, wait: int) -> list[list[str]]:

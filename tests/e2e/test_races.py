@@ -5,6 +5,8 @@ On SQLite (one process by design) the same tests run against one worker's thread
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections import Counter
 
 import httpx
@@ -13,7 +15,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto.keys import Secrets
-from app.models import AuditEvent, Signature, SigningRequest
+from app.models import AuditEvent, Credential, Signature, SigningRequest, User
 from app.services.audit.verification import verify_audit_trail
 from app.services.mail.sink import MailSink
 from tests.conftest import Cli
@@ -31,11 +33,17 @@ def wrong(otp: str) -> str:
     return f"{(int(otp) + 1) % 1_000_000:06d}"
 
 
-def open_request(server: Server, key: str, person: Person, sink: MailSink) -> tuple[str, str]:
+def open_request(
+    server: Server, key: str, person: Person, sink: MailSink, document: str = "PV"
+) -> tuple[str, str]:
     with server.client(key) as client:
         created = client.post(
             "/v1/signing-requests",
-            json={"mykad": person.mykad, "document_hash": document_hash(), "document_name": "PV"},
+            json={
+                "mykad": person.mykad,
+                "document_hash": document_hash(document),
+                "document_name": "PV",
+            },
         )
         assert created.status_code == 201, created.text
     request_id = created.json()["id"]
@@ -108,6 +116,95 @@ async def test_two_hundred_wrong_guesses_count_exactly_three(
             f"/v1/signing-requests/{request_id}/signature", json={"otp": otp, "pin": person.pin}
         )
     assert right.status_code == 423 and right.json()["code"] == "request_locked"
+
+
+def open_requests(
+    server: Server, keys: list[str], person: Person, sink: MailSink
+) -> list[tuple[str, str, str]]:
+    """One request per key (each signer within its per-person OTP limit): (key, id, OTP)."""
+    return [
+        (key, *open_request(server, key, person, sink, f"PV-{n}-{uuid.uuid4()}"))
+        for n, key in enumerate(keys)
+    ]
+
+
+async def submit_spread(
+    server: Server, opened: list[tuple[str, str, str]], bodies: list[dict[str, str]]
+) -> list[httpx.Response]:
+    """Every body at once, spread over the open requests (each with its own signer's key)."""
+    batches = [
+        submit_all(server, key, request_id, bodies[n :: len(opened)])
+        for n, (key, request_id, _otp) in enumerate(opened)
+    ]
+    return [answer for answers in await asyncio.gather(*batches) for answer in answers]
+
+
+def signing_state(sessions: sessionmaker[Session], person: Person) -> tuple[str, int, int]:
+    """The credential's status and run of wrong PINs, and the person's run of failed checks."""
+    with sessions() as session:
+        credential = session.get(Credential, person.credential_id)
+        user = session.get(User, person.user_id)
+        assert credential is not None and user is not None
+        return credential.status, credential.pin_failures, user.consecutive_failed_checks
+
+
+async def test_two_hundred_wrong_pins_with_wrong_otps_lock_nothing(
+    start_server: ServerStarter,
+    e2e_factory: Factory,
+    sink: MailSink,
+    workers: int,
+    sessions: sessionmaker[Session],
+) -> None:
+    """An attacker with API keys but not the person's mailbox cannot lock the person out."""
+    person = e2e_factory.person()
+    keys = [e2e_factory.client(name, "signer") for name in ("igfmas", "eperolehan")] * 2
+    server = start_server(workers=workers)
+    opened = open_requests(server, keys, person, sink)
+    bodies = [{"otp": wrong(opened[n % 4][2]), "pin": f"{902847 + n:06d}"} for n in range(200)]
+
+    answers = await submit_spread(server, opened, bodies)
+
+    statuses = Counter(answer.status_code for answer in answers)
+    assert statuses == {403: 12, 423: 188}, statuses  # three tries a request, then locked
+    assert {a.json()["code"] for a in answers if a.status_code == 423} == {"request_locked"}
+    assert signing_state(sessions, person) == ("active", 0, 0)
+    key, request_id, otp = open_requests(server, keys[:1], person, sink)[0]
+    with server.client(key) as client:
+        signed = client.post(
+            f"/v1/signing-requests/{request_id}/signature", json={"otp": otp, "pin": person.pin}
+        )
+    assert signed.status_code == 201, signed.text
+
+
+async def test_two_hundred_wrong_pins_with_the_right_otps_lock_at_exactly_five(
+    start_server: ServerStarter,
+    e2e_factory: Factory,
+    sink: MailSink,
+    workers: int,
+    sessions: sessionmaker[Session],
+) -> None:
+    person = e2e_factory.person()
+    keys = [e2e_factory.client(name, "signer") for name in ("igfmas", "eperolehan")] * 2
+    server = start_server(workers=workers)
+    opened = open_requests(server, keys, person, sink)
+    bodies = [{"otp": opened[n % 4][2], "pin": f"{902847 + n:06d}"} for n in range(200)]
+
+    answers = await submit_spread(server, opened, bodies)
+
+    statuses = Counter(answer.status_code for answer in answers)
+    assert statuses == {403: 5, 423: 195}, statuses
+    assert {a.json()["code"] for a in answers if a.status_code == 423} <= {
+        "credential_locked",
+        "request_locked",
+    }
+    assert signing_state(sessions, person) == ("locked", 5, 5)
+    with sessions() as session:
+        locked_events = session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "credential.locked")
+        )
+    assert locked_events == 1
 
 
 @pytest.mark.postgres_only

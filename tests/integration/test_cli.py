@@ -117,3 +117,8 @@ def test_production_refuses_a_missing_master_key(
         check=False,
     )
     assert done.returncode == 1 and "MASTER_KEY_FILE" in done.stderr
+
+
+def test_demo_refuses_to_run_unless_the_profile_is_demo(cli: Cli) -> None:
+    refused = cli("demo", expect=1)
+    assert "ROAMSIGN_PROFILE=demo" in refused.stderr

@@ -31,6 +31,7 @@ def test_each_person_is_told_once_within_thirty_days_of_expiry(
     assert {r.name: r.ran for r in runner.run_due()} == {
         "expiry_notices": True,
         "device_leftovers": True,
+        "audit_checkpoint": True,
         "retention": True,
     }
     assert expiry_mails(runtime) == []  # 730 days left for everyone

@@ -134,3 +134,30 @@ def waiting_for_a_lock(sessions: sessionmaker[Session]) -> bool:
                 text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
             )
         )
+
+
+def take(
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock, one: Hit
+) -> int | None:
+    """One unit of work taking `one`: None if accepted, else the Retry-After."""
+    try:
+        with unit_of_work(sessions) as session:
+            RateLimiter(session, keys.subject_ref).take(clock.now(), one)
+    except RateLimited as refusal:
+        return refusal.retry_after_seconds
+    return None
+
+
+def test_a_taken_limit_counts_only_what_it_accepts(
+    sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
+) -> None:
+    person = Hit(PERSON, MYKAD, "too many for this person")
+    assert [take(sessions, keys, clock, person) for _ in range(3)] == [None, None, None]
+    clock.advance(25)
+    # Refused, and not counted: however many refusals, 10:01:10 frees the limit.
+    assert [take(sessions, keys, clock, person) for _ in range(5)] == [45] * 5
+    assert counted(sessions) == 3
+    clock.advance(45)
+    assert take(sessions, keys, clock, person) is None
+    with pytest.raises(ValueError, match="unsharded"):
+        take(sessions, keys, clock, Hit(SIGNER, MYKAD, ""))

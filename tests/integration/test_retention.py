@@ -38,6 +38,8 @@ Signing = Callable[[Callable[[SigningService, Caller, datetime], object]], objec
 def signing(runtime: Runtime, factory: Factory) -> Signing:
     """Runs one use case of the signing service, as the signer igfmas, in a unit of work."""
     key = factory.client("igfmas", "signer")
+    # One signer asks for everything here: as much of a person's OTPs as the person may have.
+    runtime.settings.otps_per_signer_person_per_minute = runtime.settings.otps_per_person_per_minute
 
     def run(use: Callable[[SigningService, Caller, datetime], object]) -> object:
         with unit_of_work(runtime.sessions) as session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -34,8 +35,16 @@ class AuditVerification:
     breaks: int = 0
 
 
+# chain -> seq -> (MAC, the checkpoint that recorded it): app.services.audit.checkpoint.
+ExpectedHeads = Mapping[int, Mapping[int, tuple[str, str]]]
+
+
 def verify_audit_trail(
-    session: Session, mac_key: MacKey, *, batch_size: int = VERIFY_BATCH
+    session: Session,
+    mac_key: MacKey,
+    *,
+    batch_size: int = VERIFY_BATCH,
+    checkpoints: ExpectedHeads | None = None,
 ) -> AuditVerification:
     """Recompute every chain and report the first event that does not verify.
 
@@ -56,7 +65,14 @@ def verify_audit_trail(
     verify, and a head created meanwhile is looked up again: the check runs against a live
     database without locking it. (On SQLite the session's transaction still takes the write
     lock, see app/db.py, so writers wait for the check.)
+
+    The chains found in the data cannot tell a chain cut short with its head moved back, or
+    deleted with its head: `checkpoints` (signed heads kept outside the database) can. Every
+    checkpointed chain must still exist, reach each checkpointed seq and have the
+    checkpointed MAC there; a trail that grew after the last checkpoint still verifies.
     """
+    checkpointed_heads = checkpoints or {}
+    seen_chains: set[int] = set()
     heads = {
         row.chain: (row.seq, row.mac)
         for row in session.execute(
@@ -90,7 +106,9 @@ def verify_audit_trail(
         if row.chain != chain:
             if chain is not None:
                 tally.add(_check_head(session, chain, previous_seq, heads.pop(chain, None)))
+                tally.add(_check_end(chain, previous_seq, checkpointed_heads.get(chain)))
             chain, previous_seq, previous_mac, previous_id = row.chain, 0, GENESIS_MAC, 0
+            seen_chains.add(chain)
         checked += 1
         expected = event_mac(
             mac_key,
@@ -114,18 +132,17 @@ def verify_audit_trail(
         elif not hmac.compare_digest(expected, row.mac):
             reason = "MAC mismatch: the event was changed, moved or forged"
         else:
-            head = heads.get(row.chain)
-            if (
-                head is not None
-                and head[0] == row.seq
-                and not hmac.compare_digest(head[1], row.mac)
-            ):
-                reason = "the chain head's MAC differs from this event's"
+            reason = _check_recorded_mac(
+                row.seq, row.mac, heads.get(row.chain), checkpointed_heads.get(row.chain)
+            )
         if reason is not None:
             tally.add(AuditBreak(row.id, row.chain, row.seq, reason))
         previous_seq, previous_mac, previous_id = row.seq, row.mac, row.id
     if chain is not None:
         tally.add(_check_head(session, chain, previous_seq, heads.pop(chain, None)))
+        tally.add(_check_end(chain, previous_seq, checkpointed_heads.get(chain)))
+    for missing in _missing_chains(checkpointed_heads, seen_chains):
+        tally.add(missing)
     for head_chain, (head_seq, _mac) in heads.items():
         if head_seq > 0:
             tally.add(_check_head(session, head_chain, 0, (head_seq, _mac)))
@@ -149,6 +166,59 @@ class _Tally:
 
 def _order(found: AuditBreak) -> tuple[float, int, int]:
     return (math.inf if found.event_id is None else found.event_id, found.chain, found.seq)
+
+
+def _check_recorded_mac(
+    seq: int,
+    mac: str,
+    head: tuple[int, str] | None,
+    checkpointed: Mapping[int, tuple[str, str]] | None,
+) -> str | None:
+    """The MAC a head or a checkpoint recorded for this event, if any, must be its own."""
+    if head is not None and head[0] == seq and not hmac.compare_digest(head[1], mac):
+        return "the chain head's MAC differs from this event's"
+    recorded = checkpointed.get(seq) if checkpointed else None
+    if recorded is not None and not hmac.compare_digest(recorded[0], mac):
+        return f"the MAC differs from checkpoint {recorded[1]}: the chain was rewritten"
+    return None
+
+
+def _missing_chains(checkpointed_heads: ExpectedHeads, seen: set[int]) -> list[AuditBreak]:
+    missing = []
+    for chain in sorted(set(checkpointed_heads) - seen):
+        seq, source = _last_checkpointed(checkpointed_heads[chain])
+        empty = "" if seen else " (the trail is empty)"
+        missing.append(
+            AuditBreak(
+                None,
+                chain,
+                seq,
+                f"chain {chain} is missing: checkpoint {source} saw it at seq {seq}{empty}",
+            )
+        )
+    return missing
+
+
+def _last_checkpointed(seqs: Mapping[int, tuple[str, str]]) -> tuple[int, str]:
+    seq = max(seqs)
+    return seq, seqs[seq][1]
+
+
+def _check_end(
+    chain: int, last_seq: int, checkpointed: Mapping[int, tuple[str, str]] | None
+) -> AuditBreak | None:
+    if not checkpointed:
+        return None
+    seq, source = _last_checkpointed(checkpointed)
+    if last_seq < seq:
+        return AuditBreak(
+            None,
+            chain,
+            seq,
+            f"chain {chain} ends at seq {last_seq}, before checkpoint {source} at seq {seq}: "
+            "events deleted from its end",
+        )
+    return None
 
 
 def _check_head(

@@ -2,7 +2,15 @@
 
 Registration needs no key, so it reveals nothing: eligibility first (FAQ 20, 23), then the MyKad
 and phone together; an unknown MyKad and a phone that is not the registered one get the same
-answer after the same work (FAQ 14, 17). It is rate-limited per MyKad and per client address.
+answer after the same work (FAQ 14, 17).
+
+Rate limits: every attempt counts against the client address and against that address's tries
+for that MyKad (the guesser's own budget), counted before anything is looked up, so they bound
+the guessing whatever the answer would be. Only a registration with the right phone counts
+against the MyKad itself (taken, not hit: checked first, counted only when let through), so
+wrong phones sent from elsewhere can never block the person's own registration. The price:
+guesses for one MyKad are bounded per address, not in total; a phone number is one of some
+10^8, and a right guess gets the guesser a code e-mailed to the person, not a device.
 """
 
 from __future__ import annotations
@@ -75,7 +83,8 @@ class DeviceRegistrar:
         except DeviceNotEligible:
             DEVICE_REGISTRATIONS.labels("not_eligible").inc()
             raise
-        self._count_registration(registration, now)
+        limiter = RateLimiter(self.session, self.keys.subject_ref)
+        self._count_attempt(limiter, registration, now)
 
         user = self.session.scalar(select(User).where(User.mykad == registration.mykad))
         registered_phone = user.phone if user is not None and user.phone else _NO_REGISTERED_PHONE
@@ -95,6 +104,7 @@ class DeviceRegistrar:
                 _PHONE_MISMATCH, errors=[{"pointer": "/phone", "detail": _PHONE_MISMATCH}]
             )
 
+        self._count_registration(limiter, registration, now)
         # A newer registration ends the older ones still waiting for their code.
         superseded = deactivate(
             self.session,
@@ -137,28 +147,57 @@ class DeviceRegistrar:
         after_commit(self.session, DEVICE_REGISTRATIONS.labels("registered").inc)
         return device
 
-    def _count_registration(self, registration: DeviceRegistration, now: datetime) -> None:
-        """One more registration for this MyKad and this address; both are counted before
-        either is checked, and the count survives the refusal that follows."""
-        window = self.settings.device_registration_window_seconds
-        per_mykad = RateLimit(
-            "device_registration:mykad", self.settings.device_registrations_per_mykad, window
-        )
+    def _count_attempt(
+        self, limiter: RateLimiter, registration: DeviceRegistration, now: datetime
+    ) -> None:
+        """One more attempt from this address, and from this address for this MyKad: both
+        counted before either is checked, and the counts survive the refusal that follows."""
+        settings = self.settings
+        window = settings.device_registration_window_seconds
         per_address = RateLimit(
-            "device_registration:address", self.settings.device_registrations_per_address, window
+            "device_registration:address", settings.device_registrations_per_address, window
+        )
+        per_mykad_address = RateLimit(
+            "device_registration:mykad_address",
+            settings.device_registrations_per_mykad_per_address,
+            window,
         )
         try:
-            RateLimiter(self.session, self.keys.subject_ref).hit(
+            limiter.hit(
                 now,
                 Hit(
-                    per_mykad,
-                    registration.mykad,
-                    "too many device registrations for this MyKad; try again later",
+                    per_mykad_address,
+                    f"{registration.mykad}:{registration.client_address}",
+                    "too many device registrations for this MyKad from this address; "
+                    "try again later",
                 ),
                 Hit(
                     per_address,
                     registration.client_address,
                     "too many device registrations from this address; try again later",
+                ),
+            )
+        except RateLimited:
+            DEVICE_REGISTRATIONS.labels("rate_limited").inc()
+            raise
+
+    def _count_registration(
+        self, limiter: RateLimiter, registration: DeviceRegistration, now: datetime
+    ) -> None:
+        """One more registration with the right phone for this MyKad (activation codes
+        e-mailed to the person), counted only if let through."""
+        per_mykad = RateLimit(
+            "device_registration:mykad",
+            self.settings.device_registrations_per_mykad,
+            self.settings.device_registration_window_seconds,
+        )
+        try:
+            limiter.take(
+                now,
+                Hit(
+                    per_mykad,
+                    registration.mykad,
+                    "too many device registrations for this MyKad; try again later",
                 ),
             )
         except RateLimited:

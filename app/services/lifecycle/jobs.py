@@ -31,8 +31,10 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.clock import Clock
 from app.crypto.keys import SealKey, Secrets
+from app.crypto.keystore import KeyStore
 from app.db import unit_of_work
 from app.models import Credential, CredentialStatus, JobRun, User
+from app.services.audit.checkpoint import take_checkpoint
 from app.services.audit.log import AuditLog
 from app.services.credential_rules import SIGNING_CREDENTIAL
 from app.services.devices.service import purge_device_leftovers
@@ -49,6 +51,8 @@ DEVICE_CLEANUP_INTERVAL = timedelta(minutes=5)
 # Often, so that forgotten rate windows (one row per person and 10 s at least) never pile up;
 # each pass has a bounded cost (app.services.retention).
 RETENTION_INTERVAL = timedelta(minutes=5)
+# How often the checkpoint job looks whether one is due (by events or by time).
+AUDIT_CHECKPOINT_LOOK_INTERVAL = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -237,12 +241,43 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
+class AuditCheckpoints:
+    """A signed checkpoint of the audit trail when one is due (every N events or M minutes):
+    a few rows read and one line appended, off the request path."""
+
+    def __init__(self, sessions: sessionmaker[Session], key_store: KeyStore, settings: Settings):
+        self._sessions = sessions
+        self._key_store = key_store
+        self._settings = settings
+
+    def __call__(self, now: datetime) -> str:
+        settings = self._settings
+        assert settings.audit_checkpoint_dir is not None  # filled in by Settings
+        checkpoint = take_checkpoint(
+            self._sessions,
+            self._key_store,
+            settings.audit_checkpoint_dir,
+            now,
+            due=(
+                settings.audit_checkpoint_every_events,
+                settings.audit_checkpoint_interval_seconds,
+            ),
+        )
+        if checkpoint is None:
+            return "audit checkpoint: not due"
+        return (
+            f"audit checkpoint: {checkpoint.chains} chains, {checkpoint.events} events "
+            f"({checkpoint.source})"
+        )
+
+
 class JobHost(Protocol):
     """What the jobs take from the process that runs them (app.runtime.Runtime is one)."""
 
     settings: Settings
     sessions: sessionmaker[Session]
     keys: Secrets
+    key_store: KeyStore
     clock: Clock
 
     def audit_log(self, session: Session) -> AuditLog: ...
@@ -265,6 +300,11 @@ def default_jobs(runtime: JobHost) -> list[Job]:
             name="device_leftovers",
             interval=DEVICE_CLEANUP_INTERVAL,
             run=DeviceLeftovers(runtime.sessions),
+        ),
+        Job(
+            name="audit_checkpoint",
+            interval=AUDIT_CHECKPOINT_LOOK_INTERVAL,
+            run=AuditCheckpoints(runtime.sessions, runtime.key_store, settings),
         ),
         Job(
             name="retention",

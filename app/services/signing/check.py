@@ -28,7 +28,7 @@ from app.services.credential_rules import (
     refuse_unless_can_sign,
     report_credential_locked,
 )
-from app.services.signing.statements import COUNT_ATTEMPT, loaded_as
+from app.services.signing.statements import COUNT_ATTEMPT, SIGNER_LOCKED, loaded_as
 from app.settings import Settings
 
 _OTP_FORMAT = re.compile(r"^[0-9]{6}$")
@@ -70,8 +70,7 @@ class OtpPinCheck:
         if not _PIN_FORMAT.match(pin):
             raise ValidationFailed("pin must be 6 to 8 digits", "/pin")
         refuse_spent_otp(self.session, request, now)
-        credential = self.session.get(Credential, request.credential_id)
-        user = self.session.get(User, request.user_id)
+        credential, user = self._locked_signer(request)
         assert credential is not None and user is not None  # foreign keys
         refuse_unless_can_sign(self.session, credential, now)
         refuse_held(self.session, user, now)
@@ -89,6 +88,27 @@ class OtpPinCheck:
         remaining = self.settings.otp_max_attempts - attempts
         keep_changes(self.session)
         raise AuthorizationFailed("the OTP or the PIN is not correct", attempts_remaining=remaining)
+
+    def _locked_signer(self, request: SigningRequest) -> tuple[Credential | None, User | None]:
+        """The request's credential and person, locked and read fresh: the checks of one
+        credential (the person's one roaming credential) take turns, so one that waited
+        behind the fifth wrong PIN sees the lock and is refused before it counts anything,
+        and the person's hold (written only here) is exact too. The native route loaded them
+        locked already (`SigningService.get_own`); CSC's authorize did not."""
+        if self.session.info.get(SIGNER_LOCKED) == request.id:
+            return (
+                self.session.get(Credential, request.credential_id),
+                self.session.get(User, request.user_id),
+            )
+        self.session.info[SIGNER_LOCKED] = request.id
+        # FOR NO KEY UPDATE: a new request's foreign keys (FOR KEY SHARE) never wait for it.
+        lock = {"key_share": True}
+        return (
+            self.session.get(
+                Credential, request.credential_id, with_for_update=lock, populate_existing=True
+            ),
+            self.session.get(User, request.user_id, with_for_update=lock, populate_existing=True),
+        )
 
     def _count_attempt(self, request: SigningRequest, now: datetime) -> int:
         """Count one check before comparing anything, atomically: parallel guesses cannot
@@ -134,18 +154,17 @@ class OtpPinCheck:
                 )
                 .values(status=RequestStatus.LOCKED, finished_at=now)
             )
-        credential_locked = False
-        if pin_ok:
-            clear_pin_failures(self.session, credential)
-        else:
-            credential_locked = count_pin_failure(
-                self.session, credential, self.settings.pin_max_failures, now
-            ).locked
-        failed_checks, held_until = count_failed_check(self.session, user, self.settings, now)
-        reason = (
-            "otp_and_pin_wrong"
-            if not (otp_ok or pin_ok)
-            else ("otp_wrong" if pin_ok else "pin_wrong")
+        # Only someone who has the OTP can lock the credential or hold the person back: a
+        # wrong OTP counts against its own request alone (the attempt counted above), and
+        # whatever its PIN, it leaves the credential and the person as they were. The same two
+        # statements run either way (adding nothing when they do not count), so neither the
+        # answer nor the work says which factor was wrong.
+        counts = otp_ok and not pin_ok
+        credential_locked = count_pin_failure(
+            self.session, credential, self.settings.pin_max_failures, now, counts=counts
+        ).locked
+        failed_checks, held_until = count_failed_check(
+            self.session, user, self.settings, now, counts=counts
         )
         self.audit.record(
             now=now,
@@ -153,7 +172,9 @@ class OtpPinCheck:
             actor=caller.name,
             mykad=user.mykad,
             target_id=request.id,
-            outcome=reason,
+            # Never which factor: with a wrong OTP not counting towards any lock, a trail that
+            # said "otp_wrong" would confirm a guessed PIN to anyone who reads it.
+            outcome="check_failed",
             details={"attempt": attempts, "request_locked": request_locked},
         )
         if request_locked:

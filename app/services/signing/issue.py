@@ -38,6 +38,7 @@ logger = logging.getLogger("roamsign.signing")
 
 OTPS_PER_PERSON = "otp_issuance:person"
 OTPS_PER_SIGNER = "otp_issuance:signer"
+OTPS_PER_SIGNER_PERSON = "otp_issuance:signer_person"
 # Commit-long row locks of a few milliseconds on 16 rows instead of one: a signer's requests
 # rarely queue on each other (see app.services.rate_limits).
 SIGNER_COUNTER_SHARDS = 16
@@ -162,27 +163,49 @@ class OtpIssuer:
         return request
 
     def _count_issuance(self, caller: Caller, user: User, now: datetime) -> None:
-        """One OTP more for this person and this signer (`rate_limited` once over either)."""
+        """One OTP more for this signer, for this signer and person, and then, only if those
+        let it through, for the person (`rate_limited` once over any).
+
+        The signer's own limits are counted before they are checked, refusals too: a signer
+        that keeps asking keeps its own limits closed. The person's limit is taken, not hit:
+        checked under the person's lock and counted only when there is room, so refusals,
+        whoever's, never count against the person, and one signer can use at most its own
+        per-person share of the person's OTPs. Always in this order (the signer's rows, then
+        the person's), so two issuances never wait for each other's locks in a cycle.
+        """
+        settings = self.settings
+        limiter = RateLimiter(self.session, self.keys.subject_ref)
         try:
-            RateLimiter(self.session, self.keys.subject_ref).hit(
+            limiter.hit(
                 now,
                 Hit(
-                    RateLimit(OTPS_PER_PERSON, self.settings.otps_per_person_per_minute, 60),
-                    user.id,
-                    f"at most {self.settings.otps_per_person_per_minute} OTPs a minute for "
-                    "one person; try again later",
+                    RateLimit(
+                        OTPS_PER_SIGNER_PERSON, settings.otps_per_signer_person_per_minute, 60
+                    ),
+                    f"{caller.id}:{user.id}",
+                    f"at most {settings.otps_per_signer_person_per_minute} OTPs a minute for "
+                    "one person from this client; try again later",
                 ),
                 Hit(
                     # The hot counter (one backend makes nearly every request): sharded.
                     RateLimit(
                         OTPS_PER_SIGNER,
-                        self.settings.otps_per_signer_per_minute,
+                        settings.otps_per_signer_per_minute,
                         60,
                         shards=SIGNER_COUNTER_SHARDS,
                     ),
                     caller.id,
-                    f"at most {self.settings.otps_per_signer_per_minute} OTPs a minute for "
+                    f"at most {settings.otps_per_signer_per_minute} OTPs a minute for "
                     "this client; try again later",
+                ),
+            )
+            limiter.take(
+                now,
+                Hit(
+                    RateLimit(OTPS_PER_PERSON, settings.otps_per_person_per_minute, 60),
+                    user.id,
+                    f"at most {settings.otps_per_person_per_minute} OTPs a minute for "
+                    "one person; try again later",
                 ),
             )
         except RateLimited:

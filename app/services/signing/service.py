@@ -37,7 +37,7 @@ from app.services.signing.sign import (
     raw_algorithm_name,
 )
 from app.services.signing.spend import spend_otp, spend_sad
-from app.services.signing.statements import REQUEST_WITH_SIGNER
+from app.services.signing.statements import REQUEST_WITH_LOCKED_SIGNER, SIGNER_LOCKED
 from app.settings import Settings
 
 __all__ = [
@@ -135,12 +135,16 @@ class SigningService:
         self, caller: Caller, request_id: str, *, with_signer: bool = False
     ) -> SigningRequest:
         """The caller's request, else NotFound. `with_signer` loads its credential and person
-        in the same query, for a check that needs them (later `session.get`s find them)."""
+        in the same query, locked for the check that needs them (later `session.get`s find
+        them)."""
         if with_signer:
-            row = self.session.execute(REQUEST_WITH_SIGNER, {"request_id": request_id}).first()
+            row = self.session.execute(
+                REQUEST_WITH_LOCKED_SIGNER, {"request_id": request_id}
+            ).first()
             request = row[0] if row is not None else None
             if row is not None:
                 self._kept_loaded.extend(row[1:])
+                self.session.info[SIGNER_LOCKED] = request_id
         else:
             request = self.session.get(SigningRequest, request_id)
         if request is None or request.signer_id != caller.id:

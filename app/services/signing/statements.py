@@ -75,6 +75,15 @@ REQUEST_WITH_SIGNER = (
     .join(User, User.id == SigningRequest.user_id)
     .where(SigningRequest.id == bindparam("request_id"))
 )
+# The same, its credential and person locked for the check that follows (app.services.signing.
+# check): the checks of one credential take turns, so its lock and the person's hold are exact.
+# FOR NO KEY UPDATE: a new request's foreign keys (FOR KEY SHARE) never wait for it.
+REQUEST_WITH_LOCKED_SIGNER = REQUEST_WITH_SIGNER.with_for_update(
+    of=[Credential, User], key_share=True
+)
+# Set on `Session.info`: the id of the request whose credential and person the session holds
+# locked (loaded by REQUEST_WITH_LOCKED_SIGNER).
+SIGNER_LOCKED = "roamsign.signing.signer_locked"
 
 
 def loaded_as(request: SigningRequest, **values: object) -> None:
