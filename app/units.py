@@ -26,6 +26,10 @@ from app.services.lifecycle.pins import PinService
 from app.services.signing.csc import CscService
 from app.services.signing.service import SigningService
 from app.services.signing.verification import VerificationService
+from app.services.trust.material import TrustProvisioning
+from app.services.trust.ocsp import OcspResponder
+from app.services.trust.publication import PkiPublication
+from app.services.trust.tsa import SignatureStamper, TimeStampAuthority
 
 
 class Services:
@@ -51,6 +55,44 @@ class Services:
             self.runtime.ca_cache,
             settings.ca_name,
             settings.public_base_url,
+        )
+
+    @cached_property
+    def provisioning(self) -> TrustProvisioning:
+        """`ca init` and `ca upgrade`: the CA, the TSA and the OCSP responder."""
+        runtime = self.runtime
+        return TrustProvisioning(self.session, self.ca, runtime.key_store, runtime.trust_cache)
+
+    @cached_property
+    def publication(self) -> PkiPublication:
+        return PkiPublication(self.ca)
+
+    @cached_property
+    def tsa(self) -> TimeStampAuthority:
+        runtime = self.runtime
+        return TimeStampAuthority(
+            self.session,
+            runtime.key_store,
+            runtime.ca_cache,
+            runtime.trust_cache,
+            runtime.settings.tsa_policy_oid,
+        )
+
+    @cached_property
+    def stamper(self) -> SignatureStamper:
+        settings = self.runtime.settings
+        client = self.runtime.tsa_client() if settings.tsa_url else None
+        return SignatureStamper(self.tsa, settings.tsa_url, settings.tsa_timeout_seconds, client)
+
+    @cached_property
+    def ocsp(self) -> OcspResponder:
+        runtime = self.runtime
+        return OcspResponder(
+            self.session,
+            runtime.key_store,
+            runtime.ca_cache,
+            runtime.trust_cache,
+            runtime.ocsp_responses,
         )
 
     @cached_property
