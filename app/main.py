@@ -35,6 +35,7 @@ from app.routers import (
     csc,
     devices,
     enrolments,
+    evidence,
     health,
     signatures,
     signing_requests,
@@ -105,6 +106,7 @@ def create_app(
     for router in (
         health.router,
         ca.router,
+        evidence.router,
         users.router,
         applications.router,
         enrolments.router,
