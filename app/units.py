@@ -108,6 +108,7 @@ class Services:
             key_store=self.runtime.key_store,
             ca=self.ca,
             audit=self.audit,
+            stamper=self.stamper,
         )
 
     @cached_property

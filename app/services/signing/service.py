@@ -38,6 +38,7 @@ from app.services.signing.sign import (
 )
 from app.services.signing.spend import spend_otp, spend_sad
 from app.services.signing.statements import REQUEST_WITH_SIGNER
+from app.services.trust.tsa import SignatureStamper
 from app.settings import Settings
 
 __all__ = [
@@ -65,6 +66,7 @@ class SigningService:
         key_store: KeyStore,
         ca: CertificateAuthorityService,
         audit: AuditLog,
+        stamper: SignatureStamper | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
@@ -74,7 +76,9 @@ class SigningService:
         self.audit = audit
         self._issuer = OtpIssuer(session, settings=settings, keys=keys, audit=audit)
         self._check = OtpPinCheck(session, settings=settings, keys=keys, audit=audit)
-        self._maker = SignatureMaker(session, keys=keys, key_store=key_store, ca=ca, audit=audit)
+        self._maker = SignatureMaker(
+            session, keys=keys, key_store=key_store, ca=ca, audit=audit, stamper=stamper
+        )
         # The session's identity map holds objects weakly: what get_own(with_signer=True)
         # loaded stays referenced here for the request, so session.get() finds it.
         self._kept_loaded: list[object] = []

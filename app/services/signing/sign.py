@@ -24,6 +24,7 @@ from app.services.clients import Caller
 from app.services.credential_rules import certificate_of, public_key_of
 from app.services.mail.notices import queue_signing_notice
 from app.services.signing.statements import INSERT_SIGNATURE
+from app.services.trust.tsa import SignatureStamper
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,16 @@ class SignatureMaker:
         key_store: KeyStore,
         ca: CertificateAuthorityService,
         audit: AuditLog,
+        stamper: SignatureStamper | None = None,
     ) -> None:
         self.session = session
         self.keys = keys
         self.key_store = key_store
         self.ca = ca
         self.audit = audit
+        # app.units always gives one (every CMS signature carries a time-stamp); None only in
+        # tests of other concerns and in bench/ltv.py's unstamped baseline.
+        self.stamper = stamper
 
     def sign_once(
         self,
@@ -90,6 +95,10 @@ class SignatureMaker:
                     credential.id, credential.key_blob or b"", data, algorithm
                 ),
             )
+            if self.stamper is not None:
+                # Before the signature row: a TSA that does not answer in time refuses (503)
+                # and rolls the unit back, so the OTP stays usable.
+                signature_bytes = self.stamper.stamp(signature_bytes, now)
             algorithm_name = signature_algorithm_name(public_key, request.hash_algorithm)
         else:
             signature_bytes = self.key_store.sign_digest(

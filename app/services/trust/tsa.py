@@ -11,7 +11,7 @@ from asn1crypto import tsp
 from cryptography import x509
 from sqlalchemy.orm import Session
 
-from app.crypto.cades import SignatureNotStampable, add_signature_timestamp
+from app.crypto.cades import SignatureNotStampable, add_vouched_signature_timestamp
 from app.crypto.keystore import KeyStore
 from app.crypto.tsa import (
     TimestampQuery,
@@ -127,7 +127,7 @@ class SignatureStamper:
             )
 
         try:
-            return add_signature_timestamp(cms_der, token)
+            return add_vouched_signature_timestamp(cms_der, token)
         except TimestampUnavailable as error:
             raise TimestampAuthorityUnavailable(
                 f"no time-stamp for the signature: {error.reason}; nothing was signed and the "
