@@ -26,6 +26,7 @@ from app.services.lifecycle.pins import PinService
 from app.services.signing.csc import CscService
 from app.services.signing.service import SigningService
 from app.services.signing.verification import VerificationService
+from app.services.trust.evidence import LongTermEvidence
 from app.services.trust.material import TrustProvisioning
 from app.services.trust.ocsp import OcspResponder
 from app.services.trust.publication import PkiPublication
@@ -85,6 +86,10 @@ class Services:
         return SignatureStamper(self.tsa, settings.tsa_url, settings.tsa_timeout_seconds, client)
 
     @cached_property
+    def evidence(self) -> LongTermEvidence:
+        return LongTermEvidence(self.ocsp, self.publication)
+
+    @cached_property
     def ocsp(self) -> OcspResponder:
         runtime = self.runtime
         return OcspResponder(
@@ -109,6 +114,7 @@ class Services:
             ca=self.ca,
             audit=self.audit,
             stamper=self.stamper,
+            evidence=self.evidence,
         )
 
     @cached_property

@@ -11,7 +11,7 @@ from app.schemas.common import DocumentName, MyKad, RequestModel
 from app.validation import decode_document_hash
 
 HashAlgorithm = Literal["sha256", "sha384", "sha512"]
-SignatureFormat = Literal["cms", "raw"]
+SignatureFormat = Literal["cms", "raw", "cades-lt"]
 Channel = Literal["email", "mobile", "auto"]
 RequestStatusName = Literal["pending", "signed", "expired", "locked", "cancelled"]
 
@@ -38,7 +38,18 @@ class SigningRequestCreate(_HashedDocument):
     mykad: MyKad
     document_name: DocumentName
     channel: Channel = "auto"
-    signature_format: SignatureFormat = "cms"
+    signature_format: SignatureFormat = Field(
+        default="cms",
+        description=(
+            "`cms`: a detached CMS SignedData whose messageDigest is the document hash, with a "
+            "CAdES signature time-stamp. `cades-lt`: the same CMS carrying the validation data "
+            "of its signing moment too (CAdES B-LT, ETSI EN 319 122): the TSA's certificate in "
+            "SignedData.certificates, and in SignedData.crls the OCSP responses for the "
+            "signer's and the TSA's certificates (RFC 5940 `other` revocation info) and the "
+            "root's CRL, so that it can be validated after the certificate expired or was "
+            "revoked, without asking roamsign. `raw`: a signature over the document hash."
+        ),
+    )
 
 
 class SigningRequestCreated(BaseModel):

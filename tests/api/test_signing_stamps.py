@@ -8,10 +8,14 @@ import base64
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
+from asn1crypto import cms
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import ocsp
 
 from app.clock import FrozenClock
 from app.crypto.cades import signature_timestamp_tokens
@@ -23,7 +27,7 @@ from app.runtime import Runtime
 from app.units import Services
 from tests.api.conftest import Keys, assert_problem, bearer, request_otp
 from tests.factories import Person
-from tests.helpers import document_hash, queued_otp
+from tests.helpers import document_hash, openssl_verify, queued_otp
 from tests.unit.ltv_pki import NOW, TSA_POLICY, make_pki, new_key, signer
 
 
@@ -144,3 +148,56 @@ async def test_a_tsa_that_hangs_is_a_503_and_the_same_otp_signs_once_it_answers(
     assert signed.status_code == 201, signed.text
     [token] = signature_timestamp_tokens(base64.b64decode(signed.json()["signature"]))
     assert read_timestamp_token(token).tsa_certificate == remote_tsa.certificate
+
+
+async def test_a_cades_lt_signature_carries_its_validation_data(
+    client: httpx.AsyncClient,
+    api_keys: Keys,
+    person: Person,
+    runtime: Runtime,
+    tmp_path: Path,
+) -> None:
+    _id, _otp, response = await sign(
+        client, runtime, api_keys.signer, person, signature_format="cades-lt"
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["signature_format"] == "cades-lt"
+    signature = base64.b64decode(response.json()["signature"])
+    signed_data = cms.ContentInfo.load(signature)["content"]
+    assert signed_data["version"].native == "v5"
+    with runtime.sessions() as session:
+        material = Services(runtime, session).ca.material()
+        tsa = session.get(CertificateAuthority, "tsa")
+    assert tsa is not None
+    held = {c.chosen.dump() for c in signed_data["certificates"]}
+    tsa_der = x509.load_pem_x509_certificate(tsa.certificate_pem.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    assert tsa_der in held and len(held) == 4  # leaf, issuing CA, root, TSA
+    revocation = list(signed_data["crls"])
+    answers = [
+        ocsp.load_der_ocsp_response(r.chosen["other_rev_info"].dump())
+        for r in revocation
+        if r.name == "other"
+    ]
+    assert [a.certificate_status for a in answers] == [ocsp.OCSPCertStatus.GOOD] * 2
+    [crl] = [r.chosen.dump() for r in revocation if r.name == "crl"]
+    assert x509.load_der_x509_crl(crl).issuer == material.root.subject
+    assert len(signature_timestamp_tokens(signature)) == 1
+
+    (tmp_path / "signature.der").write_bytes(signature)
+    (tmp_path / "content").write_bytes(b"PV-1")
+    root = tmp_path / "root.pem"
+    root.write_bytes(material.root.public_bytes(serialization.Encoding.PEM))
+    checked = openssl_verify(tmp_path / "signature.der", tmp_path / "content", root)
+    assert checked.returncode == 0, checked.stderr
+    verified = await client.post(
+        "/v1/signatures/verification",
+        json={
+            "document_hash": document_hash("PV-1"),
+            "signature": response.json()["signature"],
+            "signature_format": "cades-lt",
+        },
+        headers=bearer(api_keys.signer),
+    )
+    assert verified.json()["valid"] is True, verified.text

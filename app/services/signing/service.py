@@ -38,6 +38,7 @@ from app.services.signing.sign import (
 )
 from app.services.signing.spend import spend_otp, spend_sad
 from app.services.signing.statements import REQUEST_WITH_SIGNER
+from app.services.trust.evidence import LongTermEvidence
 from app.services.trust.tsa import SignatureStamper
 from app.settings import Settings
 
@@ -67,6 +68,7 @@ class SigningService:
         ca: CertificateAuthorityService,
         audit: AuditLog,
         stamper: SignatureStamper | None = None,
+        evidence: LongTermEvidence | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
@@ -77,7 +79,13 @@ class SigningService:
         self._issuer = OtpIssuer(session, settings=settings, keys=keys, audit=audit)
         self._check = OtpPinCheck(session, settings=settings, keys=keys, audit=audit)
         self._maker = SignatureMaker(
-            session, keys=keys, key_store=key_store, ca=ca, audit=audit, stamper=stamper
+            session,
+            keys=keys,
+            key_store=key_store,
+            ca=ca,
+            audit=audit,
+            stamper=stamper,
+            evidence=evidence,
         )
         # The session's identity map holds objects weakly: what get_own(with_signer=True)
         # loaded stays referenced here for the request, so session.get() finds it.

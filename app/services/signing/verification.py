@@ -51,7 +51,7 @@ class VerificationService:
         material = self.ca.material()
         roots, intermediates = [material.root], [material.issuing]
         signed_at: datetime | None = None
-        if signature_format == "cms":
+        if signature_format in ("cms", "cades-lt"):
             checked = verify_cms(
                 signature, digest, hash_algorithm, roots=roots, intermediates=intermediates
             )
