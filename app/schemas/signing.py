@@ -105,10 +105,31 @@ class SignerOut(BaseModel):
     certificate_serial: str
 
 
+CertificateStatus = Literal["good", "revoked", "expired", "unknown"]
+
+
+class TimestampOut(BaseModel):
+    time: datetime = Field(description="The time-stamp token's genTime: when the signature existed")
+    tsa: str = Field(description="The time-stamping authority's name (its certificate's CN)")
+    tsa_trusted: bool = Field(
+        description="The TSA's certificate chains to roamsign's CA and was valid at `time`"
+    )
+
+
 class VerificationOut(BaseModel):
     valid: bool
     signer: SignerOut | None
     signed_at: datetime | None
-    certificate_status: Literal["good", "revoked", "expired", "unknown"]
+    certificate_status: CertificateStatus
     revoked_at: datetime | None
     reason: str | None = Field(default=None, description="Why the signature is not valid")
+    timestamp: TimestampOut | None = Field(
+        default=None,
+        description="The CAdES signature time-stamp (cms, cades-lt) that verifies and covers "
+        "the signature value; null without one",
+    )
+    certificate_status_at_timestamp: CertificateStatus | None = Field(
+        default=None,
+        description="The signer certificate's status at the time-stamp's time: a certificate "
+        "revoked or expired since then still made a good signature",
+    )

@@ -22,11 +22,12 @@ from app.crypto.cades import signature_timestamp_tokens
 from app.crypto.cms import verify_cms
 from app.crypto.tsa import reply_to_query
 from app.crypto.tsa_token import read_timestamp_token
+from app.db import unit_of_work
 from app.models import CertificateAuthority, SigningRequest
 from app.runtime import Runtime
 from app.units import Services
 from tests.api.conftest import Keys, assert_problem, bearer, request_otp
-from tests.factories import Person
+from tests.factories import FACTORY_CALLER, Person
 from tests.helpers import document_hash, openssl_verify, queued_otp
 from tests.unit.ltv_pki import NOW, TSA_POLICY, make_pki, new_key, signer
 
@@ -201,3 +202,33 @@ async def test_a_cades_lt_signature_carries_its_validation_data(
         headers=bearer(api_keys.signer),
     )
     assert verified.json()["valid"] is True, verified.text
+
+
+async def test_verification_reports_the_stamp_and_the_status_then_and_now(
+    client: httpx.AsyncClient,
+    api_keys: Keys,
+    person: Person,
+    runtime: Runtime,
+    clock: FrozenClock,
+) -> None:
+    _id, _otp, response = await sign(client, runtime, api_keys.signer, person)
+    stamped_at = clock.now().replace(microsecond=0)
+    clock.advance(days=3)
+    with unit_of_work(runtime.sessions) as session:
+        Services(runtime, session).credential_lifecycle.revoke(
+            FACTORY_CALLER, person.credential_id or "", "keyCompromise", clock.now()
+        )
+    verified = await client.post(
+        "/v1/signatures/verification",
+        json={"document_hash": document_hash("PV-1"), "signature": response.json()["signature"]},
+        headers=bearer(api_keys.signer),
+    )
+    body = verified.json()
+    assert body["valid"] is True, body
+    assert body["certificate_status"] == "revoked"
+    assert body["certificate_status_at_timestamp"] == "good"
+    assert body["timestamp"] == {
+        "time": stamped_at.isoformat().replace("+00:00", "Z"),
+        "tsa": "roamsign Demo Time-Stamping Authority",
+        "tsa_trusted": True,
+    }
