@@ -26,7 +26,11 @@ class LongTermEvidence:
     def add(self, cms_der: bytes, signer: x509.Certificate, now: datetime) -> bytes:
         issuing = self.publication.ca.material().issuing
         tsa = self.ocsp.cache.get(self.ocsp.session).tsa
-        responses = [self.ocsp.reply(_request(cert, issuing), now) for cert in (signer, tsa)]
+        # Produced at the signing moment, not taken from the cache: a validator may want
+        # revocation data no older than the signature.
+        responses = [
+            self.ocsp.reply(_request(cert, issuing), now, cached=False) for cert in (signer, tsa)
+        ]
         return add_validation_data(
             cms_der,
             certificates=[tsa.public_bytes(serialization.Encoding.DER)],
@@ -36,7 +40,7 @@ class LongTermEvidence:
 
 
 def _request(certificate: x509.Certificate, issuer: x509.Certificate) -> bytes:
-    # SHA-1 CertIDs: what clients send, so these answers are the cached ones.
+    # SHA-1 CertIDs: what most clients send.
     builder = ocsp.OCSPRequestBuilder().add_certificate(
         certificate,
         issuer,

@@ -75,10 +75,11 @@ class OcspResponder:
         self.cache = cache
         self.responses = responses
 
-    def reply(self, request_der: bytes, now: datetime) -> bytes:
+    def reply(self, request_der: bytes, now: datetime, *, cached: bool = True) -> bytes:
         """The DER OCSPResponse: good, revoked (time and reason) or unknown per certificate;
         `unauthorized` for another CA's certificate, `malformedRequest` for what cannot be
-        read. The nonce, when asked, is echoed (such answers are never cached)."""
+        read. The nonce, when asked, is echoed (such answers are never cached); `cached`
+        False signs a fresh answer (produced `now`) whatever the cache holds."""
         try:
             request = parse_ocsp_request(request_der)
         except OcspRequestMalformed:
@@ -88,9 +89,9 @@ class OcspResponder:
         if request.nonce is None and len(request.queries) == 1:
             query = request.queries[0]
             key = (query.cert_id_der, statuses[query.serial_number])
-            cached = self.responses.get(key, now)
-            if cached is not None:
-                return cached
+            found = self.responses.get(key, now) if cached else None
+            if found is not None:
+                return found
         response = self.respond(request, statuses, now)
         if key is not None:
             self.responses.put(key, response, now + _REUSE_FOR)
