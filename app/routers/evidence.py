@@ -50,8 +50,10 @@ PublicationDep = Annotated[PkiPublication, Depends(get_publication)]
 
 def _der_body(media_type: str, description: str) -> dict[str, Any]:
     return {
+        # Not `required`: an empty or unreadable body is answered in the protocol's own shape
+        # (a TSA rejection, OCSP malformedRequest) with 200, as RFC 3161 and RFC 6960 ask.
         "requestBody": {
-            "required": True,
+            "required": False,
             "description": description,
             "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
         }
