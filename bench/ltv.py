@@ -8,7 +8,8 @@ stamper), in `--rounds` interleaved rounds; CPU time of this process (`time.proc
 OCSP: `POST /v1/ca/ocsp` through the application in-process (`httpx.ASGITransport`, the real
 middleware and dependencies), wall-clock responses per second on one thread, once for the
 same request without a nonce (answered from the cached signed response) and once with a
-fresh nonce each time (signed every time). The responder service alone (status
+fresh nonce each time (signed every time); then a real `python -m app serve` (one worker, on
+this database) answering the same request, 16 in flight. The responder service alone (status
 query and cache, no HTTP) is measured too. Nothing asserts: it prints figures.
 
     .venv/bin/python bench/ltv.py [--flows 200] [--rounds 3] [--ocsp 2000]
@@ -42,6 +43,7 @@ from app.services.mail.sink import MailSink  # noqa: E402
 from app.services.signing.service import SigningService  # noqa: E402
 from app.units import Services  # noqa: E402
 from bench.breakdown import Bench  # noqa: E402
+from tests.harness import serve, serve_environment  # noqa: E402
 
 
 class LtvBench(Bench):
@@ -87,6 +89,24 @@ async def ocsp_rate(bench: LtvBench, count: int, nonce: bool) -> float:
         return count / (time.perf_counter() - started)
 
 
+def serve_and_measure(bench: LtvBench, var_dir: Path, smtp_port: int, seconds: float) -> float:
+    settings = bench.runtime.settings
+    assert settings.master_key_file is not None
+    env = serve_environment(
+        database_url=settings.database_url,
+        key_file=Path(settings.master_key_file),
+        var_dir=var_dir,
+        smtp_port=smtp_port,
+        ROAMSIGN_LOG_LEVEL="WARNING",
+    )
+    server = serve(env, var_dir, workers=1)
+    try:
+        request = bench.ocsp_request(nonce=False)
+        return asyncio.run(ocsp_server_rate(server.url, request, seconds, in_flight=16))
+    finally:
+        server.stop()
+
+
 def ocsp_direct_rate(bench: LtvBench, count: int) -> float:
     """The responder service alone (its status query and the cache), one unit of work."""
     request = bench.ocsp_request(nonce=False)
@@ -99,11 +119,36 @@ def ocsp_direct_rate(bench: LtvBench, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
+async def ocsp_server_rate(url: str, request: bytes, seconds: float, in_flight: int) -> float:
+    """Responses a second from a real `python -m app serve` (one worker), `in_flight` requests
+    at once over one aiohttp session (the load generator bench/flow.py uses)."""
+    import aiohttp
+
+    headers = {"Content-Type": "application/ocsp-request"}
+    done = 0
+    async with aiohttp.ClientSession() as http:
+
+        async def lane(deadline: float) -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                async with http.post(f"{url}/v1/ca/ocsp", data=request, headers=headers) as r:
+                    await r.read()
+                    assert r.status == 200
+                done += 1
+
+        await lane(time.perf_counter() + 0.5)  # warm
+        done = 0
+        started = time.perf_counter()
+        await asyncio.gather(*(lane(started + seconds) for _ in range(in_flight)))
+        return done / (time.perf_counter() - started)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
     parser.add_argument("--flows", type=int, default=200, help="flows per round and per mode")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ocsp", type=int, default=2000, help="OCSP requests per measure")
+    parser.add_argument("--server-seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     figures: dict[str, list[float]] = {"stamped": [], "unstamped": []}
@@ -119,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             cached = asyncio.run(ocsp_rate(bench, args.ocsp, nonce=False))
             signed = asyncio.run(ocsp_rate(bench, args.ocsp // 4, nonce=True))
             direct = ocsp_direct_rate(bench, args.ocsp)
+            served = serve_and_measure(bench, Path(tmp), sink.port, args.server_seconds)
         finally:
             bench.runtime.close()
     unstamped = statistics.median(figures["unstamped"])
@@ -131,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  cached answer (no nonce)   {cached:7.0f} responses/s")
     print(f"  signed each time (nonce)   {signed:7.0f} responses/s")
     print(f"  the responder service alone (cached)  {direct:7.0f} responses/s")
+    print(f"  a real server, 1 worker, 16 in flight (cached)  {served:7.0f} responses/s")
     print(f"\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite")
 
 
