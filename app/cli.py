@@ -55,7 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("revision")
 
     ca = commands.add_parser("ca", help="certification authority").add_subparsers(title="ca")
-    _command(ca, "init", "create the root and issuing CA (idempotent)", cmd_ca_init)
+    _command(
+        ca,
+        "init",
+        "create the root and issuing CA, the TSA and the OCSP responder (idempotent)",
+        cmd_ca_init,
+    )
+    _command(
+        ca,
+        "upgrade",
+        "bring an existing CA up to date: the issuing CA's revocation pointers, the TSA and "
+        "OCSP responder if missing, a responder certificate near its end (idempotent)",
+        cmd_ca_upgrade,
+    )
 
     clients = commands.add_parser("clients", help="API clients").add_subparsers(title="clients")
     create = _command(clients, "create", "create a client; prints its key last", cmd_clients_create)
@@ -237,8 +249,22 @@ def cmd_ca_init(_args: argparse.Namespace) -> int:
     runtime = _runtime()
 
     def work(session: Session) -> int:
-        created = _services(runtime, session).ca.init(runtime.clock.now())
-        print("CA created" if created else "CA already initialised")
+        made = _services(runtime, session).provisioning.init(runtime.clock.now())
+        print(f"CA created: {', '.join(made)}" if made else "CA already initialised")
+        return 0
+
+    return _in_transaction(runtime, work)
+
+
+def cmd_ca_upgrade(_args: argparse.Namespace) -> int:
+    runtime = _runtime()
+
+    def work(session: Session) -> int:
+        made = _services(runtime, session).provisioning.upgrade(runtime.clock.now())
+        if made:
+            print(f"CA upgraded: {', '.join(made)}; restart the servers to use it")
+        else:
+            print("CA already up to date")
         return 0
 
     return _in_transaction(runtime, work)
@@ -651,7 +677,7 @@ def cmd_demo(_args: argparse.Namespace) -> int:
     def work(session: Session) -> int:
         now = runtime.clock.now()
         services = _services(runtime, session)
-        services.ca.init(now)
+        services.provisioning.init(now)
         clients = services.clients
         for name, role, agency, variable in DEMO_CLIENTS:
             try:

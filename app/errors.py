@@ -140,6 +140,17 @@ class ServiceUnavailable(DomainError):
     status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
 
 
+class TimestampAuthorityUnavailable(ServiceUnavailable):
+    """The time-stamping authority did not give a token in time: nothing was signed and the
+    OTP (or SAD) was not spent, so the same call can be retried."""
+
+    code, title = "tsa_unavailable", "The time-stamping authority is unavailable"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
 class InternalError(DomainError):
     status, code, title = 500, "internal_error", "Internal error"
 

@@ -37,6 +37,7 @@ from app.routers import (
     csc,
     devices,
     enrolments,
+    evidence,
     health,
     signatures,
     signing_requests,
@@ -112,6 +113,7 @@ def create_app(
     for router in (
         health.router,
         ca.router,
+        evidence.router,
         users.router,
         applications.router,
         enrolments.router,

@@ -139,7 +139,11 @@ class JsonBodyMiddleware:
                 )
                 return
         is_page = scope["path"].startswith(PAGE_PREFIXES)
-        if body and not is_page and not _is_json(_header(scope, b"content-type")):
+        if (
+            body
+            and not is_page
+            and not _accepted_body(scope["path"], _header(scope, b"content-type"))
+        ):
             await _send_problem(scope, send, UnsupportedMediaType())
             return
         replayed = False
@@ -152,6 +156,20 @@ class JsonBodyMiddleware:
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+# The PKI protocols' own DER bodies, on their endpoints only (RFC 3161 s.3.4, RFC 6960 A.1).
+_DER_BODIES = (
+    ("/v1/tsa", "application/timestamp-query"),
+    ("/v1/ca/ocsp", "application/ocsp-request"),
+)
+
+
+def _accepted_body(path: str, content_type: str | None) -> bool:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if any(path == where and media_type == kind for where, kind in _DER_BODIES):
+        return True
+    return _is_json(content_type)
 
 
 def _is_json(content_type: str | None) -> bool:

@@ -102,11 +102,15 @@ class OneUnitRoute(APIRoute):
                 return dependant.call(**values)
 
         async def handler(request: Request) -> Response:
-            if has_body:
-                await request.body()  # read here, so that JsonBody finds it without waiting
+            if has_body or request.method == "POST":
+                # Read here, so that the body dependency (JsonBody, or the DER bodies of
+                # app/routers/evidence.py) finds it without waiting.
+                await request.body()
             runtime: Runtime = request.app.state.runtime
             async with runtime.database_slots():
                 result = await run_in_threadpool(run, request, runtime)
+            if isinstance(result, Response):
+                return result  # a protocol's own bytes (app/routers/evidence.py)
             if not isinstance(result, BaseModel):
                 raise TypeError(f"{self.name} must return its response model")
             return Response(

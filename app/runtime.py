@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +20,8 @@ from app.services.mail.courier import COURIER_KEY, Courier
 from app.services.mail.delivery import DeliveryWorker
 from app.services.mail.texts.common import configure_time_zone
 from app.services.mail.transport import SmtpTransport
+from app.services.trust.material import TrustCache
+from app.services.trust.ocsp import OcspResponseCache
 from app.settings import Settings
 
 
@@ -34,6 +37,9 @@ class Runtime:
     # the sessions carry it, so that `Outbox.enqueue` finds it.
     courier: Courier = field(default_factory=Courier)
     ca_cache: CaCache = field(default_factory=CaCache)
+    trust_cache: TrustCache = field(default_factory=TrustCache)
+    ocsp_responses: OcspResponseCache = field(default_factory=OcspResponseCache)
+    _tsa_client: httpx.Client | None = field(default=None, repr=False)
     _database_slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
     @classmethod
@@ -73,7 +79,15 @@ class Runtime:
             self._database_slots = asyncio.Semaphore(connection_capacity(self.engine))
         return self._database_slots
 
+    def tsa_client(self) -> httpx.Client:
+        """One HTTP client a process for the remote TSA, so stamps reuse its connections."""
+        if self._tsa_client is None:
+            self._tsa_client = httpx.Client()
+        return self._tsa_client
+
     def close(self) -> None:
+        if self._tsa_client is not None:
+            self._tsa_client.close()
         self.engine.dispose()
         self.key_store.close()
 

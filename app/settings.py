@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     audit_checkpoint_every_events: int = Field(default=10_000, ge=1)
     audit_checkpoint_interval_seconds: int = Field(default=600, ge=10)
 
+    # --- evidence: trusted time (RFC 3161) ---
+    # The TSA that stamps each CMS signature (RFC 3161 over HTTP: in production an accredited
+    # TSA). Empty: the built-in one (`POST /v1/tsa`), called in-process.
+    tsa_url: str = ""
+    # Bounds each phase of the exchange with a remote TSA; past it the signature call answers
+    # 503 `tsa_unavailable`, nothing signed and the OTP still usable.
+    tsa_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    # The policy the built-in TSA's tokens name (TSTInfo.policy): an OID of the operator's arc.
+    tsa_policy_oid: str = Field(default="1.3.6.1.4.1.99999.1.3161", pattern=r"^[0-2](\.\d+)+$")
+
     # --- Cloud Signature Consortium API ---
     # Lifetime of a SAD (credentials/authorize -> signatures/signHash); the contract caps it at 60.
     csc_sad_ttl_seconds: int = Field(default=60, ge=5, le=60)
@@ -196,6 +206,12 @@ class Settings(BaseSettings):
                 Path("/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so"),
             )
             self.pkcs11_module = str(next((p for p in softhsm if p.exists()), softhsm[0]))
+        return self
+
+    @model_validator(mode="after")
+    def _check_tsa_url(self) -> Settings:
+        if self.tsa_url and not self.tsa_url.startswith(("http://", "https://")):
+            raise ValueError("ROAMSIGN_TSA_URL must be an http(s) URL, or empty for the built-in")
         return self
 
     @model_validator(mode="after")

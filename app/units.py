@@ -27,6 +27,11 @@ from app.services.lifecycle.pins import PinService
 from app.services.signing.csc import CscService
 from app.services.signing.service import SigningService
 from app.services.signing.verification import VerificationService
+from app.services.trust.evidence import LongTermEvidence
+from app.services.trust.material import TrustProvisioning
+from app.services.trust.ocsp import OcspResponder
+from app.services.trust.publication import PkiPublication
+from app.services.trust.tsa import SignatureStamper, TimeStampAuthority
 from app.services.web.selfservice import SelfService
 from app.services.web.sessions import WebSessionService
 from app.services.web.signin import SignInService
@@ -58,6 +63,48 @@ class Services:
         )
 
     @cached_property
+    def provisioning(self) -> TrustProvisioning:
+        """`ca init` and `ca upgrade`: the CA, the TSA and the OCSP responder."""
+        runtime = self.runtime
+        return TrustProvisioning(self.session, self.ca, runtime.key_store, runtime.trust_cache)
+
+    @cached_property
+    def publication(self) -> PkiPublication:
+        return PkiPublication(self.ca)
+
+    @cached_property
+    def tsa(self) -> TimeStampAuthority:
+        runtime = self.runtime
+        return TimeStampAuthority(
+            self.session,
+            runtime.key_store,
+            runtime.ca_cache,
+            runtime.trust_cache,
+            runtime.settings.tsa_policy_oid,
+        )
+
+    @cached_property
+    def stamper(self) -> SignatureStamper:
+        settings = self.runtime.settings
+        client = self.runtime.tsa_client() if settings.tsa_url else None
+        return SignatureStamper(self.tsa, settings.tsa_url, settings.tsa_timeout_seconds, client)
+
+    @cached_property
+    def evidence(self) -> LongTermEvidence:
+        return LongTermEvidence(self.ocsp, self.publication)
+
+    @cached_property
+    def ocsp(self) -> OcspResponder:
+        runtime = self.runtime
+        return OcspResponder(
+            self.session,
+            runtime.key_store,
+            runtime.ca_cache,
+            runtime.trust_cache,
+            runtime.ocsp_responses,
+        )
+
+    @cached_property
     def clients(self) -> ClientService:
         return ClientService(self.session, self.audit)
 
@@ -70,6 +117,8 @@ class Services:
             key_store=self.runtime.key_store,
             ca=self.ca,
             audit=self.audit,
+            stamper=self.stamper,
+            evidence=self.evidence,
         )
 
     @cached_property

@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 from asn1crypto import algos
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.sign import signers
+from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.csc_signer import (
     CSCAuthorizationInfo,
@@ -40,6 +40,8 @@ from pyhanko.sign.signers.csc_signer import (
     CSCSigner,
     fetch_certs_in_csc_credential,
 )
+from pyhanko.sign.timestamps import TimeStamper
+from pyhanko_certvalidator import ValidationContext
 
 # Called with the base64 hash the OTP was sent for (the e-mail shows its fingerprint).
 ReadOtp = Callable[[str], Awaitable[str]]
@@ -138,8 +140,16 @@ async def sign_pdf(
     digest_algorithm: str = "sha256",
     prefer_pss: bool = False,
     field_name: str = "Signature1",
+    timestamper: TimeStamper | None = None,
+    validation_context: ValidationContext | None = None,
 ) -> bytes:
-    """The PDF with one more signature, made by the credential (or the person's first one)."""
+    """The PDF with one more signature, made by the credential (or the person's first one).
+
+    With `timestamper` (roamsign's TSA: `HTTPTimeStamper(f"{service_url}/v1/tsa")`) the
+    signature gets a signature time-stamp (PAdES B-T); with `validation_context` too, the
+    OCSP answers and CRLs it fetches from the certificates' pointers and a document
+    time-stamp are added (PAdES B-LT and B-LTA). `validation_context` alone: PAdES B-B with
+    the validation data of the signing moment, and no time-stamp."""
     async with aiohttp.ClientSession() as http:
         if credential_id is None:
             if mykad is None:
@@ -159,12 +169,20 @@ async def sign_pdf(
             read_pin=read_pin,
         )
         signer = CSCSigner(http, authorization, prefer_pss=prefer_pss, batch_size=1)
+        long_term = validation_context is not None
         metadata = signers.PdfSignatureMetadata(
-            field_name=field_name, md_algorithm=digest_algorithm, name=document_name
+            field_name=field_name,
+            md_algorithm=digest_algorithm,
+            name=document_name,
+            subfilter=fields.SigSeedSubFilter.PADES if timestamper or long_term else None,
+            embed_validation_info=long_term,
+            use_pades_lta=long_term and timestamper is not None,
+            validation_context=validation_context,
         )
         writer = IncrementalPdfFileWriter(BytesIO(pdf))
         try:
-            output = await signers.PdfSigner(metadata, signer=signer).async_sign_pdf(writer)
+            pdf_signer = signers.PdfSigner(metadata, signer=signer, timestamper=timestamper)
+            output = await pdf_signer.async_sign_pdf(writer)
         except SigningError as error:
             if authorization.failure is not None:
                 raise authorization.failure from error

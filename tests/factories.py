@@ -92,8 +92,9 @@ class Factory:
         return person
 
     def init_ca(self) -> None:
+        """The CA, its TSA and OCSP responder, as `ca init` makes them."""
         with unit_of_work(self.sessions) as session:
-            self.ca(session).init(self.now())
+            Services(self.runtime, session).provisioning.init(self.now())
 
     def client(self, name: str, role: str, agency: str | None = None) -> str:
         with unit_of_work(self.sessions) as session:

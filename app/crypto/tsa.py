@@ -10,6 +10,7 @@ exchange, bytes in and bytes out, for an `application/timestamp-query` endpoint.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from app.crypto import der
 from app.crypto.cms import SignCallback, signature_problem, signing_certificate_v2_attribute
 from app.crypto.keystore import HASHES
 
@@ -124,23 +126,10 @@ def timestamp_response(
     """
     if query.policy is not None and query.policy != policy_oid:
         raise TimestampQueryRejected("unaccepted_policy", "the TSA does not offer this policy")
-    tst_info = tsp.TSTInfo(
-        {
-            "version": "v1",
-            "policy": policy_oid,
-            "message_imprint": tsp.MessageImprint.load(query.message_imprint_der),
-            "serial_number": serial,
-            "gen_time": _whole_seconds(now),
-            "accuracy": {"seconds": accuracy_seconds},
-            "nonce": query.nonce,
-            "tsa": asn1_x509.GeneralName({"directory_name": _asn1_name(tsa_cert)}),
-        }
-    ).dump()
+    tst_info = _tst_info_der(query, policy_oid, serial, now, accuracy_seconds, tsa_cert)
     certificates = [tsa_cert, *chain] if query.cert_req else []
-    token = _signed_token(tst_info, tsa_cert, certificates, sign, hash_algorithm)
-    return bytes(
-        tsp.TimeStampResp({"status": {"status": "granted"}, "time_stamp_token": token}).dump()
-    )
+    token = _signed_token_der(tst_info, tsa_cert, certificates, sign, hash_algorithm)
+    return der.tlv(der.SEQUENCE, _GRANTED_STATUS + token)
 
 
 def rejection_response(failure: FailureInfo, text: str | None = None) -> bytes:
@@ -204,58 +193,114 @@ def timestamp_query(
     )
 
 
-def _signed_token(
+# The token is written as DER framing around parts asn1crypto encodes once (primitives, the
+# per-certificate parts cached): building it from dicts with asn1crypto cost 3 ms a stamp.
+# tests/unit/test_tsa.py checks the result is the DER asn1crypto itself writes for it.
+_GRANTED_STATUS = der.tlv(der.SEQUENCE, bytes(core.Integer(0).dump()))
+_VERSION_1 = bytes(core.Integer(1).dump())
+_VERSION_3 = bytes(core.Integer(3).dump())
+_TST_INFO_OID = bytes(cms.ContentType("tst_info").dump())
+_SIGNED_DATA_OID = bytes(cms.ContentType("signed_data").dump())
+_CONTENT_TYPE_TST_INFO = bytes(
+    cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}).dump()
+)
+
+
+def _tst_info_der(
+    query: TimestampQuery,
+    policy_oid: str,
+    serial: int,
+    now: datetime,
+    accuracy_seconds: int,
+    tsa_cert: x509.Certificate,
+) -> bytes:
+    """RFC 3161 s.2.4.2's TSTInfo; ordering FALSE (the DEFAULT) and extensions left out."""
+    parts = [
+        _VERSION_1,
+        _oid(policy_oid),
+        query.message_imprint_der,
+        bytes(core.Integer(serial).dump()),
+        bytes(core.GeneralizedTime(_whole_seconds(now)).dump()),
+        der.tlv(der.SEQUENCE, bytes(core.Integer(accuracy_seconds).dump())),
+    ]
+    if query.nonce is not None:
+        parts.append(bytes(core.Integer(query.nonce).dump()))
+    # tsa [0] GeneralName, a directoryName [4]: both EXPLICIT (a CHOICE and a Name).
+    parts.append(der.tlv(der.CONTEXT_0, der.tlv(0xA4, _issuer_parts(_der_of(tsa_cert))[1])))
+    return der.tlv(der.SEQUENCE, b"".join(parts))
+
+
+def _signed_token_der(
     tst_info: bytes,
     tsa_cert: x509.Certificate,
     certificates: Sequence[x509.Certificate],
     sign: SignCallback,
     hash_algorithm: str,
-) -> cms.ContentInfo:
+) -> bytes:
     """RFC 3161 s.2.4.2: a SignedData whose eContent is the TSTInfo, one signer, the TSA."""
-    attributes = [
-        cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}).dump(),
+    message_digest = bytes(
         cms.CMSAttribute(
             {"type": "message_digest", "values": [_digest(hash_algorithm, tst_info)]}
-        ).dump(),
-        signing_certificate_v2_attribute(tsa_cert),
-    ]
+        ).dump()
+    )
     # DER orders a SET OF by encoding, and the signature covers the attributes as a SET
     # (RFC 5652 s.5.4); verifiers that re-encode them (openssl) would see another order.
-    signed_attrs = bytes(
-        cms.CMSAttributes([cms.CMSAttribute.load(a) for a in sorted(attributes)]).dump()
+    attributes = b"".join(
+        sorted((_CONTENT_TYPE_TST_INFO, message_digest, signing_certificate_v2_attribute(tsa_cert)))
     )
-    signature = sign(_digest(hash_algorithm, signed_attrs), hash_algorithm)
-    problem = signature_problem(tsa_cert, signature, signed_attrs, hash_algorithm)
+    signature = sign(_digest(hash_algorithm, der.tlv(der.SET, attributes)), hash_algorithm)
+    problem = signature_problem(tsa_cert, signature, der.tlv(der.SET, attributes), hash_algorithm)
     if problem:
         raise ValueError(f"the TSA signature does not match its certificate: {problem}")
-    signer = _asn1_certificate(tsa_cert)
-    signer_info = {
-        "version": "v1",
-        "sid": {
-            "issuer_and_serial_number": {
-                "issuer": signer.issuer,
-                "serial_number": signer.serial_number,
-            }
-        },
-        "digest_algorithm": {"algorithm": hash_algorithm},
-        "signed_attrs": cms.CMSAttributes.load(signed_attrs),
-        "signature_algorithm": {"algorithm": _signature_algorithm(tsa_cert, hash_algorithm)},
-        "signature": signature,
-    }
-    signed_data: dict[str, object] = {
-        # RFC 5652 s.5.1: version 3 when the content is not id-data.
-        "version": "v3",
-        "digest_algorithms": [algos.DigestAlgorithm({"algorithm": hash_algorithm})],
-        "encap_content_info": {
-            "content_type": "tst_info",
-            "content": core.ParsableOctetString(tst_info),
-        },
-        "signer_infos": [signer_info],
-    }
+    tsa_der = _der_of(tsa_cert)
+    digest_algorithm = _digest_algorithm_der(hash_algorithm)
+    signer_info = der.tlv(
+        der.SEQUENCE,
+        _VERSION_1
+        + _issuer_parts(tsa_der)[0]
+        + digest_algorithm
+        + der.tlv(der.CONTEXT_0, attributes)
+        + _signature_algorithm_der(_signature_algorithm(tsa_cert, hash_algorithm))
+        + der.tlv(der.OCTET_STRING, signature),
+    )
+    encapsulated = der.tlv(
+        der.SEQUENCE,
+        _TST_INFO_OID + der.tlv(der.CONTEXT_0, der.tlv(der.OCTET_STRING, tst_info)),
+    )
+    fields = _VERSION_3 + der.tlv(der.SET, digest_algorithm) + encapsulated
     if certificates:
         unique = list(dict.fromkeys(_der_of(c) for c in certificates))
-        signed_data["certificates"] = [asn1_x509.Certificate.load(c) for c in unique]
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
+        # A SET OF in DER is sorted by encoding.
+        fields += der.tlv(der.CONTEXT_0, b"".join(sorted(unique)))
+    fields += der.tlv(der.SET, signer_info)
+    signed_data = der.tlv(der.SEQUENCE, fields)
+    return der.tlv(der.SEQUENCE, _SIGNED_DATA_OID + der.tlv(der.CONTEXT_0, signed_data))
+
+
+@functools.lru_cache(maxsize=16)
+def _issuer_parts(certificate_der: bytes) -> tuple[bytes, bytes]:
+    """(IssuerAndSerialNumber, subject Name) of a certificate, DER."""
+    certificate = asn1_x509.Certificate.load(certificate_der)
+    tbs = certificate["tbs_certificate"]
+    issuer_and_serial = der.tlv(
+        der.SEQUENCE, bytes(tbs["issuer"].dump()) + bytes(tbs["serial_number"].dump())
+    )
+    return issuer_and_serial, bytes(tbs["subject"].dump())
+
+
+@functools.cache
+def _oid(dotted: str) -> bytes:
+    return bytes(core.ObjectIdentifier(dotted).dump())
+
+
+@functools.cache
+def _digest_algorithm_der(hash_algorithm: str) -> bytes:
+    return bytes(algos.DigestAlgorithm({"algorithm": hash_algorithm}).dump())
+
+
+@functools.cache
+def _signature_algorithm_der(name: str) -> bytes:
+    return bytes(algos.SignedDigestAlgorithm({"algorithm": name}).dump())
 
 
 def _signature_algorithm(certificate: x509.Certificate, hash_algorithm: str) -> str:
@@ -272,14 +317,6 @@ def _digest(hash_algorithm: str, data: bytes) -> bytes:
 
 def _der_of(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
-
-
-def _asn1_certificate(certificate: x509.Certificate) -> asn1_x509.Certificate:
-    return asn1_x509.Certificate.load(_der_of(certificate))
-
-
-def _asn1_name(certificate: x509.Certificate) -> asn1_x509.Name:
-    return _asn1_certificate(certificate).subject
 
 
 def _whole_seconds(moment: datetime) -> datetime:

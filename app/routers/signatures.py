@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from app.deps import ClockDep, SignerDep, VerificationServiceDep
 from app.errors import Forbidden, ServiceUnavailable, Unauthenticated
 from app.schemas.problem import BODY_PROBLEMS, problem_responses
-from app.schemas.signing import SignerOut, VerificationOut, VerificationRequest
+from app.schemas.signing import SignerOut, TimestampOut, VerificationOut, VerificationRequest
 
 router = APIRouter(prefix="/v1/signatures", tags=["signing"])
 
@@ -24,6 +24,8 @@ def verify_signature(
 
     `valid` covers the cryptography and the chain to our CA; `certificate_status` says whether
     the signer's certificate is good, revoked or expired now (`unknown` if it is not ours).
+    For a `cms` or `cades-lt` signature, `timestamp` gives the signature time-stamp's time and
+    TSA, and `certificate_status_at_timestamp` the certificate's status at that time.
     """
     result = verifier.verify(
         document_hash_hex=body.document_hash,
@@ -47,4 +49,12 @@ def verify_signature(
         certificate_status=result.certificate_status,
         revoked_at=result.revoked_at,
         reason=result.reason,
+        timestamp=TimestampOut(
+            time=result.timestamp.time,
+            tsa=result.timestamp.tsa,
+            tsa_trusted=result.timestamp.tsa_trusted,
+        )
+        if result.timestamp
+        else None,
+        certificate_status_at_timestamp=result.certificate_status_at_timestamp,
     )

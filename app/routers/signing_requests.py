@@ -23,6 +23,7 @@ from app.errors import (
     RateLimited,
     RequestLocked,
     ServiceUnavailable,
+    TimestampAuthorityUnavailable,
     Unauthenticated,
 )
 from app.models import SigningRequest
@@ -128,6 +129,7 @@ def create_signing_request(
         RateLimited,
         AuthorizationFailed,
         ServiceUnavailable,
+        TimestampAuthorityUnavailable,
     ),
 )
 def submit_signature(
@@ -143,6 +145,12 @@ def submit_signature(
     `otp_consumed`, `request_locked`, `otp_expired` (not counted), `credential_not_active` /
     `credential_locked`, `rate_limited`, then the check itself, which counts one attempt: a
     wrong OTP and a wrong PIN both answer `authorization_failed` with `attempts_remaining`.
+
+    A `cms` signature carries a CAdES signature time-stamp from the time-stamping authority
+    (`ROAMSIGN_TSA_URL`, else the built-in one). When that TSA does not answer within
+    `ROAMSIGN_TSA_TIMEOUT_SECONDS`, the answer is 503 `tsa_unavailable` with `Retry-After`:
+    nothing was signed, no attempt was counted and the OTP is still usable, so send the same
+    OTP and PIN again.
     """
     return signature_out(signing.sign_own(caller, own, body.otp, body.pin, clock.now()))
 

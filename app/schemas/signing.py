@@ -11,7 +11,7 @@ from app.schemas.common import DocumentName, MyKad, RequestModel
 from app.validation import decode_document_hash
 
 HashAlgorithm = Literal["sha256", "sha384", "sha512"]
-SignatureFormat = Literal["cms", "raw"]
+SignatureFormat = Literal["cms", "raw", "cades-lt"]
 Channel = Literal["email", "mobile", "auto"]
 RequestStatusName = Literal["pending", "signed", "expired", "locked", "cancelled"]
 
@@ -38,7 +38,18 @@ class SigningRequestCreate(_HashedDocument):
     mykad: MyKad
     document_name: DocumentName
     channel: Channel = "auto"
-    signature_format: SignatureFormat = "cms"
+    signature_format: SignatureFormat = Field(
+        default="cms",
+        description=(
+            "`cms`: a detached CMS SignedData whose messageDigest is the document hash, with a "
+            "CAdES signature time-stamp. `cades-lt`: the same CMS carrying the validation data "
+            "of its signing moment too (CAdES B-LT, ETSI EN 319 122): the TSA's certificate in "
+            "SignedData.certificates, and in SignedData.crls the OCSP responses for the "
+            "signer's and the TSA's certificates (RFC 5940 `other` revocation info) and the "
+            "root's CRL, so that it can be validated after the certificate expired or was "
+            "revoked, without asking roamsign. `raw`: a signature over the document hash."
+        ),
+    )
 
 
 class SigningRequestCreated(BaseModel):
@@ -94,10 +105,31 @@ class SignerOut(BaseModel):
     certificate_serial: str
 
 
+CertificateStatus = Literal["good", "revoked", "expired", "unknown"]
+
+
+class TimestampOut(BaseModel):
+    time: datetime = Field(description="The time-stamp token's genTime: when the signature existed")
+    tsa: str = Field(description="The time-stamping authority's name (its certificate's CN)")
+    tsa_trusted: bool = Field(
+        description="The TSA's certificate chains to roamsign's CA and was valid at `time`"
+    )
+
+
 class VerificationOut(BaseModel):
     valid: bool
     signer: SignerOut | None
     signed_at: datetime | None
-    certificate_status: Literal["good", "revoked", "expired", "unknown"]
+    certificate_status: CertificateStatus
     revoked_at: datetime | None
     reason: str | None = Field(default=None, description="Why the signature is not valid")
+    timestamp: TimestampOut | None = Field(
+        default=None,
+        description="The CAdES signature time-stamp (cms, cades-lt) that verifies and covers "
+        "the signature value; null without one",
+    )
+    certificate_status_at_timestamp: CertificateStatus | None = Field(
+        default=None,
+        description="The signer certificate's status at the time-stamp's time: a certificate "
+        "revoked or expired since then still made a good signature",
+    )

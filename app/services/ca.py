@@ -34,7 +34,12 @@ ISSUING_VALIDITY_DAYS = 10 * 365
 CRL_NEXT_UPDATE_SECONDS = 24 * 3600
 # Where the published CA material lives under the public base URL (app/routers/ca.py).
 CRL_PATH = "/v1/ca/crl"
-CA_ISSUERS_PATH = "/v1/ca/certificates"
+# RFC 5280 s.4.2.2.1: one DER certificate (the PEM chain stays at /v1/ca/certificates).
+CA_ISSUERS_PATH = "/v1/ca/issuer.cer"
+OCSP_PATH = "/v1/ca/ocsp"
+# The issuing CA's own pointers: the root's CRL and certificate.
+ROOT_CRL_PATH = "/v1/ca/root.crl"
+ROOT_CERTIFICATE_PATH = "/v1/ca/root.cer"
 
 
 # With a PKCS#11 key store the CA keys are token objects under these labels, and the
@@ -100,6 +105,11 @@ class CaCache:
                     self._material = _load(session)
         return self._material
 
+    def clear(self) -> None:
+        """Forget the material (after this process re-issued a CA certificate)."""
+        with self._lock:
+            self._material = None
+
 
 class CertificateAuthorityService:
     """The CA's use cases. Give `public_base_url` (settings.public_base_url) wherever
@@ -147,6 +157,18 @@ class CertificateAuthorityService:
 
     def material(self) -> CaMaterial:
         return self.cache.get(self.session)
+
+    def sign_with_issuing_key(self, digest: bytes, hash_algorithm: str) -> bytes:
+        """Sign a digest with the issuing CA's key (a `DigestSigner`: certificates, CRLs)."""
+        blob = self.material().issuing_key_blob
+        return self.key_store.sign_digest(ca_key_id(ISSUING), blob, digest, hash_algorithm)
+
+    def sign_with_root_key(self, digest: bytes, hash_algorithm: str) -> bytes:
+        """Sign a digest with the root's key (the issuing CA's certificate, the root CRL)."""
+        root = self.session.get(CertificateAuthority, ROOT)
+        if root is None:
+            raise ServiceUnavailable("the CA is not initialised: run `python -m app ca init`")
+        return self.key_store.sign_digest(ca_key_id(ROOT), root.key_blob, digest, hash_algorithm)
 
     def chain_pem(self) -> str:
         """Issuing CA then root, as `application/pem-certificate-chain`."""
@@ -199,6 +221,7 @@ class CertificateAuthorityService:
             validity_days=validity_days,
             crl_url=f"{base}{CRL_PATH}" if base else None,
             ca_issuers_url=f"{base}{CA_ISSUERS_PATH}" if base else None,
+            ocsp_url=f"{base}{OCSP_PATH}" if base else None,
         )
 
     def issuing_signer(self) -> DigestSigner:

@@ -125,15 +125,18 @@ async def test_certificates_name_the_crl_and_the_ca_issuers(
         "http://127.0.0.1:8000/v1/ca/crl"
     ]
     access = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+    # Issue 17: caIssuers serves one DER certificate (RFC 5280 s.4.2.2.1), and OCSP answers.
     assert [(d.access_method, d.access_location.value) for d in access.value] == [
-        (x509.AuthorityInformationAccessOID.CA_ISSUERS, "http://127.0.0.1:8000/v1/ca/certificates")
+        (x509.AuthorityInformationAccessOID.CA_ISSUERS, "http://127.0.0.1:8000/v1/ca/issuer.cer"),
+        (x509.AuthorityInformationAccessOID.OCSP, "http://127.0.0.1:8000/v1/ca/ocsp"),
     ]
     (tmp_path / "leaf.pem").write_text(pem)
     text = openssl("x509", "-in", str(tmp_path / "leaf.pem"), "-noout", "-text")
     assert "X509v3 CRL Distribution Points" in text
     assert "URI:http://127.0.0.1:8000/v1/ca/crl" in text
     assert "Authority Information Access" in text
-    assert "CA Issuers - URI:http://127.0.0.1:8000/v1/ca/certificates" in text
+    assert "CA Issuers - URI:http://127.0.0.1:8000/v1/ca/issuer.cer" in text
+    assert "OCSP - URI:http://127.0.0.1:8000/v1/ca/ocsp" in text
 
 
 async def test_revocation_refusals(

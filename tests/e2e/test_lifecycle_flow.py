@@ -126,7 +126,7 @@ def test_from_token_user_to_signature_then_revocation(
         check=True,
     ).stdout
     assert "URI:http://127.0.0.1:8000/v1/ca/crl" in leaf_text
-    assert "CA Issuers - URI:http://127.0.0.1:8000/v1/ca/certificates" in leaf_text
+    assert "CA Issuers - URI:http://127.0.0.1:8000/v1/ca/issuer.cer" in leaf_text
     # No token, PIN or full MyKad in the server's log.
     log = server.log()
     for secret in (token_in(verification), token_in(setup), PIN, person.mykad):

@@ -141,6 +141,13 @@ CONFIG = schemathesis.Config.from_dict(
 schema = schemathesis.openapi.from_path(OPENAPI, config=CONFIG)
 
 
+@schemathesis.serializer("application/timestamp-query", "application/ocsp-request")
+def der_body(_context: schemathesis.SerializationContext, value: Any) -> dict[str, Any]:
+    """The PKI protocols' DER bodies (POST /v1/tsa, /v1/ca/ocsp): whatever bytes were made."""
+    data = value if isinstance(value, bytes) else str(value).encode()
+    return {"data": data}
+
+
 @schema.auth(refresh_interval=None)
 class RoleKey:
     """The role an operation admits, as a placeholder: coverage cases are made at collection,

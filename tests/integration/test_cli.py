@@ -22,6 +22,7 @@ def last_line(done: subprocess.CompletedProcess[str]) -> str:
 def test_operator_commands_end_to_end(cli: Cli, sessions: sessionmaker[Session]) -> None:
     assert "CA created" in cli("ca", "init").stdout
     assert "already initialised" in cli("ca", "init").stdout  # idempotent
+    assert "already up to date" in cli("ca", "upgrade").stdout
 
     key = last_line(cli("clients", "create", "igfmas", "--role", "signer"))
     assert key.startswith("rsk_") and len(key) > 40

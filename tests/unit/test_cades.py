@@ -31,6 +31,7 @@ from app.crypto.cades import (
     SIGNATURE_TIME_STAMP_OID,
     SignatureNotStampable,
     add_signature_timestamp,
+    add_vouched_signature_timestamp,
     signature_timestamp_tokens,
 )
 from app.crypto.cms import build_detached_cms, verify_cms
@@ -119,6 +120,16 @@ def test_the_token_covers_the_signature_value(pki: Pki, tsa: Tsa, person: Person
     token = read_timestamp_token(token_der)
     assert token.gen_time == STAMPED_AT
     assert token.tsa_certificate == tsa.certificate
+
+
+def test_the_vouched_splice_writes_what_the_checked_path_writes(pki: Pki, tsa: Tsa, person: Person):
+    original = signed_cms(pki, person)
+    token = tsa.token(hashlib.sha256(signer_info(original)["signature"].native).digest())
+    vouched = add_vouched_signature_timestamp(original, lambda _imprint: token)
+    assert vouched == add_signature_timestamp(original, lambda _imprint: token)
+    # A CMS already stamped takes the checked path: a second token is added beside the first.
+    twice = add_vouched_signature_timestamp(vouched, lambda _imprint: token)
+    assert signature_timestamp_tokens(twice) == [token, token]
 
 
 def test_the_signed_parts_are_carried_over_byte_for_byte(pki: Pki, tsa: Tsa, person: Person):

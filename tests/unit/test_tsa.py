@@ -271,3 +271,16 @@ def test_content_info_of_the_token_is_signed_data(pki: Pki):
     reply, _ = answer(pki, timestamp_query(bytes(64), "sha512", nonce=3))
     token = cms.ContentInfo.load(tsp.TimeStampResp.load(reply)["time_stamp_token"].dump())
     assert token["content_type"].native == "signed_data"
+
+
+@pytest.mark.parametrize("algorithm", ["ecdsa-p256", "rsa-2048"])
+def test_the_reply_is_the_der_asn1crypto_writes_for_it(pki: Pki, algorithm: KeyAlgorithm):
+    # The token is framed by hand (app/crypto/der.py): re-encoded from its parsed values, it
+    # must come out byte for byte the same.
+    for cert_req in (True, False):
+        query = timestamp_query(bytes(32), "sha256", nonce=2**70 + 1, cert_req=cert_req)
+        reply, _ = answer(pki, query, algorithm)
+        assert tsp.TimeStampResp.load(reply).dump(force=True) == reply
+        token = tsp.TimeStampResp.load(reply)["time_stamp_token"]
+        tst_info = token["content"]["encap_content_info"]["content"]
+        assert tst_info.parsed.dump(force=True) == tst_info.parsed.dump()

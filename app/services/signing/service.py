@@ -38,6 +38,8 @@ from app.services.signing.sign import (
 )
 from app.services.signing.spend import spend_otp, spend_sad
 from app.services.signing.statements import REQUEST_WITH_LOCKED_SIGNER, SIGNER_LOCKED
+from app.services.trust.evidence import LongTermEvidence
+from app.services.trust.tsa import SignatureStamper
 from app.settings import Settings
 
 __all__ = [
@@ -65,6 +67,8 @@ class SigningService:
         key_store: KeyStore,
         ca: CertificateAuthorityService,
         audit: AuditLog,
+        stamper: SignatureStamper | None = None,
+        evidence: LongTermEvidence | None = None,
     ) -> None:
         self.session = session
         self.settings = settings
@@ -76,7 +80,15 @@ class SigningService:
         self._check = OtpPinCheck(
             session, settings=settings, keys=keys, audit=audit, key_store=key_store
         )
-        self._maker = SignatureMaker(session, keys=keys, key_store=key_store, ca=ca, audit=audit)
+        self._maker = SignatureMaker(
+            session,
+            keys=keys,
+            key_store=key_store,
+            ca=ca,
+            audit=audit,
+            stamper=stamper,
+            evidence=evidence,
+        )
         # The session's identity map holds objects weakly: what get_own(with_signer=True)
         # loaded stays referenced here for the request, so session.get() finds it.
         self._kept_loaded: list[object] = []
