@@ -159,16 +159,20 @@ class CertificateAuthorityService:
         return self.cache.get(self.session)
 
     def sign_with_issuing_key(self, digest: bytes, hash_algorithm: str) -> bytes:
-        """Sign a digest with the issuing CA's key (a `DigestSigner`: certificates, CRLs)."""
-        blob = self.material().issuing_key_blob
-        return self.key_store.sign_digest(ca_key_id(ISSUING), blob, digest, hash_algorithm)
+        """Sign a digest with the issuing CA's key, wherever it lives (a `DigestSigner`:
+        certificates, CRLs)."""
+        return self.issuing_signer()(digest, hash_algorithm)
 
     def sign_with_root_key(self, digest: bytes, hash_algorithm: str) -> bytes:
-        """Sign a digest with the root's key (the issuing CA's certificate, the root CRL)."""
+        """Sign a digest with the root's key, wherever it lives (the issuing CA's certificate,
+        the root CRL)."""
         root = self.session.get(CertificateAuthority, ROOT)
         if root is None:
             raise ServiceUnavailable("the CA is not initialised: run `python -m app ca init`")
-        return self.key_store.sign_digest(ca_key_id(ROOT), root.key_blob, digest, hash_algorithm)
+        key = self._ca_key(ROOT, root.key_blob, public_key_of(self.material().root))
+        if isinstance(key, HeldKey):
+            return key.sign(digest, hash_algorithm)
+        return sign_digest_with(key, digest, hash_algorithm)
 
     def chain_pem(self) -> str:
         """Issuing CA then root, as `application/pem-certificate-chain`."""
@@ -249,14 +253,18 @@ class CertificateAuthorityService:
         return blob, self.key_store.private_key(ca_key_id(name), blob)
 
     def _issuing_key(self, material: CaMaterial) -> CaKey:
-        label = token_label(material.issuing_key_blob)
+        return self._ca_key(ISSUING, material.issuing_key_blob, public_key_of(material.issuing))
+
+    def _ca_key(self, name: str, blob: bytes, public: PublicKey) -> CaKey:
+        """The CA key `name` kept as `blob`: a token object's reference, or a sealed key."""
+        label = token_label(blob)
         if label is not None:
-            return self._held_key(label, public_key_of(material.issuing))
+            return self._held_key(label, public)
         if isinstance(self.key_store, TokenKeys):
             raise ServiceUnavailable(
                 "the CA keys are still software keys: run `python -m app keys migrate --to pkcs11`"
             )
-        return self.key_store.private_key(ca_key_id(ISSUING), material.issuing_key_blob)
+        return self.key_store.private_key(ca_key_id(name), blob)
 
     def _held_key(self, label: str, public: PublicKey) -> HeldKey:
         if not isinstance(self.key_store, TokenKeys):

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from app.clock import FrozenClock
 from app.crypto.keys import DerivedKeys
 from app.crypto.pkcs11 import Pkcs11KeyStore
+from app.crypto.pkcs11_format import BLOB_MAGIC
 from app.crypto.pkcs11_secrets import configured_data_key_file, provision_token_secrets
 from app.main import create_app
 from app.models import CertificateAuthority, Credential, SigningRequest
@@ -121,7 +122,12 @@ def test_the_ca_keys_are_token_objects_and_sign_certificates_and_crls(
 ) -> None:
     with runtime.sessions() as session:
         rows = {ca.name: ca for ca in session.scalars(select(CertificateAuthority))}
-    assert {name: token_label(row.key_blob) for name, row in rows.items()} == TOKEN_LABELS
+    ca_rows = {name: row for name, row in rows.items() if name in TOKEN_LABELS}
+    assert {name: token_label(row.key_blob) for name, row in ca_rows.items()} == TOKEN_LABELS
+    # The TSA's and the OCSP responder's keys kept beside them are wrapped blobs, not objects.
+    services = {name: row.key_blob for name, row in rows.items() if name not in TOKEN_LABELS}
+    assert set(services) == {"tsa", "ocsp"}
+    assert all(blob.startswith(BLOB_MAGIC) for blob in services.values())
     root = x509.load_pem_x509_certificate(rows["root"].certificate_pem.encode())
     issuing = x509.load_pem_x509_certificate(rows["issuing"].certificate_pem.encode())
     issuing.verify_directly_issued_by(root)
