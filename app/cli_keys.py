@@ -128,8 +128,9 @@ def cmd_keys_migrate(_args: argparse.Namespace) -> int:
         token.close()
         engine.dispose()
     print(
-        f"moved {report.moved_ca_keys} CA keys and {report.moved_credential_keys} credential "
-        f"keys into the token ({report.already_moved} there already); {secrets}"
+        f"moved {report.moved_ca_keys} CA keys, {report.moved_service_keys} service keys and "
+        f"{report.moved_credential_keys} credential keys into the token "
+        f"({report.already_moved} there already); {secrets}"
     )
     if settings.key_store != "pkcs11":
         print("now set ROAMSIGN_KEY_STORE=pkcs11 and restart the service")
