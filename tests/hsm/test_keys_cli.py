@@ -80,7 +80,7 @@ def test_migrate_moves_every_key_verifies_then_replaces_and_runs_again_as_a_no_o
             FACTORY_CALLER, revoked.credential_id, "keyCompromise", factory.now()
         )
 
-    moved = keys_cli(settings, softhsm_token, "migrate", "--to", "pkcs11")
+    moved = keys_cli(settings, softhsm_token, "migrate", "--to", "pkcs11", "--keep-master-key")
     assert (
         "moved 2 CA keys, 2 service keys and 2 credential keys into the token (0 there already)"
     ) in (moved.stdout), moved.stdout + moved.stderr
@@ -122,6 +122,14 @@ def test_migrate_moves_every_key_verifies_then_replaces_and_runs_again_as_a_no_o
     assert (
         "moved 0 CA keys, 0 service keys and 0 credential keys into the token (6 there already)"
     ) in (again.stdout)
+    # The secrets were imported from the master key: once everything is in the token, the
+    # default run wipes it, and a later run has nothing left to migrate from.
+    assert settings.master_key_file is not None
+    assert not settings.master_key_file.exists()
+    assert f"master key file {settings.master_key_file} wiped" in again.stdout
+    after = keys_cli(settings, softhsm_token, "migrate", "--to", "pkcs11")
+    assert after.stdout.startswith("nothing to migrate: no master key file")
+    assert not settings.master_key_file.exists()  # not made anew, even in the demo profile
 
 
 def test_migrate_refuses_a_token_that_holds_another_ca_key(
