@@ -359,7 +359,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.check_production_safety()
-    settings.load_master_key()  # fail here, not in every worker
+    if settings.key_store == "software":
+        settings.load_master_key()  # fail here, not in every worker (a token has no file)
     check_key_store(settings)
     if settings.is_sqlite and args.workers > 1:
         raise ConfigurationError("SQLite serves one process: use PostgreSQL for --workers > 1")

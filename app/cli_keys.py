@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
@@ -40,6 +42,12 @@ def add_keys_commands(
         cmd_keys_migrate,
     )
     migrate.add_argument("--to", required=True, choices=["pkcs11"], dest="target")
+    migrate.add_argument(
+        "--keep-master-key",
+        action="store_true",
+        help="keep the master key file after the move (while software processes still run); "
+        "delete it once every process uses the token: the token's secrets were imported from it",
+    )
     command(
         keys,
         "init",
@@ -96,12 +104,17 @@ def _sign_and_verify(store: KeyStore) -> None:
     public_key.verify(signature, SELF_TEST_DIGEST, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
 
 
-def cmd_keys_migrate(_args: argparse.Namespace) -> int:
+def cmd_keys_migrate(args: argparse.Namespace) -> int:
     from app.crypto.pkcs11 import Pkcs11KeyStore
     from app.db import make_engine, make_sessionmaker
     from app.services.key_migration import KeyMigration
 
     settings = get_settings()
+    master_key_file = settings.master_key_file
+    if master_key_file is not None and not master_key_file.exists():
+        # Checked before reading it: the demo profile would make a new one.
+        print(f"nothing to migrate: no master key file at {master_key_file} (moved already)")
+        return 0
     derived = DerivedKeys.from_master(settings.load_master_key())
     token = Pkcs11KeyStore.from_settings(settings)
     engine = make_engine(settings.database_url)
@@ -128,12 +141,32 @@ def cmd_keys_migrate(_args: argparse.Namespace) -> int:
         token.close()
         engine.dispose()
     print(
-        f"moved {report.moved_ca_keys} CA keys and {report.moved_credential_keys} credential "
-        f"keys into the token ({report.already_moved} there already); {secrets}"
+        f"moved {report.moved_ca_keys} CA keys, {report.moved_service_keys} service keys and "
+        f"{report.moved_credential_keys} credential keys into the token "
+        f"({report.already_moved} there already); {secrets}"
     )
+    if args.keep_master_key:
+        print(
+            "the master key file stays: delete it once every process uses the token (with it, "
+            "the token's secrets can be derived again)"
+        )
+    elif master_key_file is not None:
+        wipe_file(master_key_file)
+        print(f"master key file {master_key_file} wiped")
     if settings.key_store != "pkcs11":
         print("now set ROAMSIGN_KEY_STORE=pkcs11 and restart the service")
     return 0
+
+
+def wipe_file(path: Path) -> None:
+    """Overwrite `path` with zeros, flush it to disk, then remove it. (A copy-on-write or
+    journaling file system may keep old blocks: backups and snapshots must go too.)"""
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.write(bytes(size))
+        file.flush()
+        os.fsync(file.fileno())
+    path.unlink()
 
 
 def move_secrets(token: Pkcs11KeyStore, derived: DerivedKeys) -> str:

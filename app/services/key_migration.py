@@ -1,7 +1,8 @@
 """`keys migrate --to pkcs11`: every software key into the token, checked before it replaces.
 
 Three passes. Move: each CA key is imported into the token as a non-extractable key pair
-(`roamsign-ca-root`, `roamsign-ca-issuing`), each credential's key is wrapped under the
+(`roamsign-ca-root`, `roamsign-ca-issuing`); the service keys kept beside them (the TSA's, the
+OCSP responder's, the audit checkpoints') and each credential's key are wrapped under the
 token's key-encryption key (the clear key passes through the token as a session object only).
 Verify: every moved key signs a test digest in the token, checked against its certificate's
 public key. Replace: only then does each row's key_blob become the token reference or the
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +30,7 @@ from app.crypto.pkcs11 import Pkcs11KeyStore
 from app.crypto.pkcs11_format import BLOB_MAGIC, verify_digest
 from app.db import unit_of_work
 from app.models import CertificateAuthority, Credential
+from app.services.audit.checkpoint import CHECKPOINT_KEY_ID
 from app.services.ca import TOKEN_LABELS, ca_key_id, public_key_of, token_label, token_reference
 
 TEST_DIGEST = hashlib.sha256(b"roamsign keys migrate: verification").digest()
@@ -37,8 +40,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class _Move:
-    kind: str  # "ca" or "credential"
-    name: str  # the CA's name or the credential id
+    kind: str  # "ca" (a token key pair), "service" (a wrapped key in a CA row) or "credential"
+    name: str  # the row's name or the credential id
     software_blob: bytes
     public_key: PublicKey
     new_blob: bytes = b""
@@ -47,6 +50,7 @@ class _Move:
 @dataclass
 class MigrationReport:
     moved_ca_keys: int = 0
+    moved_service_keys: int = 0
     moved_credential_keys: int = 0
     already_moved: int = 0
     failed: list[str] = field(default_factory=list)
@@ -87,11 +91,11 @@ class KeyMigration:
             for ca in session.scalars(
                 select(CertificateAuthority).order_by(CertificateAuthority.name)
             ):
-                if token_label(ca.key_blob) is not None:
+                if token_label(ca.key_blob) is not None or ca.key_blob.startswith(BLOB_MAGIC):
                     report.already_moved += 1
                     continue
-                public = public_key_of(_certificate(ca.certificate_pem))
-                moves.append(_Move("ca", ca.name, ca.key_blob, public))
+                kind = "ca" if ca.name in TOKEN_LABELS else "service"
+                moves.append(_Move(kind, ca.name, ca.key_blob, _public_key(ca.certificate_pem)))
             rows = session.execute(
                 select(Credential.id, Credential.key_blob, Credential.certificate_pem)
                 .where(Credential.key_blob.is_not(None), Credential.certificate_pem.is_not(None))
@@ -119,8 +123,9 @@ class KeyMigration:
             self.token.import_token_key(TOKEN_LABELS[move.name], key)
             move.new_blob = token_reference(TOKEN_LABELS[move.name])
             return
-        key = self.software.private_key(move.name, move.software_blob)
-        move.new_blob = self.token.import_private_key(move.name, key).blob
+        key_id = _key_id(move)
+        key = self.software.private_key(key_id, move.software_blob)
+        move.new_blob = self.token.import_private_key(key_id, key).blob
 
     def _verify(self, move: _Move, report: MigrationReport) -> None:
         try:
@@ -129,7 +134,9 @@ class KeyMigration:
                     TOKEN_LABELS[move.name], TEST_DIGEST, "sha256"
                 )
             else:
-                signature = self.token.sign_digest(move.name, move.new_blob, TEST_DIGEST, "sha256")
+                signature = self.token.sign_digest(
+                    _key_id(move), move.new_blob, TEST_DIGEST, "sha256"
+                )
             verify_digest(move.public_key, signature, TEST_DIGEST, "sha256")
         except Exception as error:  # reported, and then nothing is replaced
             report.failed.append(f"{move.kind} {move.name}: {type(error).__name__} {error}")
@@ -140,7 +147,7 @@ class KeyMigration:
                 CertificateAuthority.name == move.name,
                 CertificateAuthority.key_blob == move.software_blob,
             )
-            if move.kind == "ca"
+            if move.kind != "credential"
             else update(Credential).where(
                 Credential.id == move.name, Credential.key_blob == move.software_blob
             )
@@ -153,6 +160,8 @@ class KeyMigration:
             ).rowcount
         if replaced and move.kind == "ca":
             report.moved_ca_keys += 1
+        elif replaced and move.kind == "service":
+            report.moved_service_keys += 1
         elif replaced:
             report.moved_credential_keys += 1
         else:
@@ -161,3 +170,19 @@ class KeyMigration:
 
 def _certificate(pem: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem.encode())
+
+
+def _public_key(pem: str) -> PublicKey:
+    """A CA row's public key: from its certificate, or the bare key the checkpoint row keeps."""
+    if "BEGIN PUBLIC KEY" in pem:
+        key = serialization.load_pem_public_key(pem.encode())
+        assert isinstance(key, PublicKey)
+        return key
+    return public_key_of(_certificate(pem))
+
+
+def _key_id(move: _Move) -> str:
+    """The id a key was sealed under in the software store (and is wrapped under here)."""
+    if move.kind == "credential" or move.name == CHECKPOINT_KEY_ID:
+        return move.name
+    return ca_key_id(move.name)

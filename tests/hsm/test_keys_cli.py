@@ -16,7 +16,7 @@ from app.crypto.pkcs11 import Pkcs11KeyStore
 from app.crypto.pkcs11_format import BLOB_MAGIC, verify_digest
 from app.models import CertificateAuthority, Credential
 from app.runtime import Runtime
-from app.services.ca import TOKEN_LABELS, token_label
+from app.services.ca import TOKEN_LABELS, ca_key_id, token_label
 from app.services.lifecycle.credential_lifecycle import CredentialLifecycle
 from app.settings import Settings
 from tests.factories import FACTORY_CALLER, Factory
@@ -80,18 +80,24 @@ def test_migrate_moves_every_key_verifies_then_replaces_and_runs_again_as_a_no_o
             FACTORY_CALLER, revoked.credential_id, "keyCompromise", factory.now()
         )
 
-    moved = keys_cli(settings, softhsm_token, "migrate", "--to", "pkcs11")
-    assert "moved 2 CA keys and 2 credential keys into the token (0 there already)" in (
-        moved.stdout
-    ), moved.stdout + moved.stderr
+    moved = keys_cli(settings, softhsm_token, "migrate", "--to", "pkcs11", "--keep-master-key")
+    assert (
+        "moved 2 CA keys, 2 service keys and 2 credential keys into the token (0 there already)"
+    ) in (moved.stdout), moved.stdout + moved.stderr
     assert moved.stderr == ""  # no terminal: no progress bar
 
     with runtime.sessions() as session:
-        authorities = {ca.name: ca.key_blob for ca in session.scalars(select(CertificateAuthority))}
+        rows = list(session.scalars(select(CertificateAuthority)))
+        authorities = {ca.name: ca.key_blob for ca in rows}
+        pems = {ca.name: ca.certificate_pem for ca in rows}
         credentials = {
             c.id: (c.key_blob, c.certificate_pem) for c in session.scalars(select(Credential))
         }
-    assert {name: token_label(blob) for name, blob in authorities.items()} == TOKEN_LABELS
+    ca_keys = {name: blob for name, blob in authorities.items() if name in TOKEN_LABELS}
+    assert {name: token_label(blob) for name, blob in ca_keys.items()} == TOKEN_LABELS
+    # The TSA's and the OCSP responder's keys beside them: wrapped, and they sign in the token.
+    service_keys = {name: blob for name, blob in authorities.items() if name not in TOKEN_LABELS}
+    assert set(service_keys) == {"tsa", "ocsp"}
     assert credentials[revoked.credential_id][0] is None  # a wiped key stays wiped
 
     store = Pkcs11KeyStore.from_settings(softhsm_token.settings())
@@ -104,13 +110,26 @@ def test_migrate_moves_every_key_verifies_then_replaces_and_runs_again_as_a_no_o
             public_key = certificate.public_key()
             signature = store.sign_digest(person.credential_id, blob, DIGEST, "sha256")
             verify_digest(public_key, signature, DIGEST, "sha256")  # type: ignore[arg-type]
+        for name, blob in service_keys.items():
+            assert blob.startswith(BLOB_MAGIC)
+            signature = store.sign_digest(ca_key_id(name), blob, DIGEST, "sha256")
+            service_key = x509.load_pem_x509_certificate(pems[name].encode()).public_key()
+            verify_digest(service_key, signature, DIGEST, "sha256")  # type: ignore[arg-type]
     finally:
         store.close()
 
     again = keys_cli(settings, softhsm_token, "migrate", "--to", "pkcs11")
-    assert "moved 0 CA keys and 0 credential keys into the token (4 there already)" in (
-        again.stdout
-    )
+    assert (
+        "moved 0 CA keys, 0 service keys and 0 credential keys into the token (6 there already)"
+    ) in (again.stdout)
+    # The secrets were imported from the master key: once everything is in the token, the
+    # default run wipes it, and a later run has nothing left to migrate from.
+    assert settings.master_key_file is not None
+    assert not settings.master_key_file.exists()
+    assert f"master key file {settings.master_key_file} wiped" in again.stdout
+    after = keys_cli(settings, softhsm_token, "migrate", "--to", "pkcs11")
+    assert after.stdout.startswith("nothing to migrate: no master key file")
+    assert not settings.master_key_file.exists()  # not made anew, even in the demo profile
 
 
 def test_migrate_refuses_a_token_that_holds_another_ca_key(
