@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import secrets
 from enum import StrEnum
 from functools import lru_cache
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     smtp_starttls: bool = False
+    # Implicit TLS (SMTPS, usually port 465): the connection is TLS from its first byte.
+    smtp_tls: bool = False
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = 10.0
@@ -213,7 +216,8 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     def check_production_safety(self) -> None:
-        """Refuse to run production with a missing master key or placeholder secrets."""
+        """Refuse to run production with a missing master key, placeholder secrets or e-mail
+        (OTPs, tokens) sent in clear beyond this machine or with a password."""
         if self.profile is not Profile.PRODUCTION:
             return
         if self.master_key_file is None:
@@ -222,6 +226,19 @@ class Settings(BaseSettings):
             self.smtp_password.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
         ):
             raise ConfigurationError("ROAMSIGN_SMTP_PASSWORD is a placeholder")
+        if self.smtp_starttls and self.smtp_tls:
+            raise ConfigurationError(
+                "ROAMSIGN_SMTP_STARTTLS and ROAMSIGN_SMTP_TLS are both set: choose one"
+            )
+        has_credentials = self.smtp_username is not None or self.smtp_password is not None
+        if (has_credentials or not is_loopback(self.smtp_host)) and not (
+            self.smtp_starttls or self.smtp_tls
+        ):
+            why = "SMTP credentials are set" if has_credentials else "the relay is not loopback"
+            raise ConfigurationError(
+                f"e-mail to ROAMSIGN_SMTP_HOST={self.smtp_host} in clear: {why}; set "
+                "ROAMSIGN_SMTP_STARTTLS=true or ROAMSIGN_SMTP_TLS=true (implicit TLS, port 465)"
+            )
 
     def load_master_key(self) -> bytes:
         """The 32-byte master key; the demo profile creates it on first use."""
@@ -235,6 +252,16 @@ class Settings(BaseSettings):
             path.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
             path.chmod(0o600)
         return decode_master_key(path.read_text())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine: `localhost` or a loopback address (127/8, ::1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def decode_master_key(text: str) -> bytes:

@@ -84,8 +84,65 @@ def test_a_real_smtp_password_is_accepted_in_production(tmp_path: Path) -> None:
         var_dir=tmp_path,
         master_key_file=key_file(tmp_path),
         smtp_password=SecretStr("Vx9-tq2!Lm0#pR7w"),
+        smtp_starttls=True,
     )
     settings.check_production_safety()
+
+
+@pytest.mark.parametrize(
+    "smtp",
+    [
+        {"smtp_host": "smtp.jdn.gov.my"},
+        {"smtp_host": "10.0.0.25"},
+        {"smtp_host": "127.0.0.1.example"},
+        {"smtp_host": "127.0.0.1", "smtp_username": "roamsign"},
+        {"smtp_host": "localhost", "smtp_password": SecretStr("Vx9-tq2!Lm0#pR7w")},
+    ],
+    ids=["name", "address", "look-alike", "username", "password"],
+)
+def test_production_refuses_e_mail_in_clear_beyond_loopback_or_with_credentials(
+    tmp_path: Path, smtp: dict[str, object]
+) -> None:
+    settings = Settings(
+        profile="production", var_dir=tmp_path, master_key_file=key_file(tmp_path), **smtp
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        settings.check_production_safety()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"ROAMSIGN_SMTP_HOST={smtp['smtp_host']}" in message
+    assert "ROAMSIGN_SMTP_STARTTLS=true" in message and "ROAMSIGN_SMTP_TLS=true" in message
+    for tls in ("smtp_starttls", "smtp_tls"):
+        Settings(
+            profile="production",
+            var_dir=tmp_path,
+            master_key_file=key_file(tmp_path),
+            **smtp,
+            **{tls: True},
+        ).check_production_safety()
+    Settings(profile="demo", var_dir=tmp_path, **smtp).check_production_safety()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost"])
+def test_production_sends_in_clear_to_a_loopback_relay_without_credentials(
+    tmp_path: Path, host: str
+) -> None:
+    Settings(
+        profile="production", var_dir=tmp_path, master_key_file=key_file(tmp_path), smtp_host=host
+    ).check_production_safety()
+
+
+def test_starttls_and_implicit_tls_are_not_both_set(tmp_path: Path) -> None:
+    settings = Settings(
+        profile="production",
+        var_dir=tmp_path,
+        master_key_file=key_file(tmp_path),
+        smtp_host="smtp.jdn.gov.my",
+        smtp_starttls=True,
+        smtp_tls=True,
+    )
+    with pytest.raises(ConfigurationError, match="choose one"):
+        settings.check_production_safety()
 
 
 def test_the_demo_profile_tolerates_placeholders(tmp_path: Path) -> None:
