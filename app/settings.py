@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import secrets
+import stat
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -241,17 +243,31 @@ class Settings(BaseSettings):
             )
 
     def load_master_key(self) -> bytes:
-        """The 32-byte master key; the demo profile creates it on first use."""
+        """The 32-byte master key; the demo profile creates it on first use. Refused when the
+        file is open to group or others: the key unlocks every PIN, OTP and the audit trail."""
         path = self.master_key_file
         if path is None:
             raise ConfigurationError("ROAMSIGN_MASTER_KEY_FILE is not set")
         if not path.exists():
             if self.profile is not Profile.DEMO:
                 raise ConfigurationError(f"master key file {path} does not exist")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-            path.chmod(0o600)
+            write_master_key(path, secrets.token_bytes(32))
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"ROAMSIGN_MASTER_KEY_FILE {path} is open to group or others (mode {mode:04o}): "
+                f"chmod 600 {path}"
+            )
         return decode_master_key(path.read_text())
+
+
+def write_master_key(path: Path, key: bytes) -> None:
+    """`key` in base64 in the file `path`, readable by its owner only from its creation."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # O_CREAT's mode applies to a new file only
+    with os.fdopen(descriptor, "w") as file:
+        file.write(base64.b64encode(key).decode() + "\n")
 
 
 def is_loopback(host: str) -> bool:
