@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the API")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--port", type=int, help="default: ROAMSIGN_PORT (8000), the image's health check's too"
+    )
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(run=cmd_serve)
 
@@ -353,7 +355,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "app.main:build_app_from_environment",
         factory=True,
         host=args.host,
-        port=args.port,
+        port=args.port if args.port is not None else settings.port,
         workers=args.workers,
         log_config=None,
         access_log=False,

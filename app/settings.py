@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     certificate_validity_days: int = Field(default=730, ge=1, le=3650)
     ca_name: str = "roamsign Demo"
 
+    # The port `python -m app serve` listens on without --port (the image's health check asks it).
+    port: int = Field(default=8000, ge=1, le=65535)
+
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     smtp_starttls: bool = False
