@@ -21,7 +21,7 @@ from app.runtime import Runtime
 from app.services.clients import Caller
 from app.services.lifecycle.credentials import REVOCATION_REASONS
 from app.settings import Profile, Settings, get_settings
-from app.validation import normalise_mykad
+from app.validation import check_display_text, normalise_mykad
 
 if TYPE_CHECKING:
     from app.models import Credential
@@ -71,11 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     clients = commands.add_parser("clients", help="API clients").add_subparsers(title="clients")
     create = _command(clients, "create", "create a client; prints its key last", cmd_clients_create)
-    create.add_argument("name")
+    # A client's name is shown to people (the requesting system, in the OTP e-mail).
+    create.add_argument("name", type=_display_text)
     create.add_argument(
         "--role", required=True, choices=["signer", "portal", "agency_admin", "jdn_admin"]
     )
-    create.add_argument("--agency")
+    create.add_argument("--agency", type=_display_text)
     revoke = _command(clients, "revoke", "revoke a client's key", cmd_clients_revoke)
     revoke.add_argument("name")
     rotate = _command(
@@ -96,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the API")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--port", type=int, help="default: ROAMSIGN_PORT (8000), the image's health check's too"
+    )
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(run=cmd_serve)
 
@@ -194,6 +197,13 @@ def _add_enrol_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     enrol.add_argument("--report", type=Path, help="write the report here instead of stdout")
     enrol.set_defaults(run=cmd_enrol)
+
+
+def _display_text(text: str) -> str:
+    try:
+        return check_display_text(text.strip(), max_length=100)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _batch_size(text: str) -> int:
@@ -372,7 +382,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "app.main:build_app_from_environment",
         factory=True,
         host=args.host,
-        port=args.port,
+        port=args.port if args.port is not None else settings.port,
         workers=args.workers,
         log_config=None,
         access_log=False,

@@ -197,7 +197,9 @@ def json_body(model: type[M], raw: bytes) -> M:
         raise RequestValidationError([_missing_body()])
     try:
         data = json.loads(raw)
-    except UnicodeDecodeError as error:
+    except (UnicodeDecodeError, RecursionError) as error:
+        # RecursionError: nested too deep for the parser (JsonBodyMiddleware refuses such a
+        # body first; this keeps the answer FastAPI gives where it does not run).
         raise StarletteHTTPException(400, "There was an error parsing the body") from error
     except json.JSONDecodeError as error:
         raise RequestValidationError(

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import DomainError, PayloadTooLarge, UnsupportedMediaType
+from app.errors import BadRequest, DomainError, PayloadTooLarge, UnsupportedMediaType
 from app.logs import request_id_var
 from app.metrics import REQUEST_LATENCY
 from app.routing import error_format
@@ -20,8 +20,14 @@ from app.routing import error_format
 access_log = logging.getLogger("roamsign.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# The pages post HTML forms (app/routers/pages): the size limit holds, the JSON rule does not.
+# The pages post HTML forms (app/routers/pages): the size limit holds, the JSON rules do not.
 PAGE_PREFIXES = ("/me/", "/console/")
+# No body of the API nests deeper than a few levels; json.loads recurses once per level and
+# raises RecursionError near a thousand, which no parser downstream should ever meet.
+MAX_JSON_DEPTH = 64
+# A string, or an unterminated one to the end (matching always succeeds: linear time).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 
 
 class RequestContextMiddleware:
@@ -106,7 +112,8 @@ class UnexpectedErrorMiddleware:
 
 
 class JsonBodyMiddleware:
-    """Refuses bodies over the limit (413, before reading them whole) and non-JSON ones (415).
+    """Refuses bodies over the limit (413, before reading them whole), non-JSON ones (415) and
+    JSON nested deeper than `MAX_JSON_DEPTH` (400, as bad JSON), for every route at once.
 
     The body is buffered here, at most `max_bytes`, and replayed to the application.
     """
@@ -139,12 +146,14 @@ class JsonBodyMiddleware:
                 )
                 return
         is_page = scope["path"].startswith(PAGE_PREFIXES)
-        if (
-            body
-            and not is_page
-            and not _accepted_body(scope["path"], _header(scope, b"content-type"))
-        ):
+        content_type = _header(scope, b"content-type")
+        if body and not is_page and not _accepted_body(scope["path"], content_type):
             await _send_problem(scope, send, UnsupportedMediaType())
+            return
+        # Only JSON is parsed as JSON: the PKI protocols' DER bodies may hold any byte.
+        if _is_json(content_type) and nests_deeper_than(bytes(body), MAX_JSON_DEPTH):
+            detail = f"the request body is not valid JSON: nested deeper than {MAX_JSON_DEPTH}"
+            await _send_problem(scope, send, BadRequest(detail))
             return
         replayed = False
 
@@ -170,6 +179,23 @@ def _accepted_body(path: str, content_type: str | None) -> bool:
     if any(path == where and media_type == kind for where, kind in _DER_BODIES):
         return True
     return _is_json(content_type)
+
+
+def nests_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the JSON text `body` opens more than `limit` arrays or objects inside each other
+    (brackets inside strings do not count). A body with few brackets costs two counts."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _is_json(content_type: str | None) -> bool:

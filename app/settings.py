@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import os
 import secrets
+import stat
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -53,9 +56,14 @@ class Settings(BaseSettings):
     certificate_validity_days: int = Field(default=730, ge=1, le=3650)
     ca_name: str = "roamsign Demo"
 
+    # The port `python -m app serve` listens on without --port (the image's health check asks it).
+    port: int = Field(default=8000, ge=1, le=65535)
+
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     smtp_starttls: bool = False
+    # Implicit TLS (SMTPS, usually port 465): the connection is TLS from its first byte.
+    smtp_tls: bool = False
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = 10.0
@@ -229,7 +237,8 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     def check_production_safety(self) -> None:
-        """Refuse to run production with a missing master key or placeholder secrets."""
+        """Refuse to run production with a missing master key, placeholder secrets or e-mail
+        (OTPs, tokens) sent in clear beyond this machine or with a password."""
         if self.profile is not Profile.PRODUCTION:
             return
         if self.master_key_file is None:
@@ -238,19 +247,56 @@ class Settings(BaseSettings):
             self.smtp_password.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
         ):
             raise ConfigurationError("ROAMSIGN_SMTP_PASSWORD is a placeholder")
+        if self.smtp_starttls and self.smtp_tls:
+            raise ConfigurationError(
+                "ROAMSIGN_SMTP_STARTTLS and ROAMSIGN_SMTP_TLS are both set: choose one"
+            )
+        has_credentials = self.smtp_username is not None or self.smtp_password is not None
+        if (has_credentials or not is_loopback(self.smtp_host)) and not (
+            self.smtp_starttls or self.smtp_tls
+        ):
+            why = "SMTP credentials are set" if has_credentials else "the relay is not loopback"
+            raise ConfigurationError(
+                f"e-mail to ROAMSIGN_SMTP_HOST={self.smtp_host} in clear: {why}; set "
+                "ROAMSIGN_SMTP_STARTTLS=true or ROAMSIGN_SMTP_TLS=true (implicit TLS, port 465)"
+            )
 
     def load_master_key(self) -> bytes:
-        """The 32-byte master key; the demo profile creates it on first use."""
+        """The 32-byte master key; the demo profile creates it on first use. Refused when the
+        file is open to group or others: the key unlocks every PIN, OTP and the audit trail."""
         path = self.master_key_file
         if path is None:
             raise ConfigurationError("ROAMSIGN_MASTER_KEY_FILE is not set")
         if not path.exists():
             if self.profile is not Profile.DEMO:
                 raise ConfigurationError(f"master key file {path} does not exist")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-            path.chmod(0o600)
+            write_master_key(path, secrets.token_bytes(32))
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"ROAMSIGN_MASTER_KEY_FILE {path} is open to group or others (mode {mode:04o}): "
+                f"chmod 600 {path}"
+            )
         return decode_master_key(path.read_text())
+
+
+def write_master_key(path: Path, key: bytes) -> None:
+    """`key` in base64 in the file `path`, readable by its owner only from its creation."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # O_CREAT's mode applies to a new file only
+    with os.fdopen(descriptor, "w") as file:
+        file.write(base64.b64encode(key).decode() + "\n")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine: `localhost` or a loopback address (127/8, ::1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def decode_master_key(text: str) -> bytes:

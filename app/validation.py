@@ -6,6 +6,7 @@ import base64
 import binascii
 import itertools
 import re
+import unicodedata
 from datetime import date
 
 MYKAD_PATTERN = re.compile(r"^([0-9]{6})-?([0-9]{2})-?([0-9]{4})$")
@@ -47,6 +48,10 @@ COMMON_PINS = frozenset(
     }
 )
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Joiners that Jawi and Tamil spelling needs: the only format characters (category Cf) a name
+# may hold. Every other one is invisible or turns the text around (bidi controls, zero-width
+# space, BOM...), so a name could read differently from what is signed.
+ALLOWED_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
 
 
 def normalise_mykad(value: str) -> str:
@@ -113,11 +118,21 @@ def decode_document_hash(value: str, hash_algorithm: str) -> bytes:
 
 
 def check_display_text(value: str, *, max_length: int = 200) -> str:
-    """Text a person reads (a document name): 1..max characters, no control characters."""
+    """Text a person reads (a person's or a document's name, a description): 1..max characters,
+    no control character and nothing invisible or direction-changing (Unicode category Cf, but
+    ZWNJ and ZWJ). The one rule for every such input, API and CLI alike."""
     if not value or len(value) > max_length:
         raise ValueError(f"must be 1 to {max_length} characters")
     if CONTROL_CHARACTERS.search(value):
         raise ValueError("must not contain control characters")
+    if value.isascii():
+        return value  # no format character is ASCII: the common case costs nothing more
+    for character in value:
+        if unicodedata.category(character) == "Cf" and character not in ALLOWED_FORMAT_CHARACTERS:
+            raise ValueError(
+                "must not contain invisible or direction-changing characters "
+                f"(U+{ord(character):04X})"
+            )
     return value
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import logging
 import os
 import secrets
@@ -69,7 +68,7 @@ from app.services.signing.statements import (  # noqa: E402
     INSERT_SIGNATURE,
     REQUEST_COLUMNS,
 )
-from app.settings import Settings  # noqa: E402
+from app.settings import Settings, write_master_key  # noqa: E402
 from app.units import Services  # noqa: E402
 from tests.factories import Factory, Person  # noqa: E402
 from tests.helpers import document_hash, queued_otp  # noqa: E402
@@ -82,7 +81,7 @@ SIGNATURE_BYTES = 900  # about a detached CMS signature with its P-256 chain
 class Bench:
     def __init__(self, database_url: str, var_dir: Path, smtp_port: int) -> None:
         key_file = var_dir / "master.key"
-        key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        write_master_key(key_file, secrets.token_bytes(32))
         upgrade(database_url)
         settings = Settings(
             profile="production",

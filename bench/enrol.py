@@ -19,7 +19,6 @@ and the report's counts.
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import io
 import os
@@ -46,7 +45,7 @@ from app.clock import SystemClock  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.models import Credential, OutboxMessage, RoamingApplication, User  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.settings import Settings, write_master_key  # noqa: E402
 from tests.factories import Factory  # noqa: E402
 from tests.pg_server import TemporaryPostgres  # noqa: E402
 
@@ -182,7 +181,7 @@ def bench(database: str, people: int, batch_size: int) -> None:
             url = pg.url if pg else f"sqlite:///{work / 'roamsign.db'}"
             upgrade(url)
             key_file = work / "master.key"
-            key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+            write_master_key(key_file, secrets.token_bytes(32))
             settings = Settings(
                 profile="production",
                 database_url=url,

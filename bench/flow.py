@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import os
 import random
@@ -52,7 +51,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from app.settings import Settings  # noqa: E402
+from app.settings import Settings, write_master_key  # noqa: E402
 from bench.harness.clients import CLIENTS, make_lanes  # noqa: E402
 from bench.harness.fixtures import (  # noqa: E402
     MAX_PEOPLE,
@@ -185,8 +184,7 @@ def run_configuration(
             mailbox, sink, url, pg = open_sink_and_database(database, directory, stack)
 
             key_file = directory / "master.key"
-            key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-            key_file.chmod(0o600)
+            write_master_key(key_file, secrets.token_bytes(32))
             settings = Settings(
                 profile="production",
                 database_url=url,

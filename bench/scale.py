@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import os
 import random
@@ -61,7 +60,7 @@ from app.clock import SystemClock  # noqa: E402
 from app.models.ca import CertificateAuthority  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
 from app.services.mail.sink import MailSink  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.settings import Settings, write_master_key  # noqa: E402
 from bench.harness.clients import Lanes  # noqa: E402
 from bench.harness.fixtures import (  # noqa: E402
     SQLITE_FILE,
@@ -638,8 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="roamsign-scale-key-") as keys:
         key_file = Path(keys) / "master.key"
-        key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-        key_file.chmod(0o600)
+        write_master_key(key_file, secrets.token_bytes(32))
         shared = Shared(key_file)
         try:
             for database, workers in databases:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 import sys
 import tempfile
@@ -12,13 +11,13 @@ from typing import Any
 import yaml
 
 from app.main import create_app
-from app.settings import Settings
+from app.settings import Settings, write_master_key
 
 
 def served_openapi() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         key_file = Path(directory) / "master.key"
-        key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        write_master_key(key_file, secrets.token_bytes(32))
         settings = Settings(
             profile="production",
             var_dir=Path(directory),

@@ -13,7 +13,6 @@ and e2e tests so).
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 import subprocess
@@ -32,7 +31,7 @@ from app.db import Base, make_engine, make_sessionmaker
 from app.migrate import upgrade
 from app.runtime import Runtime, build_key_store
 from app.services.mail.sink import MailSink
-from app.settings import Settings
+from app.settings import Settings, write_master_key
 from tests.factories import Factory
 
 TEST_DATABASE = os.environ.get("ROAMSIGN_TEST_DATABASE", "sqlite")
@@ -163,7 +162,7 @@ def project_root() -> Path:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, master_key: bytes) -> Settings:
     key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
+    write_master_key(key_file, master_key)
     return Settings(
         profile="production",
         database_url=database_url,
@@ -202,7 +201,7 @@ def cli(
     """`python -m app ARGS` as an operator runs it, on the test database: `cli("audit",
     "verify", expect=1)` asserts the exit code and returns the completed process."""
     key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
+    write_master_key(key_file, master_key)
     env = {
         **os.environ,
         "ROAMSIGN_PROFILE": "production",

@@ -420,6 +420,9 @@ async def test_send_otp_needs_exactly_one_hash_its_algorithm_and_a_description(
     assert "description" in assert_csc_error(nameless, "invalid_request")
     control = await csc.send_otp(person, digest_b64(), description="PV\n1")
     assert_csc_error(control, "invalid_request")
+    for hidden in ("\u202e", "\u2067", "\u200b", "\ufeff"):
+        disguised = await csc.send_otp(person, digest_b64(), description=f"PV-1{hidden}fdp.exe")
+        assert "direction-changing" in assert_csc_error(disguised, "invalid_request")
     not_json = await csc.client.post(
         "/csc/v1/credentials/sendOTP",
         content=b"{not json",

@@ -16,8 +16,10 @@ from tests.api.conftest import (
     create_user,
     get_user,
     post_raw,
+    request_otp,
     user_body,
 )
+from tests.factories import Person
 
 
 @pytest.mark.parametrize(
@@ -157,6 +159,52 @@ async def test_deep_json_is_a_client_error(
     response = await post_raw(client, api_keys.jdn_admin, content)
     assert 400 <= response.status_code < 500, response.text
     assert_problem(response, response.status_code)
+
+
+DEEP_BODIES = [
+    b"[" * 30000 + b"]" * 30000,
+    b'{"a":' * 10000 + b"1" + b"}" * 10000,
+    b'{"otp": ' + b"[" * 3000 + b"]" * 3000 + b', "pin": "135792"}',
+    b'{"otp": "123456", "pin": ' + b'{"a": ' * 65 + b"1" + b"}" * 66,
+]
+
+
+@pytest.mark.parametrize("content", DEEP_BODIES, ids=["lists", "objects", "in-a-field", "65"])
+async def test_deep_json_is_400_on_every_kind_of_route(
+    client: httpx.AsyncClient, api_keys: Keys, person: Person, content: bytes
+) -> None:
+    """json.loads raises RecursionError near a thousand levels: the body rule refuses deep
+    nesting before any parser, on native, signing (own body parsing) and CSC routes alike."""
+    created = await request_otp(client, api_keys.signer, person)
+    assert created.status_code == 201, created.text
+    for key, path in [
+        (api_keys.jdn_admin, "/v1/users"),
+        (api_keys.signer, "/v1/signing-requests"),
+        (api_keys.signer, f"/v1/signing-requests/{created.json()['id']}/signature"),
+    ]:
+        response = await post_raw(client, key, content, path=path)
+        body = assert_problem(response, 400, "bad_request")
+        assert "nested deeper than 64" in body["detail"]
+    response = await post_raw(client, api_keys.signer, content, path="/csc/v2/signatures/signHash")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert "nested deeper than 64" in response.json()["error_description"]
+
+
+async def test_json_nested_64_deep_reaches_the_route(
+    client: httpx.AsyncClient, api_keys: Keys
+) -> None:
+    content = b'{"mykad": "850101145555", "x": ' + b"[" * 63 + b"]" * 63 + b"}"
+    assert_problem(await post_raw(client, api_keys.jdn_admin, content), 422, "validation_error")
+
+
+async def test_brackets_inside_strings_are_not_nesting(
+    client: httpx.AsyncClient, api_keys: Keys
+) -> None:
+    name = "[" * 100 + '\\"{' * 100
+    content = json.dumps(user_body(name=name)).encode()
+    response = await post_raw(client, api_keys.jdn_admin, content)
+    assert response.status_code != 400, response.text
 
 
 async def test_very_deep_json_is_413(client: httpx.AsyncClient, api_keys: Keys) -> None:

@@ -497,3 +497,23 @@ async def test_the_request_and_its_signature_are_written_without_the_unit_of_wor
         assert [base64.b64encode(s.signature).decode() for s in stored] == [
             signed.json()["signature"]
         ]
+
+
+@pytest.mark.parametrize("hidden", ["\u202e", "\u2069", "\u200e", "\u200b", "\ufeff"])
+async def test_a_document_name_cannot_be_disguised(
+    client: httpx.AsyncClient, api_keys: Keys, person: Person, hidden: str
+) -> None:
+    response = await api.request_otp(
+        client, api_keys.signer, person, document_name=f"Baucar PV-1{hidden}fdp.exe"
+    )
+    problem = api.assert_problem(response, 422, "validation_error")
+    assert [error["pointer"] for error in problem["errors"]] == ["/document_name"]
+    assert "direction-changing" in problem["detail"]
+
+
+async def test_a_tamil_document_name_with_a_zero_width_joiner_is_kept(
+    client: httpx.AsyncClient, api_keys: Keys, person: Person
+) -> None:
+    name = "ஸ்ரீ\u200dநிவாசன் பற்றுச்சீட்டு"
+    response = await api.request_otp(client, api_keys.signer, person, document_name=name)
+    assert response.status_code == 201, response.text

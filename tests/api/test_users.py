@@ -148,3 +148,22 @@ async def test_an_unknown_person_is_404(
     client: httpx.AsyncClient, api_keys: Keys, mykad: str
 ) -> None:
     assert_problem(await get_user(client, api_keys.jdn_admin, mykad), 404, "not_found")
+
+
+@pytest.mark.parametrize("field", ["name", "agency"])
+@pytest.mark.parametrize("hidden", ["\u202e", "\u2066", "\u200f", "\u061c", "\u200b", "\ufeff"])
+async def test_invisible_or_bidi_characters_in_a_name_are_refused(
+    client: httpx.AsyncClient, api_keys: Keys, field: str, hidden: str
+) -> None:
+    response = await create_user(client, api_keys.jdn_admin, **{field: f"Nur {hidden}Aisyah"})
+    body = assert_problem(response, 422, "validation_error")
+    assert [error["pointer"] for error in body["errors"]] == [f"/{field}"]
+
+
+async def test_a_jawi_name_with_a_zero_width_non_joiner_is_kept(
+    client: httpx.AsyncClient, api_keys: Keys
+) -> None:
+    name = "نور عائشة\u200cبنت احمد"
+    response = await create_user(client, api_keys.jdn_admin, name=name)
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == name

@@ -9,7 +9,6 @@ leaves a screenshot of each page it had open under var/artifacts/browser/.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ from app.clock import SystemClock
 from app.db import make_sessionmaker
 from app.runtime import Runtime
 from app.services.mail.sink import MailSink
-from app.settings import Settings
+from app.settings import Settings, write_master_key
 from tests.conftest import wipe
 from tests.factories import Factory
 from tests.harness import PROJECT_ROOT, Server, serve, serve_environment
@@ -75,7 +74,7 @@ def site(
 ) -> Iterator[Site]:
     var_dir = tmp_path_factory.mktemp("browser")
     key_file = var_dir / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
+    write_master_key(key_file, master_key)
     with MailSink(var_dir / "mail") as sink:
         settings = Settings(
             profile="production",

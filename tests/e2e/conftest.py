@@ -4,7 +4,6 @@ test database."""
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.clock import SystemClock
 from app.runtime import Runtime
 from app.services.mail.sink import MailSink
-from app.settings import Settings
+from app.settings import Settings, write_master_key
 from tests.factories import Factory
 from tests.harness import Server, serve, serve_environment
 
@@ -28,7 +27,7 @@ def make_e2e_settings(
     var_dir: Path, database_url: str, master_key: bytes, smtp_port: int
 ) -> Settings:
     key_file = var_dir / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
+    write_master_key(key_file, master_key)
     return Settings(
         profile="production",
         database_url=database_url,

@@ -71,6 +71,7 @@ from app.services.audit.verification import verify_audit_trail
 from app.services.lifecycle.credentials import CredentialService
 from app.services.lifecycle.people import PeopleService
 from app.services.mail.outbox import Outbox, associated_data
+from app.settings import write_master_key
 from tests.hsm.conftest import SoftHsmToken
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -371,7 +372,7 @@ def var_dir(tmp_path: Path) -> Path:
 
 
 def _write_master_key(var_dir: Path) -> None:
-    (var_dir / "master.key").write_text(base64.b64encode(MASTER_KEY).decode() + "\n")
+    write_master_key(var_dir / "master.key", MASTER_KEY)
 
 
 def test_a_copy_of_a_token_deployment_gives_no_pin_and_no_audit_key(

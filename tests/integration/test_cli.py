@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import ApiClient, AuditEvent, Credential, User
+from app.settings import write_master_key
 from tests.conftest import Cli
 
 
@@ -82,7 +82,7 @@ def test_audit_verify_names_the_first_broken_event(
 
 def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path, master_key: bytes) -> None:
     key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
+    write_master_key(key_file, master_key)
     env = {
         **os.environ,
         "ROAMSIGN_PROFILE": "production",
@@ -118,6 +118,33 @@ def test_production_refuses_a_missing_master_key(
         check=False,
     )
     assert done.returncode == 1 and "MASTER_KEY_FILE" in done.stderr
+
+
+def test_a_master_key_file_others_can_read_stops_the_process(
+    tmp_path: Path, database_url: str, master_key: bytes
+) -> None:
+    key_file = tmp_path / "master.key"
+    write_master_key(key_file, master_key)
+    key_file.chmod(0o644)
+    env = {
+        **os.environ,
+        "ROAMSIGN_PROFILE": "production",
+        "ROAMSIGN_DATABASE_URL": database_url,
+        "ROAMSIGN_VAR_DIR": str(tmp_path),
+        "ROAMSIGN_MASTER_KEY_FILE": str(key_file),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "ca", "init"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"error: ROAMSIGN_MASTER_KEY_FILE {key_file} is open to group or others (mode 0644): "
+        f"chmod 600 {key_file}"
+    )
 
 
 def test_demo_refuses_to_run_unless_the_profile_is_demo(cli: Cli) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import os
@@ -22,7 +21,7 @@ from app.db import unit_of_work
 from app.models import ApiClient, Credential, OutboxMessage, RoamingApplication, SigningRequest
 from app.models.base import new_id
 from app.runtime import Runtime
-from app.settings import Settings
+from app.settings import Settings, write_master_key
 from tests.factories import Factory
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -31,7 +30,7 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, master_key: bytes) -> Settings:
     key_file = tmp_path / "master.key"
-    key_file.write_text(base64.b64encode(master_key).decode())
+    write_master_key(key_file, master_key)
     return Settings(
         profile="production",
         database_url=database_url,

@@ -34,6 +34,8 @@ BAD_BODIES = [
     b'{"otp": "\xff\xfe", "pin": "135792"}',
     b"\xef\xbb\xbf\xff",
     b'{"otp": "1\\ud800", "pin": "135792"}',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"otp": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001,
     b'{"mykad": "850101-14-5555", "document_hash": "zz", "document_name": ""}',
     b'{"mykad": "850101145555", "document_hash": "ab", "hash_algorithm": "md5"}',
     b'{"document_hash": "' + b"a" * 64 + b'", "hash_algorithm": "sha256", "channel": "fax"}',

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from app.errors import ConfigurationError
-from app.settings import Profile, Settings, decode_master_key
+from app.settings import Profile, Settings, decode_master_key, write_master_key
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def key_file(tmp_path: Path, key: bytes | None = None) -> Path:
     path = tmp_path / "master.key"
-    path.write_text(base64.b64encode(key or secrets.token_bytes(32)).decode() + "\n")
+    write_master_key(path, key or secrets.token_bytes(32))
     return path
 
 
@@ -84,8 +84,65 @@ def test_a_real_smtp_password_is_accepted_in_production(tmp_path: Path) -> None:
         var_dir=tmp_path,
         master_key_file=key_file(tmp_path),
         smtp_password=SecretStr("Vx9-tq2!Lm0#pR7w"),
+        smtp_starttls=True,
     )
     settings.check_production_safety()
+
+
+@pytest.mark.parametrize(
+    "smtp",
+    [
+        {"smtp_host": "smtp.jdn.gov.my"},
+        {"smtp_host": "10.0.0.25"},
+        {"smtp_host": "127.0.0.1.example"},
+        {"smtp_host": "127.0.0.1", "smtp_username": "roamsign"},
+        {"smtp_host": "localhost", "smtp_password": SecretStr("Vx9-tq2!Lm0#pR7w")},
+    ],
+    ids=["name", "address", "look-alike", "username", "password"],
+)
+def test_production_refuses_e_mail_in_clear_beyond_loopback_or_with_credentials(
+    tmp_path: Path, smtp: dict[str, object]
+) -> None:
+    settings = Settings(
+        profile="production", var_dir=tmp_path, master_key_file=key_file(tmp_path), **smtp
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        settings.check_production_safety()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"ROAMSIGN_SMTP_HOST={smtp['smtp_host']}" in message
+    assert "ROAMSIGN_SMTP_STARTTLS=true" in message and "ROAMSIGN_SMTP_TLS=true" in message
+    for tls in ("smtp_starttls", "smtp_tls"):
+        Settings(
+            profile="production",
+            var_dir=tmp_path,
+            master_key_file=key_file(tmp_path),
+            **smtp,
+            **{tls: True},
+        ).check_production_safety()
+    Settings(profile="demo", var_dir=tmp_path, **smtp).check_production_safety()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost"])
+def test_production_sends_in_clear_to_a_loopback_relay_without_credentials(
+    tmp_path: Path, host: str
+) -> None:
+    Settings(
+        profile="production", var_dir=tmp_path, master_key_file=key_file(tmp_path), smtp_host=host
+    ).check_production_safety()
+
+
+def test_starttls_and_implicit_tls_are_not_both_set(tmp_path: Path) -> None:
+    settings = Settings(
+        profile="production",
+        var_dir=tmp_path,
+        master_key_file=key_file(tmp_path),
+        smtp_host="smtp.jdn.gov.my",
+        smtp_starttls=True,
+        smtp_tls=True,
+    )
+    with pytest.raises(ConfigurationError, match="choose one"):
+        settings.check_production_safety()
 
 
 def test_the_demo_profile_tolerates_placeholders(tmp_path: Path) -> None:
@@ -118,6 +175,41 @@ def test_demo_creates_a_private_random_key_under_var_dir(tmp_path: Path) -> None
     assert settings.load_master_key() == key
     assert Settings(profile="demo", var_dir=var_dir).load_master_key() == key
     assert Settings(profile="demo", var_dir=tmp_path / "other").load_master_key() != key
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o602, 0o610, 0o700 | 0o004])
+@pytest.mark.parametrize("profile", ["production", "demo"])
+def test_a_master_key_file_open_to_group_or_others_is_refused(
+    tmp_path: Path, mode: int, profile: str
+) -> None:
+    path = key_file(tmp_path)
+    path.chmod(mode)
+    settings = Settings(profile=profile, var_dir=tmp_path, master_key_file=path)
+    with pytest.raises(ConfigurationError) as refused:
+        settings.load_master_key()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "ROAMSIGN_MASTER_KEY_FILE" in message and f"chmod 600 {path}" in message
+    assert f"{mode:04o}" in message
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_master_key_file_only_its_owner_reads_is_accepted(tmp_path: Path, mode: int) -> None:
+    key = secrets.token_bytes(32)
+    path = key_file(tmp_path, key)
+    path.chmod(mode)
+    assert Settings(var_dir=tmp_path, master_key_file=path).load_master_key() == key
+
+
+def test_write_master_key_makes_a_private_file_even_over_an_open_one(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "master.key"
+    path.parent.mkdir()
+    path.write_text("old")
+    path.chmod(0o644)
+    key = secrets.token_bytes(32)
+    write_master_key(path, key)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert decode_master_key(path.read_text()) == key
 
 
 def test_demo_uses_an_explicit_key_file(tmp_path: Path) -> None:

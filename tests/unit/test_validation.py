@@ -376,3 +376,62 @@ def test_display_text_limit_is_configurable() -> None:
     assert check_display_text("a" * 100, max_length=100) == "a" * 100
     with pytest.raises(ValueError, match="1 to 100"):
         check_display_text("a" * 101, max_length=100)
+
+
+INVISIBLE_OR_BIDI = [
+    *(chr(code) for code in range(0x202A, 0x202F)),  # LRE RLE PDF LRO RLO
+    *(chr(code) for code in range(0x2066, 0x206A)),  # LRI RLI FSI PDI
+    "\u200e",  # LRM
+    "\u200f",  # RLM
+    "\u061c",  # ALM
+    "\u200b",  # zero-width space
+    "\ufeff",  # BOM, zero-width no-break space
+    "\u00ad",  # soft hyphen: every other format character (Cf) too
+    "\u2060",  # word joiner
+    "\u2064",  # invisible plus
+    "\ufff9",  # interlinear annotation anchor
+    "\U000e0041",  # tag latin capital a
+]
+
+
+@pytest.mark.parametrize(
+    "character", INVISIBLE_OR_BIDI, ids=[f"U+{ord(c):04X}" for c in INVISIBLE_OR_BIDI]
+)
+def test_invisible_and_direction_changing_characters_are_refused(character: str) -> None:
+    for text in (f"Baucar{character}Bayaran", f"{character}Baucar", "باوچر" + character):
+        with pytest.raises(
+            ValueError, match=f"direction-changing characters \\(U\\+{ord(character):04X}\\)"
+        ):
+            check_display_text(text)
+
+
+def test_every_format_character_but_the_joiners_is_refused() -> None:
+    import sys
+    import unicodedata
+
+    format_characters = [
+        chr(code) for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) == "Cf"
+    ]
+    accepted = [c for c in format_characters if _accepted(f"a{c}b")]
+    assert accepted == ["\u200c", "\u200d"]
+
+
+def _accepted(text: str) -> bool:
+    try:
+        check_display_text(text)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "نور عائشة بنت احمد\u200c",  # Jawi, with a zero-width non-joiner
+        "ڤرجنجين\u200cبايرن",  # noqa: RUF001 (Jawi letters, not look-alikes)
+        "ஸ்ரீ\u200dநிவாசன்",  # Tamil, with a zero-width joiner
+        "கண்\u200cணன்",
+    ],
+)
+def test_the_joiners_jawi_and_tamil_need_are_kept(text: str) -> None:
+    assert check_display_text(text) == text

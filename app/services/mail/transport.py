@@ -43,8 +43,9 @@ class SmtpTransport:
     """Sends over one SMTP connection, kept open across messages and reopened when it drops.
 
     Blocking (smtplib) and not thread-safe: one per worker thread. Configured by the `smtp_*`
-    settings: host, port, STARTTLS, login, timeout. A refused login or a failed STARTTLS is a
-    configuration problem, not the message's, so it is transient (the message waits for a fix).
+    settings: host, port, STARTTLS or implicit TLS (certificate verified), login, timeout. A
+    refused login or a failed TLS handshake is a configuration problem, not the message's, so it
+    is transient (the message waits for a fix).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -52,6 +53,7 @@ class SmtpTransport:
         self._port = settings.smtp_port
         self._timeout = settings.smtp_timeout_seconds
         self._starttls = settings.smtp_starttls
+        self._implicit_tls = settings.smtp_tls
         self._username = settings.smtp_username
         self._password = settings.smtp_password
         self._smtp: smtplib.SMTP | None = None
@@ -113,11 +115,27 @@ class SmtpTransport:
     def _connection(self) -> smtplib.SMTP:
         if self._smtp is not None:
             return self._smtp
-        smtp = smtplib.SMTP(timeout=self._timeout)
         try:
-            smtp.connect(self._host, self._port)
+            # Host given to the constructor: TLS checks the certificate against it (SNI too).
+            smtp = (
+                smtplib.SMTP_SSL(
+                    self._host,
+                    self._port,
+                    timeout=self._timeout,
+                    context=ssl.create_default_context(),
+                )
+                if self._implicit_tls
+                else smtplib.SMTP(self._host, self._port, timeout=self._timeout)
+            )
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientDeliveryError(
+                _truncate(
+                    f"cannot open SMTP session to {self._host}:{self._port}: {_describe(exc)}"
+                )
+            ) from exc
+        try:
             smtp.ehlo()
-            if self._starttls:
+            if self._starttls and not self._implicit_tls:
                 smtp.starttls(context=ssl.create_default_context())
                 smtp.ehlo()
             if self._username is not None:
