@@ -36,6 +36,8 @@ if str(PROJECT_ROOT) not in sys.path:
 
 from app.crypto.keystore import SoftwareKeyStore  # noqa: E402
 from app.crypto.pkcs11 import Pkcs11KeyStore  # noqa: E402
+from app.crypto.pkcs11_secrets import provision_token_secrets  # noqa: E402
+from app.settings import Settings  # noqa: E402
 from bench import flow  # noqa: E402
 from bench.harness.load import LoadPlan  # noqa: E402
 from bench.harness.measure import ConfigResult  # noqa: E402
@@ -148,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="roamsign-bench-keystores-") as directory:
         token = create_token(Path(directory) / "softhsm", ensure_softhsm(), "bench-keystores")
         os.environ["SOFTHSM2_CONF"] = str(token.conf)
+        # A new deployment on the token (`keys init`): its MAC keys made there, the outbox's
+        # data key wrapped under its KEK in a file every server of the run reads.
+        data_key = Path(directory) / "outbox-seal.wrapped-key"
+        os.environ["ROAMSIGN_PKCS11_DATA_KEY_FILE"] = str(data_key)
+        with key_store_environment("pkcs11", token):
+            provisioning = Pkcs11KeyStore.from_settings(Settings())
+            try:
+                provision_token_secrets(provisioning, None, data_key)
+            finally:
+                provisioning.close()
         for round_number in range(args.rounds):
             for store in STORES:
                 print(f"== round {round_number + 1}, key store {store}", flush=True)
