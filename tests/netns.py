@@ -63,6 +63,15 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def _running(pid: str) -> bool:
+    """Whether the process exists and is not a zombie (its parent has not reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
 @dataclass
 class Network:
     prefix: str  # at most 8 characters: interface names have 15
@@ -148,7 +157,7 @@ class Network:
                     os.kill(int(pid), signal.SIGKILL)
             deadline = time.monotonic() + 10
             while pids and time.monotonic() < deadline:
-                pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+                pids = [p for p in pids if _running(p)]
                 time.sleep(0.05)
             _ip("netns", "delete", namespace, check=False)
         _ip("link", "delete", f"{self.prefix}-gen", check=False)
