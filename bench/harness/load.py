@@ -147,6 +147,7 @@ class LoadPlan:
     max_in_flight: int
     client: str  # CLIENTS
     channels: tuple[str, ...] = ("email",)
+    open_runs: int = 1  # open-loop phases per channel, each at the same rate
 
 
 async def cpu_over_window(
