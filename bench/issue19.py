@@ -52,8 +52,13 @@ def run(name: str, command: list[str], log: Path) -> int:
                 kept.write(line)
             code = process.wait()
         except KeyboardInterrupt:
-            process.send_signal(signal.SIGINT)  # the script cleans up and stops
-            process.wait(timeout=120)
+            # From a terminal the script got the same SIGINT; otherwise pass it on. Either way
+            # it cleans up (servers, PostgreSQL, namespaces) and stops.
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGINT)
+                process.wait(timeout=120)
             raise
     print(f"######## {name}: exit {code} after {time.perf_counter() - began:.0f} s", flush=True)
     return code
@@ -175,8 +180,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or PROJECT_ROOT / os.environ.get("ROAMSIGN_VAR_DIR", "var") / f"bench-{stamp}"
     out.mkdir(parents=True, exist_ok=True)

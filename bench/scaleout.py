@@ -506,7 +506,10 @@ def main(argv: list[str] | None = None) -> int:
             error = f"{type(exc).__name__}: {exc}"
             log_tail = cluster.logs()
         finally:
+            # A second Ctrl-C must not leave namespaces and servers behind.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             cluster.stop()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     summary: dict[str, Any] = {"workers_per_host": args.workers}
     print()
