@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -45,14 +46,21 @@ GENERATOR_HOST = 1
 FIRST_HOST = 11
 
 
+@functools.cache
 def netns_unavailable() -> str | None:
-    """Why namespaces cannot be made here (not root, no `ip`), or None."""
+    """Why namespaces cannot be made here (not root, no `ip`, or the kernel or a container
+    refuses them: one is made and deleted to find out), or None."""
     if sys.platform != "linux":
         return "network namespaces are Linux's"
     if os.geteuid() != 0:
         return "`ip netns add` needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN)"
     if shutil.which("ip") is None:
         return "no `ip` command (iproute2)"
+    probe = f"rsprobe{os.getpid()}"
+    made = _ip("netns", "add", probe, check=False)
+    _ip("netns", "delete", probe, check=False)
+    if made.returncode != 0:
+        return f"`ip netns add` refused: {made.stderr.strip()}"
     return None
 
 
