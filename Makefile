@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
 export ROAMSIGN_VAR_DIR ?= var
 
-.PHONY: install vendor run test lint typecheck test-sqlite test-postgres test-pkcs11 openapi dockerfile bench bench-scale bench-breakdown bench-floor clean
+.PHONY: install vendor run test lint typecheck test-sqlite test-postgres test-pkcs11 openapi dockerfile bench bench-scale bench-breakdown bench-floor bench-scaleout bench-p99 bench-issue19 clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,23 @@ bench-breakdown: install
 bench-floor: install
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python bench/floor.py --rounds 2
+
+# One host against two, each in its own network namespace (root: `ip netns`), PostgreSQL in a
+# third; then one OTP raced to both hosts at once, many times (exit 1 on a second signature).
+bench-scaleout: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python bench/scaleout.py
+
+# The open loop's p99 at half the closed loop's maximum, five runs a channel, on PostgreSQL.
+bench-p99: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python bench/flow.py --db postgresql --open-runs 5
+
+# Issue 19's figures in one go (~10 min): flow.py's five open runs, the floor, the scale-out
+# and its race, with a summary table against the issue's targets; logs in var/bench-*/.
+bench-issue19: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python bench/issue19.py
 
 # Flow cost vs 1/10,000/100,000 people and 0/100,000/1,000,000 historical requests (the 1M step
 # on PostgreSQL only: on SQLite it alone takes ~5 min to build); see bench/README.md.

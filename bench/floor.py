@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import sys
@@ -51,7 +52,7 @@ import httpx  # noqa: E402
 
 from app.services.mail.sink import MailSink  # noqa: E402
 from bench import flow  # noqa: E402
-from bench.floor_server import LAYERS, create_tables  # noqa: E402
+from bench.floor_server import LAYERS, create_tables, describe_shape  # noqa: E402
 from bench.flow import run_configuration  # noqa: E402
 from bench.harness.clients import LanePool, make_lanes  # noqa: E402
 from bench.harness.flows import OTP_TIMEOUT_SECONDS, Mailbox  # noqa: E402
@@ -309,6 +310,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--healthz-seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--summary-json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
     if min(args.workers, args.people, args.concurrency, args.rounds) < 1:
         parser.error("--workers, --people, --concurrency and --rounds must be at least 1")
@@ -359,6 +361,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"`{command}` on {machine()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
     print(markdown_table(rows, COLUMNS, TEXT_COLUMNS))
     print("", *(f"- {line}" for line in summary), sep="\n")
+    print("- the `database` and `mail` layers' statement shape (bench/floor_server.py):")
+    print(*(f"  - {line}" for line in describe_shape().splitlines()), sep="\n")
+    if args.summary_json is not None:
+        figures = [
+            {
+                "round": m.round,
+                "server": m.server,
+                "flows_s": m.closed.rate if m.closed else None,
+                "cpu_ms_per_flow": m.closed.cpu_ms_per_flow if m.closed else None,
+            }
+            for m in measured
+        ]
+        args.summary_json.write_text(
+            json.dumps({"shape": describe_shape(), "figures": figures}, indent=2)
+        )
     return 1 if any(m.result.error for m in measured) else 0
 
 

@@ -31,7 +31,7 @@ import secrets
 import smtplib
 import threading
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,7 +39,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, TextClause, create_engine, text
 from starlette.concurrency import run_in_threadpool
 
 LAYERS = ("http", "database", "mail")
@@ -138,6 +138,178 @@ _SENT = text(
 )
 
 
+# ------------------------------------------------------------------------ the statement shape
+#
+# What each call's unit of work sends PostgreSQL, in order: one `Step` per round trip (an
+# executemany of psycopg counts as one: it pipelines). To follow roamsign to a new shape, edit
+# these two tuples (add, drop, reorder steps; a new statement is a `text()` above) and
+# `PRE_PING`; `python -m bench.floor_server` prints the shape and its round trips, and
+# `bench/floor.py` prints the same count beside its figures. The counts are roamsign's, as
+# PostgreSQL's statement log shows them (`log_statement = all`): see bench/README.md.
+
+PRE_PING = True  # roamsign's pool pings a connection before lending it (one round trip)
+Call = dict[str, Any]  # what the call knows: its arguments, then each step's `keep`
+Params = dict[str, Any] | list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of a call: its parameters from what the call knows so far, and under
+    which name (`keep`) the call keeps its first row (`fetch="one"`) or all rows (`"all"`)."""
+
+    name: str
+    statement: TextClause
+    params: Callable[[Call], Params]
+    fetch: str | None = None
+    keep: str | None = None
+
+
+def run_shape(db: Connection, shape: Sequence[Step], call: Call) -> None:
+    for step in shape:
+        result = db.execute(step.statement, step.params(call))
+        if step.fetch == "one":
+            row = result.one()
+            if step.keep:
+                call[step.keep] = row
+        elif step.fetch == "all":
+            rows = result.all()
+            if step.keep:
+                call[step.keep] = rows
+
+
+def round_trips(shape: Sequence[Step]) -> int:
+    """The call's round trips: its steps, the pool's ping, BEGIN and COMMIT."""
+    return len(shape) + (1 if PRE_PING else 0) + 2
+
+
+def _person_key(call: Call) -> str:
+    return f"person:{call['person'].id}"
+
+
+def _counts(call: Call) -> list[dict[str, Any]]:
+    # The person's counter is one row, locked until the commit; the signer's is sharded.
+    bucket = int(call["now"].timestamp()) // 60
+    expires_at = call["now"] + timedelta(minutes=2)
+    return [
+        {"key": _person_key(call), "bucket": bucket, "shard": 0, "expires_at": expires_at},
+        {
+            "key": SIGNER_KEY,
+            "bucket": bucket,
+            "shard": secrets.randbelow(SIGNER_SHARDS),
+            "expires_at": expires_at,
+        },
+    ]
+
+
+def _outbox(call: Call, purpose: str, recipient: str) -> dict[str, Any]:
+    """The call's e-mail (kept as `mail`, handed to delivery after the commit), as a row."""
+    mail = _mail(call["request_id"], recipient, otp=purpose == "otp")
+    call["mail"] = mail
+    return {
+        "id": mail.outbox_id,
+        "purpose": purpose,
+        "request_id": call["request_id"],
+        "recipient": recipient,
+        "message": secrets.token_bytes(SEALED_MESSAGE_BYTES),
+        "now": call["now"],
+        "lease_until": call["now"] + timedelta(seconds=60),
+    }
+
+
+def _head(call: Call) -> dict[str, Any]:
+    call["chain"] = secrets.randbelow(AUDIT_CHAINS)
+    return {"chain": call["chain"]}
+
+
+def _event(action: str) -> Callable[[Call], Params]:
+    def params(call: Call) -> Params:
+        return {
+            "chain": call["chain"],
+            "seq": call["head"].seq + 1,
+            "mac": MAC,
+            "now": call["now"],
+            "action": action,
+            "actor": "floor",
+            "target_id": call["request_id"],
+            "details": '{"channel": "email"}',
+        }
+
+    return params
+
+
+def _stale(call: Call) -> dict[str, Any]:
+    body = call["body"]
+    return {"person": call["person"].id, "document_hash": body["document_hash"], "now": call["now"]}
+
+
+CREATE_SHAPE: tuple[Step, ...] = (
+    Step("API key", _CLIENT, lambda c: {"key_hash": _key_hash(c["api_key"])}, "one"),
+    Step("person", _PERSON, lambda c: {"mykad": c["body"]["mykad"]}, "one", keep="person"),
+    Step("person's lock", _LOCK, lambda c: {"lock": int(_key_hash(_person_key(c))[:15], 16)}),
+    Step("rate counters", _COUNT, _counts),
+    Step(
+        "rate sums",
+        _SUMS,
+        lambda c: {
+            "person_key": _person_key(c),
+            "signer_key": SIGNER_KEY,
+            "since": int(c["now"].timestamp()) // 60 - 1,
+        },
+        "all",
+    ),
+    Step("stale requests expired", _EXPIRE_STALE, _stale),
+    Step(
+        "the request",
+        _NEW_REQUEST,
+        lambda c: {
+            **_stale(c),
+            "id": c["request_id"],
+            "signer_id": "c1",
+            "document_name": c["body"].get("document_name", ""),
+            "otp_mac": MAC,
+            "expires_at": c["now"] + timedelta(seconds=120),
+        },
+    ),
+    Step("its OTP e-mail", _NEW_MESSAGE, lambda c: _outbox(c, "otp", c["person"].email)),
+    Step("audit chain head", _HEAD, _head, "one", keep="head"),
+    Step("audit event", _EVENT, _event("otp.issued")),
+)
+
+SIGN_SHAPE: tuple[Step, ...] = (
+    Step("API key", _CLIENT, lambda c: {"key_hash": _key_hash(c["api_key"])}, "one"),
+    Step("request and person", _REQUEST, lambda c: {"id": c["request_id"]}, "one", keep="request"),
+    Step("attempt counted", _COUNT_ATTEMPT, lambda c: {"id": c["request_id"]}, "one"),
+    Step("OTP spent", _SPEND, lambda c: {"id": c["request_id"], "now": c["now"]}),
+    Step(
+        "the signature",
+        _NEW_SIGNATURE,
+        lambda c: {
+            "id": uuid.uuid4().hex,
+            "request_id": c["request_id"],
+            "signature": c["signature"],
+            "now": c["now"],
+        },
+    ),
+    Step(
+        "its signing notice",
+        _NEW_MESSAGE,
+        lambda c: _outbox(c, "signing_notice", c["request"].email),
+    ),
+    Step("audit chain head", _HEAD, _head, "one", keep="head"),
+    Step("audit event", _EVENT, _event("signature.created")),
+)
+
+
+def describe_shape() -> str:
+    """The two calls' statements and round trips, as floor.py prints them."""
+    lines = []
+    for call, shape in (("OTP request", CREATE_SHAPE), ("signature", SIGN_SHAPE)):
+        names = ", ".join(step.name for step in shape)
+        ping = "ping, " if PRE_PING else ""
+        lines.append(f"{call}: {round_trips(shape)} round trips ({ping}BEGIN, {names}, COMMIT)")
+    return "\n".join(lines)
+
+
 def create_tables(database_url: str, people: Sequence[str], api_key: str) -> None:
     """Empty tables for one layer's run: the API key, `people` (their MyKads), the heads."""
     engine = create_engine(database_url)
@@ -206,7 +378,7 @@ class Floor:
         if layer != "http":
             assert database_url is not None
             self.engine = create_engine(
-                database_url, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=True
+                database_url, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=PRE_PING
             )
         self.slots = asyncio.Semaphore(POOL_SIZE)
         self._smtp_port = smtp_port
@@ -237,46 +409,10 @@ class Floor:
         if self.engine is None:
             return {"id": request_id}
         now = datetime.now(UTC)
+        call: Call = {"api_key": api_key, "body": body, "request_id": request_id, "now": now}
         with self.engine.begin() as db:
-            self._caller(db, api_key)
-            person = db.execute(_PERSON, {"mykad": body["mykad"]}).one()
-            # The person's counter is one row, locked until the commit; the signer's is sharded.
-            person_key = f"person:{person.id}"
-            db.execute(_LOCK, {"lock": int(_key_hash(person_key)[:15], 16)})
-            bucket = int(now.timestamp()) // 60
-            expires_at = now + timedelta(minutes=2)
-            db.execute(
-                _COUNT,
-                [
-                    {"key": person_key, "bucket": bucket, "shard": 0, "expires_at": expires_at},
-                    {
-                        "key": SIGNER_KEY,
-                        "bucket": bucket,
-                        "shard": secrets.randbelow(SIGNER_SHARDS),
-                        "expires_at": expires_at,
-                    },
-                ],
-            )
-            db.execute(
-                _SUMS, {"person_key": person_key, "signer_key": SIGNER_KEY, "since": bucket - 1}
-            ).all()
-            params = {"person": person.id, "document_hash": body["document_hash"], "now": now}
-            db.execute(_EXPIRE_STALE, params)
-            db.execute(
-                _NEW_REQUEST,
-                {
-                    **params,
-                    "id": request_id,
-                    "signer_id": "c1",
-                    "document_name": body.get("document_name", ""),
-                    "otp_mac": MAC,
-                    "expires_at": now + timedelta(seconds=120),
-                },
-            )
-            mail = _mail(request_id, person.email, otp=True)
-            self._queue(db, mail, "otp", request_id, now)
-            self._audit(db, "otp.issued", request_id, now)
-        self._hand_over(mail)
+            run_shape(db, CREATE_SHAPE, call)
+        self._hand_over(call["mail"])
         return {"id": request_id, "status": "pending", "expires_at": now.isoformat()}
 
     def sign(self, api_key: str, request_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -284,44 +420,12 @@ class Floor:
         if self.engine is None:
             return {"id": request_id, "signature": signature.hex()}
         now = datetime.now(UTC)
+        call: Call = {"api_key": api_key, "body": body, "request_id": request_id, "now": now}
+        call["signature"] = signature
         with self.engine.begin() as db:
-            self._caller(db, api_key)
-            request = db.execute(_REQUEST, {"id": request_id}).one()
-            db.execute(_COUNT_ATTEMPT, {"id": request_id}).one()
-            db.execute(_SPEND, {"id": request_id, "now": now})
-            db.execute(
-                _NEW_SIGNATURE,
-                {
-                    "id": uuid.uuid4().hex,
-                    "request_id": request_id,
-                    "signature": signature,
-                    "now": now,
-                },
-            )
-            mail = _mail(request_id, request.email, otp=False)
-            self._queue(db, mail, "signing_notice", request_id, now)
-            self._audit(db, "signature.created", request_id, now)
-        self._hand_over(mail)
+            run_shape(db, SIGN_SHAPE, call)
+        self._hand_over(call["mail"])
         return {"id": request_id, "signature": signature.hex(), "signed_at": now.isoformat()}
-
-    def _caller(self, db: Connection, api_key: str) -> None:
-        db.execute(_CLIENT, {"key_hash": _key_hash(api_key)}).one()
-
-    def _queue(
-        self, db: Connection, mail: Mail, purpose: str, request_id: str, now: datetime
-    ) -> None:
-        db.execute(
-            _NEW_MESSAGE,
-            {
-                "id": mail.outbox_id,
-                "purpose": purpose,
-                "request_id": request_id,
-                "recipient": mail.recipient,
-                "message": secrets.token_bytes(SEALED_MESSAGE_BYTES),
-                "now": now,
-                "lease_until": now + timedelta(seconds=60),
-            },
-        )
 
     def _audit(
         self, db: Connection, action: str, target_id: str, now: datetime, count: int = 1
@@ -414,3 +518,7 @@ def build() -> FastAPI:
         return JSONResponse(answer, status_code=201)
 
     return app
+
+
+if __name__ == "__main__":
+    print(describe_shape())

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -46,6 +47,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
@@ -156,16 +158,22 @@ async def run_channel(
     print(f"  {channel} closed loop: {closed.rate:.1f} flows/s, {closed.errors} errors", flush=True)
 
     rate = plan.rate if plan.rate is not None else max(closed.rate / 2, 1.0)
-    opened = PhaseStats(f"open loop ({rate:.1f}/s offered)", channel)
-    await measured_phase(
-        open_loop(driver, idle, rate, plan.duration, plan.max_in_flight, opened),
-        plan.duration,
-        opened,
-        mailbox,
-        cpu_trees,
-    )
-    result.phases.append(opened)
-    print(f"  {channel} open loop: {opened.rate:.1f} flows/s, {opened.errors} errors", flush=True)
+    for run in range(1, plan.open_runs + 1):
+        label = f", run {run}/{plan.open_runs}" if plan.open_runs > 1 else ""
+        opened = PhaseStats(f"open loop ({rate:.1f}/s offered){label}", channel)
+        await measured_phase(
+            open_loop(driver, idle, rate, plan.duration, plan.max_in_flight, opened),
+            plan.duration,
+            opened,
+            mailbox,
+            cpu_trees,
+        )
+        result.phases.append(opened)
+        print(
+            f"  {channel} open loop{label}: {opened.rate:.1f} flows/s, {opened.errors} errors, "
+            f"p99 {fmt(percentile(opened.latencies_ms, 0.99))} ms",
+            flush=True,
+        )
 
 
 def run_configuration(
@@ -331,6 +339,46 @@ def details(results: list[ConfigResult]) -> Iterator[str]:
             yield f"  - **run failed**: {result.error}"
 
 
+def summarise(results: list[ConfigResult], p99_limit_ms: float) -> list[dict[str, Any]]:
+    """Per configuration and channel: the closed loop's maximum and CPU a flow, and each open
+    run's p99 against the limit."""
+    summary: list[dict[str, Any]] = []
+    for result in results:
+        for channel in dict.fromkeys(phase.channel for phase in result.phases):
+            phases = [phase for phase in result.phases if phase.channel == channel]
+            closed = [phase for phase in phases if phase.target_rate is None]
+            opened = [phase for phase in phases if phase.target_rate is not None]
+            p99s = [percentile(phase.latencies_ms, 0.99) for phase in opened]
+            summary.append(
+                {
+                    "configuration": result.name,
+                    "channel": channel,
+                    "closed_flows_s": closed[0].rate if closed else None,
+                    "closed_cpu_ms_per_flow": closed[0].cpu_ms_per_flow if closed else None,
+                    "open_rate": opened[0].target_rate if opened else None,
+                    "open_p99_ms": p99s,
+                    "open_errors": sum(phase.errors for phase in opened),
+                    "open_all_under_limit": bool(p99s)
+                    and all(p is not None and p < p99_limit_ms for p in p99s),
+                }
+            )
+    return summary
+
+
+def summary_lines(summary: list[dict[str, Any]], p99_limit_ms: float) -> Iterator[str]:
+    for entry in summary:
+        p99s = ", ".join(fmt(p) for p in entry["open_p99_ms"])
+        under = sum(1 for p in entry["open_p99_ms"] if p is not None and p < p99_limit_ms)
+        yield (
+            f"- {entry['configuration']}, {entry['channel']}: closed loop "
+            f"{fmt(entry['closed_flows_s'], 1)} flows/s at "
+            f"{fmt(entry['closed_cpu_ms_per_flow'], 1)} ms server+db CPU a flow; open loop at "
+            f"{fmt(entry['open_rate'], 1)}/s, p99 per run {p99s} ms: {under} of "
+            f"{len(entry['open_p99_ms'])} under {p99_limit_ms:.0f} ms"
+            + (" (**all**)" if entry["open_all_under_limit"] else " (**not all**)")
+        )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
@@ -356,11 +404,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "shared httpx client",
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (people choice)")
+    parser.add_argument(
+        "--open-runs",
+        type=int,
+        default=1,
+        help="open-loop phases per channel, each at the same rate (issue 19 asks five)",
+    )
+    parser.add_argument(
+        "--p99-limit-ms",
+        type=float,
+        default=100.0,
+        help="the open loop's p99 bound the summary checks each run against",
+    )
+    parser.add_argument("--summary-json", type=Path, default=None, help="write the summary here")
     args = parser.parse_args(argv)
     if not 1 <= args.people <= MAX_PEOPLE:
         parser.error(f"--people must be 1 to {MAX_PEOPLE}")
-    if args.concurrency < 1 or args.workers < 1 or args.max_in_flight < 1:
-        parser.error("--concurrency, --workers and --max-in-flight must be at least 1")
+    if min(args.concurrency, args.workers, args.max_in_flight, args.open_runs) < 1:
+        parser.error("--concurrency, --workers, --max-in-flight and --open-runs must be at least 1")
     if (
         args.duration <= 0
         or args.healthz_seconds <= 0
@@ -387,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         max_in_flight=args.max_in_flight,
         client=args.client,
         channels=("email", "device") if args.channel == "both" else (args.channel,),
+        open_runs=args.open_runs,
     )
     configurations = {
         "sqlite": [("sqlite", 1)],
@@ -432,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
         print()
     for line in details(results):
         print(line)
+    summary = summarise(results, args.p99_limit_ms)
+    print()
+    for line in summary_lines(summary, args.p99_limit_ms):
+        print(line)
+    if args.summary_json is not None:
+        args.summary_json.write_text(json.dumps(summary, indent=2))
     if interrupted:
         return 130
     return 1 if any(r.error for r in results) else 0

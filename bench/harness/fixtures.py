@@ -21,10 +21,12 @@ SQLITE_FILE = "roamsign.db"
 MAX_PEOPLE = 9999  # tests.factories makes MyKads 90010114NNNN
 
 
-def start_server(
-    *, database_url: str, key_file: Path, var_dir: Path, smtp_port: int, workers: int
-) -> Server:
-    env = serve_environment(
+def bench_environment(
+    *, database_url: str, key_file: Path, var_dir: Path, smtp_port: int, **overrides: str
+) -> dict[str, str]:
+    """`serve_environment` for a benchmark's server: warnings only, the OTP limits far past
+    any rate driven; `overrides` last."""
+    return serve_environment(
         database_url=database_url,
         key_file=key_file,
         var_dir=var_dir,
@@ -34,6 +36,15 @@ def start_server(
         ROAMSIGN_OTPS_PER_PERSON_PER_MINUTE="1000000",
         ROAMSIGN_OTPS_PER_SIGNER_PERSON_PER_MINUTE="1000000",
         ROAMSIGN_OTPS_PER_SIGNER_PER_MINUTE="1000000",
+        **overrides,
+    )
+
+
+def start_server(
+    *, database_url: str, key_file: Path, var_dir: Path, smtp_port: int, workers: int
+) -> Server:
+    env = bench_environment(
+        database_url=database_url, key_file=key_file, var_dir=var_dir, smtp_port=smtp_port
     )
     return serve(env, var_dir, workers)
 

@@ -147,6 +147,7 @@ class LoadPlan:
     max_in_flight: int
     client: str  # CLIENTS
     channels: tuple[str, ...] = ("email",)
+    open_runs: int = 1  # open-loop phases per channel, each at the same rate
 
 
 async def cpu_over_window(
@@ -218,7 +219,10 @@ async def measured_phase(
     stats.notices_drained_s = time.perf_counter() - began
     used = whole.stop()
     if used.get("server") is not None and stats.latencies_ms:
-        server_db = (used["server"] or 0.0) + (used.get("database") or 0.0)
+        # Every tree measured: the server (or each host's, bench/scaleout.py) and the database.
+        server_db = sum(
+            share or 0.0 for name, share in used.items() if name not in ("generator", "other")
+        )
         stats.cpu_ms_per_flow = server_db * 10 * whole.wall / len(stats.latencies_ms)
 
 
