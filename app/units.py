@@ -33,6 +33,8 @@ from app.services.trust.ocsp import OcspResponder
 from app.services.trust.publication import PkiPublication
 from app.services.trust.tsa import SignatureStamper, TimeStampAuthority
 from app.services.web.console import ConsoleAdministrators, ConsoleSignIn
+from app.services.web.console_applications import ConsoleApplications
+from app.services.web.console_people import ConsolePeople
 from app.services.web.selfservice import SelfService
 from app.services.web.sessions import WebSessionService
 from app.services.web.signin import SignInService
@@ -213,3 +215,11 @@ class Services:
     @cached_property
     def console_sign_in(self) -> ConsoleSignIn:
         return ConsoleSignIn(self.session, self.sign_in)
+
+    @cached_property
+    def console_applications(self) -> ConsoleApplications:
+        return ConsoleApplications(self.session)
+
+    @cached_property
+    def console_people(self) -> ConsolePeople:
+        return ConsolePeople(self.session, self.audit, self.credential_lifecycle, self.devices)
