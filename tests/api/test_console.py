@@ -3,7 +3,11 @@ a non-administrator answered as one (no code sent), CSRF on every form, sign-out
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +16,14 @@ from sqlalchemy import func, select
 from app.models import AuditEvent, OutboxMessage
 from app.runtime import Runtime
 from tests.api.conftest import Keys
-from tests.api.console_steps import begin_sign_in, console_browser, grant, post_form, sign_in
+from tests.api.console_steps import (
+    begin_sign_in,
+    console_browser,
+    csrf_of,
+    grant,
+    post_form,
+    sign_in,
+)
 from tests.api.lifecycle_steps import mail, open_application, verify_email
 from tests.factories import Factory
 
@@ -177,3 +188,69 @@ async def test_jdn_revokes_with_a_reason_chosen_from_rfc_5280(
     assert done.headers["location"] == f"{page}?done=revoked"
     shown = (await web.get(done.headers["location"])).text
     assert "dibatalkan" in shown and "keyCompromise" in shown
+
+
+async def test_jdn_moves_token_users_from_a_csv_and_downloads_the_report(
+    web: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    jdn = factory.person()
+    grant(factory, jdn, "jdn_admin")
+    sa = factory.person(agency="JPA")
+    grant(factory, sa, "agency_admin", "JPA")
+    token_user = factory.person(email="token.user@jdn.gov.my", roaming=False)
+    no_email = factory.person(email=None, roaming=False)
+    roaming = factory.person()
+    upload = (
+        f"nama,mykad\nA,{token_user.mykad}\nB,{no_email.mykad}\nC,{roaming.mykad}\n"
+        f"D,850101145555\nE,12345\nA again,{token_user.mykad}\n"
+    )
+    async with console_browser(runtime) as agency:
+        await sign_in(agency, runtime, sa)
+        assert (await agency.get("/console/enrolments")).status_code == 403
+
+    await sign_in(web, runtime, jdn)
+    token = await csrf_of(web, "/console/enrolments")
+    refused = await web.post("/console/enrolments", files={"csv": ("a.csv", upload.encode())})
+    assert refused.status_code == 403
+    empty = await web.post("/console/enrolments", data={"csrf": token})
+    assert empty.status_code == 422 and 'id="e-csv"' in empty.text
+    started = await web.post(
+        "/console/enrolments", data={"csrf": token}, files={"csv": ("a.csv", upload.encode())}
+    )
+    assert started.status_code == 303, started.text
+    job = started.headers["location"]
+    progress: dict[str, Any] = {}
+    for _ in range(500):
+        progress = (await web.get(f"{job}/progress")).json()
+        if progress["finished"]:
+            break
+        await asyncio.sleep(0.01)
+    assert progress["done"] == progress["total"] == 6 and not progress["failed"]
+    assert progress["counts"] == {
+        "already_enrolled": 1,
+        "already_roaming": 1,
+        "enrolled": 1,
+        "invalid_mykad": 1,
+        "no_email": 1,
+        "unknown_person": 1,
+    }
+    page = (await web.get(job)).text
+    assert "report.csv" in page and "progress.js" in page
+    report = await web.get(f"{job}/report.csv")
+    assert report.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(report.text)))
+    assert rows[0] == ["mykad", "outcome", "application_id"]
+    assert [row[:2] for row in rows[1:]] == [
+        [token_user.mykad, "enrolled"],
+        [no_email.mykad, "no_email"],
+        [roaming.mykad, "already_roaming"],
+        ["850101145555", "unknown_person"],
+        ["12345", "invalid_mykad"],
+        [token_user.mykad, "already_enrolled"],
+    ]
+    assert mail(runtime, "token.user@jdn.gov.my", "application_email").token
+    # Another administrator (here, in the same browser) never sees the job.
+    other = factory.person()
+    grant(factory, other, "jdn_admin")
+    await sign_in(web, runtime, other)
+    assert (await web.get(f"{job}/progress")).status_code == 404

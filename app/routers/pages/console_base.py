@@ -35,6 +35,7 @@ NAV: list[NavItem] = [
     NavItem("/console/", "console.nav.home"),
     NavItem("/console/applications", "console.nav.applications"),
     NavItem("/console/people", "console.nav.people"),
+    NavItem("/console/enrolments", "console.nav.enrolments", jdn_only=True),
 ]
 
 

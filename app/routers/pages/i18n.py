@@ -290,6 +290,56 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "console.reason.superseded": ("digantikan", "superseded"),
     "console.reason.cessationOfOperation": ("berhenti operasi", "cessation of operation"),
     "console.reason.privilegeWithdrawn": ("keistimewaan ditarik balik", "privilege withdrawn"),
+    "console.enrolments.title": (
+        "Pindahan pukal pengguna token ke roaming",
+        "Bulk move of token users to roaming",
+    ),
+    "console.enrolments.lead": (
+        "Muat naik fail CSV dengan lajur mykad (atau MyKad dalam lajur pertama). Setiap orang "
+        "berdaftar menerima e-mel pengesahan permohonan; orang yang telah memohon atau "
+        "menggunakan roaming tidak menerima apa-apa lagi. Selamat dijalankan semula.",
+        "Upload a CSV file with a mykad column (or the MyKad in the first column). Each "
+        "registered person gets the application's verification e-mail; people who already "
+        "applied or use roaming get nothing more. Safe to run again.",
+    ),
+    "console.enrolments.file": ("Fail CSV", "CSV file"),
+    "console.enrolments.upload": ("Muat naik dan mulakan", "Upload and start"),
+    "console.enrolments.larger": (
+        "Fail melebihi 64 KiB (kira-kira 4,500 orang): gunakan python -m app enrol --csv.",
+        "Files over 64 KiB (about 4,500 people): use python -m app enrol --csv.",
+    ),
+    "console.enrolments.no_file": ("Pilih fail CSV.", "Choose a CSV file."),
+    "console.enrolments.empty": (
+        "Fail ini tidak mengandungi sebarang MyKad.",
+        "This file holds no MyKad.",
+    ),
+    "console.enrolments.not_csv": (
+        "Fail ini bukan fail CSV UTF-8.",
+        "This file is not a UTF-8 CSV file.",
+    ),
+    "console.enrolments.progress": ("Kemajuan", "Progress"),
+    "console.enrolments.finished": ("Selesai.", "Done."),
+    "console.enrolments.failed": (
+        "Terhenti kerana ralat. Yang telah dibuat kekal; muat naik fail yang sama sekali lagi "
+        "untuk meneruskan.",
+        "Stopped by an error. What was done stays done; upload the same file again to go on.",
+    ),
+    "console.enrolments.outcome": ("Keputusan", "Outcome"),
+    "console.enrolments.count": ("Bilangan", "Count"),
+    "console.enrolments.report": (
+        "Muat turun laporan setiap baris (CSV)",
+        "Download the per-row report (CSV)",
+    ),
+    "console.enrolments.another": ("Muat naik fail lain", "Upload another file"),
+    "console.outcome.enrolled": (
+        "permohonan dibuka, e-mel dihantar",
+        "application opened, e-mail sent",
+    ),
+    "console.outcome.already_enrolled": ("permohonan sedia ada", "already applied"),
+    "console.outcome.already_roaming": ("sudah menggunakan roaming", "already roaming"),
+    "console.outcome.unknown_person": ("tidak berdaftar", "not registered"),
+    "console.outcome.invalid_mykad": ("MyKad tidak sah", "invalid MyKad"),
+    "console.outcome.no_email": ("tiada alamat e-mel", "no e-mail address"),
 }
 
 
