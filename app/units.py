@@ -214,7 +214,7 @@ class Services:
 
     @cached_property
     def console_sign_in(self) -> ConsoleSignIn:
-        return ConsoleSignIn(self.session, self.sign_in)
+        return ConsoleSignIn(self.session, self.sign_in, self.signing, self.audit)
 
     @cached_property
     def console_applications(self) -> ConsoleApplications:

@@ -12,10 +12,8 @@ from app.routers.pages import console_applications, console_enrolments, console_
 from app.routers.pages.console_base import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
-    Decoy,
     checked_form,
     current_admin,
-    decoys,
     redirect,
     render_console,
     to_sign_in,
@@ -68,8 +66,6 @@ async def sign_in(request: Request) -> Response:
     except DomainError:
         # As on /me/: an unknown MyKad and one without a usable credential look the same.
         return _sign_in_page(request, given, {"mykad": "signin.no_credential"}, 422)
-    if started.decoy:
-        decoys(request).add(started.request_id, Decoy(started.destination, started.expires_at), now)
     response = redirect("/console/sign-in/code")
     set_page_cookie(response, SIGN_IN_COOKIE, started.request_id, max_age=600)
     return response
@@ -81,9 +77,6 @@ async def code_form(request: Request) -> Response:
     if not request_id:
         return to_sign_in()
     now = runtime_of(request).clock.now()
-    decoy = decoys(request).get(request_id, now)
-    if decoy is not None:
-        return _code_page(request, {}, destination=decoy.destination)
     try:
         pending = await in_unit(request, lambda s: s.sign_in.pending(request_id, now))
     except NotFound:
@@ -122,11 +115,7 @@ async def check_code(request: Request) -> Response:
     errors = _code_errors(otp, pin)
     if errors:
         return _code_page(request, errors, status=422)
-    runtime = runtime_of(request)
-    now = runtime.clock.now()
-    decoy = decoys(request).get(request_id, now)
-    if decoy is not None:
-        return _decoy_refused(request, decoy, runtime.settings.otp_max_attempts)
+    now = runtime_of(request).clock.now()
     try:
         token, _user = await in_unit(
             request, lambda s: s.console_sign_in.finish(request_id, otp, pin, now)
@@ -137,15 +126,6 @@ async def check_code(request: Request) -> Response:
     set_page_cookie(response, SESSION_COOKIE, token)
     response.delete_cookie(SIGN_IN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
-
-
-def _decoy_refused(request: Request, decoy: Decoy, max_attempts: int) -> HTMLResponse:
-    """Every code of a decoy is wrong, counted as a real request counts them."""
-    decoy.tries += 1
-    remaining = max_attempts - decoy.tries
-    if remaining <= 0:
-        return _code_page(request, {}, problem="signin.start_again", status=409)
-    return _code_page(request, {"otp": "signin.wrong"}, status=403, remaining=str(remaining))
 
 
 def _code_errors(otp: str, pin: str) -> dict[str, str]:

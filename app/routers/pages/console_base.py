@@ -10,7 +10,6 @@ the `console.` block of `app/routers/pages/i18n.py`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
@@ -104,48 +103,3 @@ def jdn_only(request: Request, admin: ConsoleAdmin) -> HTMLResponse:
         {"title": "refused", "problem": "console.jdn_only"},
         403,
     )
-
-
-# -- sign-in decoys ----------------------------------------------------------------------------
-
-
-@dataclass
-class Decoy:
-    destination: str
-    expires_at: datetime
-    tries: int = 0
-
-
-class Decoys:
-    """The code pages shown to people who are not administrators (no code was sent): kept in
-    this process while an OTP would live (and a while after, as a request is), so that their
-    page and their wrong codes answer as an administrator's would."""
-
-    LIMIT = 10_000
-    KEPT = timedelta(hours=1)
-
-    def __init__(self) -> None:
-        self._decoys: dict[str, Decoy] = {}
-
-    def add(self, request_id: str, decoy: Decoy, now: datetime) -> None:
-        if len(self._decoys) >= self.LIMIT:
-            self._decoys = {
-                key: kept for key, kept in self._decoys.items() if kept.expires_at + self.KEPT > now
-            }
-            while len(self._decoys) >= self.LIMIT:
-                self._decoys.pop(next(iter(self._decoys)))
-        self._decoys[request_id] = decoy
-
-    def get(self, request_id: str, now: datetime) -> Decoy | None:
-        found = self._decoys.get(request_id)
-        if found is None or found.expires_at + self.KEPT <= now:
-            return None
-        return found
-
-
-def decoys(request: Request) -> Decoys:
-    state = request.app.state
-    if not hasattr(state, "console_decoys"):
-        state.console_decoys = Decoys()
-    found: Decoys = state.console_decoys
-    return found

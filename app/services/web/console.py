@@ -7,7 +7,6 @@ role, and every action is audited with the administrator's identity (`console:<u
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,12 +14,23 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound, ValidationFailed
-from app.models import ConsoleAdministrator, ConsoleRole, Role, User, WebRealm, WebSession
+from app.models import (
+    ConsoleAdministrator,
+    ConsoleRole,
+    OutboxMessage,
+    Role,
+    SigningRequest,
+    User,
+    WebRealm,
+    WebSession,
+)
+from app.models.device import DeviceMessage, DeviceMessageStatus
 from app.services.audit.log import AuditLog
 from app.services.clients import Caller
 from app.services.lifecycle.people import NO_SUCH_PERSON
+from app.services.signing.service import SigningService
 from app.services.web.sessions import WebSessionService
-from app.services.web.signin import SignInService
+from app.services.web.signin import PAGES_SIGNER, SignInService
 
 CONSOLE_ACTOR_PREFIX = "console:"
 
@@ -62,13 +72,13 @@ class Grant:
 
 @dataclass(frozen=True)
 class ConsoleStart:
-    """A console sign-in begun: the id its code page carries, where the code went. A decoy
-    (someone who is not an administrator) looks the same but no code was sent."""
+    """A console sign-in begun: the id its code page carries, where the code went (or, for
+    someone who is not an administrator, would have gone: `withheld`)."""
 
     request_id: str
     destination: str
     expires_at: datetime
-    decoy: bool
+    withheld: bool
 
 
 class ConsoleAdministrators:
@@ -194,35 +204,52 @@ class ConsoleSignIn:
     """The console's sign-in: the pages' sign-in (MyKad, then OTP + PIN by the rules of a
     signature) for administrators only.
 
-    Someone who is not an administrator is answered as an administrator would be: refused
-    exactly as /me/ refuses them (unknown, no usable credential, limits), and otherwise shown
-    a code page, though no code was sent (the sign-in is rolled back) and every code is wrong.
-    So the console reveals nothing /me/ does not about a MyKad."""
+    Someone who is not an administrator is answered as an administrator would be, so the
+    console reveals nothing /me/ does not about a MyKad: refused exactly as /me/ refuses
+    (unknown, no usable credential, limits); otherwise the sign-in is made and counted as
+    any other, but its OTP is withheld (never sent, nobody knows it), so every code is wrong,
+    checked and counted by the same check (attempts, locks, holds)."""
 
-    def __init__(self, session: Session, sign_in: SignInService) -> None:
+    def __init__(
+        self, session: Session, sign_in: SignInService, signing: SigningService, audit: AuditLog
+    ) -> None:
         self.session = session
         self.sign_in = sign_in
+        self.signing = signing
+        self.audit = audit
 
     def begin(self, mykad: str, now: datetime) -> ConsoleStart:
-        user = self.session.scalar(select(User).where(User.mykad == mykad))
-        administrator = (
-            self.session.get(ConsoleAdministrator, user.id) if user is not None else None
-        )
-        if administrator is not None:
-            started = self.sign_in.begin(mykad, now)
-            return ConsoleStart(started.id, started.destination, started.expires_at, decoy=False)
-        # Refused as /me/ would refuse (a counted refusal keeps its count); otherwise undone:
-        # no request, no code sent.
-        savepoint = self.session.begin_nested()
         started = self.sign_in.begin(mykad, now)
-        decoy = ConsoleStart(str(uuid.uuid4()), started.destination, started.expires_at, True)
-        savepoint.rollback()
-        return decoy
+        withheld = self.session.get(ConsoleAdministrator, started.user_id) is None
+        if withheld:
+            self._withhold(started, mykad, now)
+        return ConsoleStart(started.id, started.destination, started.expires_at, withheld)
+
+    def _withhold(self, started: SigningRequest, mykad: str, now: datetime) -> None:
+        # Uncommitted until now: no delivery loop has seen the message or the device's copy.
+        self.session.execute(delete(OutboxMessage).where(OutboxMessage.request_id == started.id))
+        self.session.execute(
+            update(DeviceMessage)
+            .where(DeviceMessage.request_id == started.id)
+            .values(status=DeviceMessageStatus.WITHDRAWN, sealed_payload=None)
+        )
+        self.audit.record(
+            now=now,
+            action="console.sign_in_withheld",
+            actor=PAGES_SIGNER,
+            mykad=mykad,
+            target_id=started.id,
+            outcome="not_an_administrator",
+        )
 
     def finish(self, request_id: str, otp: str, pin: str, now: datetime) -> tuple[str, User]:
-        """Check the OTP and PIN of an administrator's sign-in; returns the session's token.
-        A sign-in whose person lost the role meanwhile is refused as an unusable request."""
+        """Check the OTP and PIN (counted, as for a signature); returns the session's token.
+        A sign-in whose person holds no role (a withheld one, or a role revoked meanwhile) is
+        checked all the same, then refused as an unusable request."""
         request = self.sign_in.pending(request_id, now)
         if self.session.get(ConsoleAdministrator, request.user_id) is None:
+            caller = self.sign_in.pages_signer(now)
+            checked = self.signing.get_own(caller, request_id, with_signer=True)
+            self.signing.check_otp_and_pin(caller, checked, otp, pin, now)
             raise NotFound("no such sign-in")
         return self.sign_in.finish(request_id, otp, pin, WebRealm.CONSOLE, now)
