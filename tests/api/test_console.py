@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from app.models import AuditEvent, OutboxMessage
+from app.models import AuditEvent, Credential, OutboxMessage
 from app.runtime import Runtime
 from tests.api.conftest import Keys
 from tests.api.console_steps import (
@@ -263,3 +263,33 @@ async def test_jdn_moves_token_users_from_a_csv_and_downloads_the_report(
     grant(factory, other, "jdn_admin")
     await sign_in(web, runtime, other)
     assert (await web.get(f"{job}/progress")).status_code == 404
+
+
+async def test_jdn_unlocks_and_renews_and_the_pages_speak_english(
+    web: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    jdn = factory.person()
+    grant(factory, jdn, "jdn_admin")
+    person = factory.person(name="Orang Kunci", email="kunci@jdn.gov.my")
+    with runtime.sessions.begin() as session:
+        session.execute(
+            update(Credential)
+            .where(Credential.id == person.credential_id)
+            .values(status="locked", pin_failures=5, locked_at=factory.now())
+        )
+    await sign_in(web, runtime, jdn)
+    page = f"/console/people/{person.user_id}"
+    steps = f"{page}/credentials/{person.credential_id}"
+    unlocked = await post_form(web, f"{steps}/unlock", {}, from_page=page)
+    assert unlocked.headers["location"] == f"{page}?done=unlocked"
+    wrong = await post_form(web, f"{steps}/renewal", {"key_algorithm": "dsa"}, from_page=page)
+    assert wrong.status_code == 422 and f'id="e-key_algorithm-{person.credential_id}"' in wrong.text
+    renewed = await post_form(web, f"{steps}/renewal", {"key_algorithm": ""}, from_page=page)
+    assert renewed.headers["location"] == f"{page}?done=renewed"
+    assert mail(runtime, "kunci@jdn.gov.my", "pin_setup").token
+
+    web.cookies.set("rs_lang", "en", domain="roamsign.test")
+    shown = (await web.get(f"{page}?done=renewed")).text
+    assert "A new credential is issued" in shown and "waiting for its PIN" in shown
+    again = await post_form(web, f"{steps}/unlock", {}, from_page=page)
+    assert again.status_code == 409 and "the credential is not locked" in again.text

@@ -17,7 +17,6 @@ from app.errors import ValidationFailed
 from app.routers.pages.console_base import (
     current_admin,
     jdn_only,
-    not_found,
     redirect,
     render_console,
     to_sign_in,
@@ -116,9 +115,20 @@ async def _enrol(runtime: Runtime, job: EnrolmentJob, mykads: list[str], actor: 
             job.results += await in_runtime_unit(runtime, _batch(actor, batch, now))
     except Exception:
         job.failed = True
-        log.exception("console.enrolment.failed", extra={"job": job.id, "done": job.done})
+        log.exception("pages.console.enrolment_failed", extra={"job": job.id, "done": job.done})
     finally:
         job.finished_at = runtime.clock.now()
+
+
+def _unknown_job(request: Request, admin: ConsoleAdmin) -> HTMLResponse:
+    """Another administrator's job, one forgotten after an hour, or one another server process
+    runs (its progress is kept where it runs)."""
+    context = {
+        "title": "console.enrolments.title",
+        "problem": "console.enrolments.unknown_job",
+        "back": "/console/enrolments",
+    }
+    return render_console(request, admin, "console/message.html", context, 404)
 
 
 def _batch(
@@ -134,7 +144,7 @@ async def progress_page(request: Request, job_id: str) -> Response:
         return admin
     job = _jobs(request).get(job_id, admin.user.id)
     if job is None:
-        return not_found(request, admin)
+        return _unknown_job(request, admin)
     context = {"title": "console.enrolments.title", "job": job}
     return render_console(request, admin, "console/enrolment.html", context)
 
@@ -167,7 +177,7 @@ async def report(request: Request, job_id: str) -> Response:
         return admin
     job = _jobs(request).get(job_id, admin.user.id)
     if job is None:
-        return not_found(request, admin)
+        return _unknown_job(request, admin)
     return Response(
         job.report_csv(),
         media_type="text/csv; charset=utf-8",

@@ -331,6 +331,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Download the per-row report (CSV)",
     ),
     "console.enrolments.another": ("Muat naik fail lain", "Upload another file"),
+    "console.enrolments.unknown_job": (
+        "Kerja ini tidak diketahui di sini: ia milik pentadbir lain, telah dilupakan selepas "
+        "sejam, atau dijalankan oleh proses pelayan lain. Permohonan yang dibuka ada dalam "
+        "senarai permohonan; memuat naik fail yang sama sekali lagi adalah selamat.",
+        "This job is not known here: it is another administrator's, was forgotten after an "
+        "hour, or another server process runs it. The applications it opened are in the "
+        "applications list; uploading the same file again is safe.",
+    ),
     "console.outcome.enrolled": (
         "permohonan dibuka, e-mel dihantar",
         "application opened, e-mail sent",

@@ -12,9 +12,15 @@
 
   function poll() {
     fetch(url, { credentials: "same-origin", cache: "no-store" })
-      .then(function (answer) { return answer.json(); })
+      .then(function (answer) {
+        if (answer.redirected || answer.status === 404) {
+          location.reload(); // signed out, or the job is unknown here: the page says which
+          return null;
+        }
+        return answer.json();
+      })
       .then(function (job) {
-        if (!job.found) {
+        if (!job) {
           return;
         }
         bar.value = job.done;
