@@ -293,3 +293,21 @@ async def test_jdn_unlocks_and_renews_and_the_pages_speak_english(
     assert "A new credential is issued" in shown and "waiting for its PIN" in shown
     again = await post_form(web, f"{steps}/unlock", {}, from_page=page)
     assert again.status_code == 409 and "the credential is not locked" in again.text
+
+
+async def test_what_is_typed_into_an_address_or_a_cookie_never_reaches_the_database(
+    web: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    jdn = factory.person()
+    grant(factory, jdn, "jdn_admin")
+    await sign_in(web, runtime, jdn)
+    for path in ("/console/people/%00", "/console/people/x'--", "/console/enrolments/%00"):
+        assert (await web.get(path)).status_code == 404
+    for path in (
+        "/console/applications/%00/approval",
+        "/console/applications/%00/notification",
+        f"/console/people/{jdn.user_id}/credentials/%00/unlock",
+    ):
+        assert (await post_form(web, path, {}, from_page="/console/")).status_code == 404
+    web.cookies.set("rs_console_signin", "\x00", domain="roamsign.test")
+    assert (await web.get("/console/sign-in/code")).status_code == 303

@@ -14,6 +14,7 @@ from app.routers.pages.console_base import (
     SIGN_IN_COOKIE,
     checked_form,
     current_admin,
+    is_row_id,
     redirect,
     render_console,
     to_sign_in,
@@ -73,8 +74,8 @@ async def sign_in(request: Request) -> Response:
 
 @router.get("/sign-in/code", response_class=HTMLResponse)
 async def code_form(request: Request) -> Response:
-    request_id = request.cookies.get(SIGN_IN_COOKIE)
-    if not request_id:
+    request_id = request.cookies.get(SIGN_IN_COOKIE, "")
+    if not is_row_id(request_id):
         return to_sign_in()
     now = runtime_of(request).clock.now()
     try:
@@ -108,8 +109,8 @@ async def check_code(request: Request) -> Response:
     form = await checked_form(request)
     if form is None:
         return csrf_refused(request)
-    request_id = request.cookies.get(SIGN_IN_COOKIE)
-    if not request_id:
+    request_id = request.cookies.get(SIGN_IN_COOKIE, "")
+    if not is_row_id(request_id):
         return to_sign_in()
     otp, pin = form.get("otp", "").strip(), form.get("pin", "")
     errors = _code_errors(otp, pin)

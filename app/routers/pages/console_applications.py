@@ -11,6 +11,7 @@ from app.errors import DomainError, NotFound, RateLimited
 from app.routers.pages.console_base import (
     admin_form,
     current_admin,
+    is_row_id,
     jdn_only,
     not_found,
     redirect,
@@ -66,6 +67,8 @@ async def approve(request: Request, application_id: str) -> Response:
     if isinstance(posted, Response):
         return posted
     admin, _form = posted
+    if not is_row_id(application_id):
+        return not_found(request, admin)
     if not admin.is_jdn:
         return jdn_only(request, admin)
     now = runtime_of(request).clock.now()
@@ -86,6 +89,8 @@ async def resend(request: Request, application_id: str) -> Response:
     if isinstance(posted, Response):
         return posted
     admin, _form = posted
+    if not is_row_id(application_id):
+        return not_found(request, admin)
     now = runtime_of(request).clock.now()
     try:
         await in_unit(request, lambda s: s.applications.resend(admin.caller, application_id, now))

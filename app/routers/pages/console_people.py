@@ -15,6 +15,7 @@ from app.errors import DomainError, NotFound
 from app.routers.pages.console_base import (
     admin_form,
     current_admin,
+    is_row_id,
     jdn_only,
     not_found,
     redirect,
@@ -89,6 +90,8 @@ async def _person_page(
     errors: dict[str, str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
+    if not is_row_id(user_id):
+        return not_found(request, admin)
     now = runtime_of(request).clock.now()
     try:
         view = await in_unit(request, lambda s: s.console_people.view(admin.caller, user_id, now))
@@ -131,8 +134,9 @@ async def _credential_step(
     if isinstance(posted, Response):
         return posted
     admin, form = posted
-    if not admin.is_jdn:
-        return jdn_only(request, admin)
+    stop = _refused_step(request, admin, user_id, credential_id)
+    if stop is not None:
+        return stop
     errors = _step_errors(step, credential_id, form)
     if errors:
         return await _person_page(request, admin, user_id, errors=errors, status=422)
@@ -147,6 +151,16 @@ async def _credential_step(
         )
     done = {"unlock": "unlocked", "revocation": "revoked", "renewal": "renewed"}[step]
     return redirect(f"/console/people/{user_id}?done={done}")
+
+
+def _refused_step(
+    request: Request, admin: ConsoleAdmin, user_id: str, credential_id: str
+) -> HTMLResponse | None:
+    if not is_row_id(user_id, credential_id):
+        return not_found(request, admin)
+    if not admin.is_jdn:
+        return jdn_only(request, admin)
+    return None
 
 
 def _step_errors(step: str, credential_id: str, form: dict[str, str]) -> dict[str, str]:
