@@ -142,6 +142,212 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "me.decline": ("Tolak", "Decline"),
     "me.sign_out": ("Log keluar", "Sign out"),
     "refused": ("Permintaan ditolak", "Request refused"),
+    # -- the console (/console/): app/routers/pages/console*.py --------------------------------
+    "console.title": ("Konsol pentadbir", "Administrators' console"),
+    "console.nav": ("Menu konsol", "Console menu"),
+    "console.nav.home": ("Utama", "Home"),
+    "console.sign_in.title": ("Log masuk konsol", "Sign in to the console"),
+    "console.sign_in.lead": (
+        "Untuk pentadbir JDN dan agensi. Masukkan nombor MyKad anda; kod OTP akan dihantar "
+        "ke peranti MyGPKI Mobile atau e-mel anda, kemudian masukkan PIN sijil roaming anda.",
+        "For JDN and agency administrators. Enter your MyKad number; an OTP will be sent to "
+        "your MyGPKI Mobile device or e-mail, then enter your roaming certificate PIN.",
+    ),
+    "console.sign_out": ("Log keluar", "Sign out"),
+    "console.hello": ("Selamat datang, {name}", "Welcome, {name}"),
+    "console.role.jdn_admin": ("Pentadbir JDN", "JDN administrator"),
+    "console.role.agency_admin": ("Pentadbir agensi", "Agency administrator"),
+    "console.home.role_jdn_admin": (
+        "Anda pentadbir JDN: semua agensi.",
+        "You are a JDN administrator: every agency.",
+    ),
+    "console.home.role_agency_admin": (
+        "Anda pentadbir agensi {agency}: orang agensi ini sahaja.",
+        "You are the administrator of agency {agency}: its people only.",
+    ),
+    "console.jdn_only": (
+        "Langkah ini untuk pentadbir JDN sahaja.",
+        "This step is for JDN administrators only.",
+    ),
+    "console.back": ("Kembali", "Back"),
+    "console.person": ("Orang", "Person"),
+    "console.agency": ("Agensi", "Agency"),
+    "console.nav.applications": ("Permohonan", "Applications"),
+    "console.nav.people": ("Cari orang", "Find a person"),
+    "console.nav.enrolments": ("Pindahan pukal", "Bulk move"),
+    "console.applications.title": ("Permohonan yang menunggu", "Applications waiting"),
+    "console.applications.filter": ("Tapis", "Filter"),
+    "console.applications.all": ("Semua", "All"),
+    "console.applications.waiting": ("Menunggu", "Waiting for"),
+    "console.applications.opened": ("Dibuka", "Opened"),
+    "console.applications.approve": ("Luluskan", "Approve"),
+    "console.applications.resend": ("Hantar semula e-mel", "Resend the e-mail"),
+    "console.applications.approved": (
+        "Permohonan diluluskan: sijil dikeluarkan dan e-mel penetapan PIN dihantar.",
+        "Application approved: the certificate is issued and the PIN-setup e-mail sent.",
+    ),
+    "console.applications.resent": (
+        "E-mel dihantar semula dengan token baharu (token lama tidak lagi sah).",
+        "The e-mail was sent again with a new token (the old one no longer works).",
+    ),
+    "console.applications.too_many": (
+        "Had e-mel untuk orang ini hari ini telah dicapai. Cuba esok.",
+        "This person's e-mail limit for today is reached. Try tomorrow.",
+    ),
+    "console.applications.none": ("Tiada permohonan yang menunggu.", "No applications waiting."),
+    "console.applications.more": (
+        "Hanya 100 yang tertua ditunjukkan.",
+        "Only the 100 oldest are shown.",
+    ),
+    "console.waiting.verification": ("Pengesahan e-mel", "E-mail verification"),
+    "console.waiting.approval": ("Kelulusan JDN", "JDN approval"),
+    "console.waiting.pin": ("Penetapan PIN", "PIN setup"),
+    "console.origin.portal": ("portal MyGPKI", "MyGPKI portal"),
+    "console.origin.jdn_admin": ("JDN", "JDN"),
+    "console.origin.enrolment": ("pindahan pukal", "bulk move"),
+    "console.application_status.awaiting_email_verification": (
+        "menunggu pengesahan e-mel",
+        "awaiting e-mail verification",
+    ),
+    "console.application_status.email_verified": (
+        "e-mel disahkan, menunggu kelulusan",
+        "e-mail verified, awaiting approval",
+    ),
+    "console.application_status.approved": ("diluluskan", "approved"),
+    "console.people.title": ("Cari orang", "Find a person"),
+    "console.people.lead": (
+        "Masukkan nombor MyKad orang yang dicari.",
+        "Enter the MyKad number of the person you are looking for.",
+    ),
+    "console.people.find": ("Cari", "Find"),
+    "console.people.unknown": (
+        "Tiada orang dengan MyKad ini yang boleh anda lihat.",
+        "No person with this MyKad that you may see.",
+    ),
+    "console.people.another": ("Cari orang lain", "Find another person"),
+    "console.person.title": ("Orang", "Person"),
+    "console.person.email": ("E-mel", "E-mail"),
+    "console.person.phone": ("Telefon", "Phone"),
+    "console.person.status": ("Status", "Status"),
+    "console.person.signing_ok": ("Boleh menandatangani", "May sign"),
+    "console.person.held": (
+        "Tandatangan ditahan sehingga {until}",
+        "Signing held back until {until}",
+    ),
+    "console.person.failed_checks": (
+        "{count} semakan gagal berturut-turut",
+        "{count} failed checks in a row",
+    ),
+    "console.person.credentials": ("Media dan sijil", "Media and credentials"),
+    "console.person.medium": ("Medium", "Medium"),
+    "console.person.serial": ("Nombor siri", "Serial"),
+    "console.person.validity": ("Sah", "Valid"),
+    "console.person.pin_failures": ("{count} PIN salah", "{count} wrong PINs"),
+    "console.person.no_credentials": ("Tiada media direkodkan.", "No media on record."),
+    "console.person.unlock": ("Buka kunci", "Unlock"),
+    "console.person.renew": ("Perbaharui", "Renew"),
+    "console.person.revoke": ("Batalkan", "Revoke"),
+    "console.person.reason": ("Sebab pembatalan (RFC 5280)", "Revocation reason (RFC 5280)"),
+    "console.person.choose_reason": ("— pilih sebab —", "— choose a reason —"),
+    "console.person.reason_invalid": (
+        "Pilih satu sebab pembatalan daripada senarai.",
+        "Choose a revocation reason from the list.",
+    ),
+    "console.person.key_algorithm": ("Algoritma kunci", "Key algorithm"),
+    "console.person.algorithm_default": ("lalai", "default"),
+    "console.person.algorithm_invalid": (
+        "Pilih algoritma daripada senarai.",
+        "Choose an algorithm from the list.",
+    ),
+    "console.person.unlocked": ("Sijil dibuka kunci.", "The credential is unlocked."),
+    "console.person.revoked": ("Sijil dibatalkan.", "The credential is revoked."),
+    "console.person.renewed": (
+        "Sijil baharu dikeluarkan; e-mel penetapan PIN dihantar kepada orang ini.",
+        "A new credential is issued; the PIN-setup e-mail was sent to the person.",
+    ),
+    "console.person.devices": ("Peranti MyGPKI Mobile", "MyGPKI Mobile devices"),
+    "console.person.devices_jdn": (
+        "Peranti hanya ditunjukkan kepada pentadbir JDN.",
+        "Devices are shown to JDN administrators only.",
+    ),
+    "console.person.device": ("Peranti", "Device"),
+    "console.person.seen": ("Kali terakhir dilihat", "Last seen"),
+    "console.person.no_devices": ("Tiada peranti.", "No devices."),
+    "console.person.applications": ("Permohonan roaming", "Roaming applications"),
+    "console.person.no_applications": ("Tiada permohonan.", "No applications."),
+    "console.medium.roaming": ("Roaming", "Roaming"),
+    "console.medium.token": ("Token", "Token"),
+    "console.medium.softcert": ("Softcert", "Softcert"),
+    "console.status.pending_pin": ("menunggu PIN", "waiting for its PIN"),
+    "console.status.active": ("aktif", "active"),
+    "console.status.locked": ("dikunci", "locked"),
+    "console.status.revoked": ("dibatalkan", "revoked"),
+    "console.status.superseded": ("digantikan", "superseded"),
+    "console.status.expired": ("tamat tempoh", "expired"),
+    "console.reason.unspecified": ("tidak dinyatakan", "unspecified"),
+    "console.reason.keyCompromise": ("kunci terjejas", "key compromise"),
+    "console.reason.affiliationChanged": ("pertukaran agensi", "affiliation changed"),
+    "console.reason.superseded": ("digantikan", "superseded"),
+    "console.reason.cessationOfOperation": ("berhenti operasi", "cessation of operation"),
+    "console.reason.privilegeWithdrawn": ("keistimewaan ditarik balik", "privilege withdrawn"),
+    "console.enrolments.title": (
+        "Pindahan pukal pengguna token ke roaming",
+        "Bulk move of token users to roaming",
+    ),
+    "console.enrolments.lead": (
+        "Muat naik fail CSV dengan lajur mykad (atau MyKad dalam lajur pertama). Setiap orang "
+        "berdaftar menerima e-mel pengesahan permohonan; orang yang telah memohon atau "
+        "menggunakan roaming tidak menerima apa-apa lagi. Selamat dijalankan semula.",
+        "Upload a CSV file with a mykad column (or the MyKad in the first column). Each "
+        "registered person gets the application's verification e-mail; people who already "
+        "applied or use roaming get nothing more. Safe to run again.",
+    ),
+    "console.enrolments.file": ("Fail CSV", "CSV file"),
+    "console.enrolments.upload": ("Muat naik dan mulakan", "Upload and start"),
+    "console.enrolments.larger": (
+        "Fail melebihi 64 KiB (kira-kira 4,500 orang): gunakan python -m app enrol --csv.",
+        "Files over 64 KiB (about 4,500 people): use python -m app enrol --csv.",
+    ),
+    "console.enrolments.no_file": ("Pilih fail CSV.", "Choose a CSV file."),
+    "console.enrolments.empty": (
+        "Fail ini tidak mengandungi sebarang MyKad.",
+        "This file holds no MyKad.",
+    ),
+    "console.enrolments.not_csv": (
+        "Fail ini bukan fail CSV UTF-8.",
+        "This file is not a UTF-8 CSV file.",
+    ),
+    "console.enrolments.progress": ("Kemajuan", "Progress"),
+    "console.enrolments.finished": ("Selesai.", "Done."),
+    "console.enrolments.failed": (
+        "Terhenti kerana ralat. Yang telah dibuat kekal; muat naik fail yang sama sekali lagi "
+        "untuk meneruskan.",
+        "Stopped by an error. What was done stays done; upload the same file again to go on.",
+    ),
+    "console.enrolments.outcome": ("Keputusan", "Outcome"),
+    "console.enrolments.count": ("Bilangan", "Count"),
+    "console.enrolments.report": (
+        "Muat turun laporan setiap baris (CSV)",
+        "Download the per-row report (CSV)",
+    ),
+    "console.enrolments.another": ("Muat naik fail lain", "Upload another file"),
+    "console.enrolments.unknown_job": (
+        "Kerja ini tidak diketahui di sini: ia milik pentadbir lain, telah dilupakan selepas "
+        "sejam, atau dijalankan oleh proses pelayan lain. Permohonan yang dibuka ada dalam "
+        "senarai permohonan; memuat naik fail yang sama sekali lagi adalah selamat.",
+        "This job is not known here: it is another administrator's, was forgotten after an "
+        "hour, or another server process runs it. The applications it opened are in the "
+        "applications list; uploading the same file again is safe.",
+    ),
+    "console.outcome.enrolled": (
+        "permohonan dibuka, e-mel dihantar",
+        "application opened, e-mail sent",
+    ),
+    "console.outcome.already_enrolled": ("permohonan sedia ada", "already applied"),
+    "console.outcome.already_roaming": ("sudah menggunakan roaming", "already roaming"),
+    "console.outcome.unknown_person": ("tidak berdaftar", "not registered"),
+    "console.outcome.invalid_mykad": ("MyKad tidak sah", "invalid MyKad"),
+    "console.outcome.no_email": ("tiada alamat e-mel", "no e-mail address"),
 }
 
 
