@@ -203,4 +203,4 @@ class Services:
 
     @cached_property
     def self_service(self) -> SelfService:
-        return SelfService(self.session, self.audit)
+        return SelfService(self.session, self.audit, self.devices, self.contacts)

@@ -142,6 +142,81 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "me.decline": ("Tolak", "Decline"),
     "me.sign_out": ("Log keluar", "Sign out"),
     "refused": ("Permintaan ditolak", "Request refused"),
+    # -- me2.: the person's certificates, device and contact details (pages/me_account.py)
+    "me2.credentials": ("Sijil saya", "My certificates"),
+    "me2.no_credentials": ("Tiada sijil.", "No certificates."),
+    "me2.medium_roaming": ("Sijil roaming", "Roaming certificate"),
+    "me2.medium_token": ("Token", "Token"),
+    "me2.medium_softcert": ("Softcert", "Softcert"),
+    "me2.status": ("Status", "Status"),
+    "me2.status_pending_pin": ("Menunggu PIN", "Waiting for its PIN"),
+    "me2.status_active": ("Aktif", "Active"),
+    "me2.status_locked": ("Dikunci", "Locked"),
+    "me2.status_revoked": ("Dibatalkan", "Revoked"),
+    "me2.status_superseded": ("Digantikan", "Replaced"),
+    "me2.status_expired": ("Tamat tempoh", "Expired"),
+    "me2.valid_from": ("Sah dari", "Valid from"),
+    "me2.valid_until": ("Sah hingga", "Valid until"),
+    "me2.key_algorithm": ("Algoritma kunci", "Key algorithm"),
+    "me2.fingerprint": ("Cap jari sijil (SHA-256)", "Certificate fingerprint (SHA-256)"),
+    "me2.download_pem": ("Muat turun (PEM)", "Download (PEM)"),
+    "me2.download_der": ("Muat turun (DER, .cer)", "Download (DER, .cer)"),
+    "me2.device": ("Peranti saya", "My device"),
+    "me2.no_device": (
+        "Tiada peranti MyGPKI Mobile yang aktif. Kod OTP anda dihantar melalui e-mel.",
+        "No active MyGPKI Mobile device. Your OTPs are sent by e-mail.",
+    ),
+    "me2.device_model": ("Peranti", "Device"),
+    "me2.device_phone": ("Nombor telefon", "Phone number"),
+    "me2.device_activated": ("Diaktifkan", "Activated"),
+    "me2.device_seen": ("Kali terakhir dilihat", "Last seen"),
+    "me2.device_deactivate": ("Nyahaktifkan peranti ini", "Deactivate this device"),
+    "me2.device_confirm_title": ("Nyahaktifkan peranti?", "Deactivate the device?"),
+    "me2.device_confirm_lead": (
+        "Peranti {model} tidak akan menerima kod OTP lagi; kod OTP anda akan dihantar melalui "
+        "e-mel. Untuk menggunakannya semula, daftar dan aktifkan aplikasi sekali lagi.",
+        "The device {model} will receive no more OTPs; your OTPs will be sent by e-mail. To use "
+        "it again, register and activate the app once more.",
+    ),
+    "me2.device_confirm": ("Ya, nyahaktifkan", "Yes, deactivate it"),
+    "me2.cancel": ("Batal", "Cancel"),
+    "me2.device_done": (
+        "Peranti telah dinyahaktifkan. Kod OTP anda kini dihantar melalui e-mel.",
+        "The device is deactivated. Your OTPs now go to your e-mail.",
+    ),
+    "me2.contact": ("Butiran hubungan", "Contact details"),
+    "me2.email_current": ("Alamat e-mel", "E-mail address"),
+    "me2.email_pending": ("Menunggu pengesahan", "Waiting for confirmation"),
+    "me2.email_change": ("Tukar alamat e-mel", "Change the e-mail address"),
+    "me2.email_lead": (
+        "Pautan pengesahan akan dihantar ke alamat baharu. Alamat ditukar hanya selepas anda "
+        "membuka pautan itu; alamat lama akan dimaklumkan.",
+        "A confirmation link will be sent to the new address. The address changes only once "
+        "you open that link; the old address will be told.",
+    ),
+    "me2.email_new": ("Alamat e-mel baharu", "New e-mail address"),
+    "me2.email_submit": ("Hantar pautan pengesahan", "Send the confirmation link"),
+    "me2.email_invalid": (
+        "Masukkan alamat e-mel yang sah (contoh aisyah@jdn.gov.my).",
+        "Enter a valid e-mail address (such as aisyah@jdn.gov.my).",
+    ),
+    "me2.email_same": (
+        "Ini alamat e-mel semasa anda.",
+        "This is your current e-mail address.",
+    ),
+    "me2.email_too_many": (
+        "Terlalu banyak permintaan hari ini. Cuba lagi esok.",
+        "Too many requests today. Try again tomorrow.",
+    ),
+    "me2.email_refused": (
+        "Alamat ini tidak boleh digunakan sekarang.",
+        "This address cannot be used now.",
+    ),
+    "me2.email_sent": (
+        "Pautan pengesahan telah dihantar ke alamat baharu. Buka pautan itu untuk menukar "
+        "alamat anda.",
+        "A confirmation link was sent to the new address. Open it to change your address.",
+    ),
 }
 
 
