@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy.orm import Session
 
+from app.cli_admins import add_admins_commands
 from app.cli_keys import add_keys_commands
 from app.db import unit_of_work
 from app.errors import ConfigurationError, DomainError
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_keys_commands(commands, _command)
+    add_admins_commands(commands, _command)
 
     demo = commands.add_parser("demo", help="set up the demo (used by `make run`)")
     demo.set_defaults(run=cmd_demo)

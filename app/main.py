@@ -43,7 +43,7 @@ from app.routers import (
     signing_requests,
     users,
 )
-from app.routers.pages import docs, language, me, me_account, tokens
+from app.routers.pages import console, docs, language, me, me_account, tokens
 from app.routers.pages.templating import STATIC_DIR
 from app.routing import CscRoute, error_format, error_format_for_path
 from app.runtime import Runtime
@@ -128,6 +128,7 @@ def create_app(
         me.router,  # before tokens.router: /me/sign-in/code is not a token page
         me_account.router,
         tokens.router,
+        console.router,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

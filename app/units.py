@@ -32,6 +32,7 @@ from app.services.trust.material import TrustProvisioning
 from app.services.trust.ocsp import OcspResponder
 from app.services.trust.publication import PkiPublication
 from app.services.trust.tsa import SignatureStamper, TimeStampAuthority
+from app.services.web.console import ConsoleAdministrators, ConsoleSignIn
 from app.services.web.selfservice import SelfService
 from app.services.web.sessions import WebSessionService
 from app.services.web.signin import SignInService
@@ -204,3 +205,11 @@ class Services:
     @cached_property
     def self_service(self) -> SelfService:
         return SelfService(self.session, self.audit, self.devices, self.contacts)
+
+    @cached_property
+    def console_admins(self) -> ConsoleAdministrators:
+        return ConsoleAdministrators(self.session, self.audit, self.web_sessions)
+
+    @cached_property
+    def console_sign_in(self) -> ConsoleSignIn:
+        return ConsoleSignIn(self.session, self.sign_in)

@@ -142,6 +142,34 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "me.decline": ("Tolak", "Decline"),
     "me.sign_out": ("Log keluar", "Sign out"),
     "refused": ("Permintaan ditolak", "Request refused"),
+    # -- the console (/console/): app/routers/pages/console*.py --------------------------------
+    "console.title": ("Konsol pentadbir", "Administrators' console"),
+    "console.nav": ("Menu konsol", "Console menu"),
+    "console.nav.home": ("Utama", "Home"),
+    "console.sign_in.title": ("Log masuk konsol", "Sign in to the console"),
+    "console.sign_in.lead": (
+        "Untuk pentadbir JDN dan agensi. Masukkan nombor MyKad anda; kod OTP akan dihantar "
+        "ke peranti MyGPKI Mobile atau e-mel anda, kemudian masukkan PIN sijil roaming anda.",
+        "For JDN and agency administrators. Enter your MyKad number; an OTP will be sent to "
+        "your MyGPKI Mobile device or e-mail, then enter your roaming certificate PIN.",
+    ),
+    "console.sign_out": ("Log keluar", "Sign out"),
+    "console.hello": ("Selamat datang, {name}", "Welcome, {name}"),
+    "console.role.jdn_admin": ("Pentadbir JDN", "JDN administrator"),
+    "console.role.agency_admin": ("Pentadbir agensi", "Agency administrator"),
+    "console.home.role_jdn_admin": (
+        "Anda pentadbir JDN: semua agensi.",
+        "You are a JDN administrator: every agency.",
+    ),
+    "console.home.role_agency_admin": (
+        "Anda pentadbir agensi {agency}: orang agensi ini sahaja.",
+        "You are the administrator of agency {agency}: its people only.",
+    ),
+    "console.jdn_only": (
+        "Langkah ini untuk pentadbir JDN sahaja.",
+        "This step is for JDN administrators only.",
+    ),
+    "console.back": ("Kembali", "Back"),
     # -- me2.: the person's certificates, device and contact details (pages/me_account.py)
     "me2.credentials": ("Sijil saya", "My certificates"),
     "me2.no_credentials": ("Tiada sijil.", "No certificates."),

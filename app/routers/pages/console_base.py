@@ -1,0 +1,136 @@
+"""What every console page shares: the signed-in administrator, the navigation, rendering,
+CSRF-checked forms.
+
+To add a console page: a module `console_<page>.py` with its own `router` (paths under
+`/console/...`), each route starting with `admin = await current_admin(request)` (None: return
+`to_sign_in()`), its forms read with `checked_form`; then one line in `NAV` below and one in
+`PAGES` of `app/routers/pages/console.py`. Templates extend `console/base.html`; words go in
+the `console.` block of `app/routers/pages/i18n.py`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from app.routers.pages.web import csrf_ok, in_unit, read_form, render, runtime_of
+from app.services.web.console import ConsoleAdmin
+
+SESSION_COOKIE = "rs_console"
+SIGN_IN_COOKIE = "rs_console_signin"  # the pending sign-in's id, for its code page
+
+
+@dataclass(frozen=True)
+class NavItem:
+    path: str
+    label: str  # an i18n key
+    jdn_only: bool = False
+
+
+# The console's navigation, in order. A new page adds its line here.
+NAV: list[NavItem] = [
+    NavItem("/console/", "console.nav.home"),
+]
+
+
+async def current_admin(request: Request) -> ConsoleAdmin | None:
+    """The administrator signed in to this browser (and still holding a role), else None."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    now = runtime_of(request).clock.now()
+    return await in_unit(request, lambda s: s.console_admins.signed_in(token, now))
+
+
+def to_sign_in() -> RedirectResponse:
+    return redirect("/console/sign-in")
+
+
+def redirect(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def render_console(
+    request: Request,
+    admin: ConsoleAdmin | None,
+    template: str,
+    context: dict[str, Any] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    """A console page: the administrator and the navigation their role sees."""
+    nav = [item for item in NAV if admin is not None and (admin.is_jdn or not item.jdn_only)]
+    return render(
+        request,
+        template,
+        {"admin": admin, "nav": nav, "here": request.url.path, **(context or {})},
+        status,
+    )
+
+
+async def checked_form(request: Request) -> dict[str, str] | None:
+    """The posted form if its CSRF token is right, else None (answer `csrf_refused`)."""
+    form = await read_form(request)
+    return form if csrf_ok(request, form) else None
+
+
+def not_found(request: Request, admin: ConsoleAdmin | None) -> HTMLResponse:
+    return render_console(request, admin, "console/message.html", {"title": "not_found"}, 404)
+
+
+def jdn_only(request: Request, admin: ConsoleAdmin) -> HTMLResponse:
+    """The answer to an agency administrator at a JDN-only step (the API's 403)."""
+    return render_console(
+        request,
+        admin,
+        "console/message.html",
+        {"title": "refused", "problem": "console.jdn_only"},
+        403,
+    )
+
+
+# -- sign-in decoys ----------------------------------------------------------------------------
+
+
+@dataclass
+class Decoy:
+    destination: str
+    expires_at: datetime
+    tries: int = 0
+
+
+class Decoys:
+    """The code pages shown to people who are not administrators (no code was sent): kept in
+    this process while an OTP would live (and a while after, as a request is), so that their
+    page and their wrong codes answer as an administrator's would."""
+
+    LIMIT = 10_000
+    KEPT = timedelta(hours=1)
+
+    def __init__(self) -> None:
+        self._decoys: dict[str, Decoy] = {}
+
+    def add(self, request_id: str, decoy: Decoy, now: datetime) -> None:
+        if len(self._decoys) >= self.LIMIT:
+            self._decoys = {
+                key: kept for key, kept in self._decoys.items() if kept.expires_at + self.KEPT > now
+            }
+            while len(self._decoys) >= self.LIMIT:
+                self._decoys.pop(next(iter(self._decoys)))
+        self._decoys[request_id] = decoy
+
+    def get(self, request_id: str, now: datetime) -> Decoy | None:
+        found = self._decoys.get(request_id)
+        if found is None or found.expires_at + self.KEPT <= now:
+            return None
+        return found
+
+
+def decoys(request: Request) -> Decoys:
+    state = request.app.state
+    if not hasattr(state, "console_decoys"):
+        state.console_decoys = Decoys()
+    found: Decoys = state.console_decoys
+    return found
