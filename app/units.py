@@ -33,6 +33,8 @@ from app.services.trust.ocsp import OcspResponder
 from app.services.trust.publication import PkiPublication
 from app.services.trust.tsa import SignatureStamper, TimeStampAuthority
 from app.services.web.console import ConsoleAdministrators, ConsoleSignIn
+from app.services.web.console_audit import ConsoleAuditTrail
+from app.services.web.console_dashboard import ConsoleDashboard
 from app.services.web.selfservice import SelfService
 from app.services.web.sessions import WebSessionService
 from app.services.web.signin import SignInService
@@ -213,3 +215,12 @@ class Services:
     @cached_property
     def console_sign_in(self) -> ConsoleSignIn:
         return ConsoleSignIn(self.session, self.sign_in)
+
+    @cached_property
+    def console_audit(self) -> ConsoleAuditTrail:
+        keys = self.runtime.keys
+        return ConsoleAuditTrail(self.session, self.audit, keys.subject_ref, keys.audit_mac)
+
+    @cached_property
+    def console_dashboard(self) -> ConsoleDashboard:
+        return ConsoleDashboard(self.session)

@@ -33,6 +33,8 @@ class NavItem:
 # The console's navigation, in order. A new page adds its line here.
 NAV: list[NavItem] = [
     NavItem("/console/", "console.nav.home"),
+    NavItem("/console/dashboard", "console.dash.nav"),
+    NavItem("/console/audit", "console.audit.nav", jdn_only=True),
 ]
 
 

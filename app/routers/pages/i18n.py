@@ -245,6 +245,82 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "alamat anda.",
         "A confirmation link was sent to the new address. Open it to change your address.",
     ),
+    # -- the console's audit trail and dashboard (pages/console_audit.py, console_dashboard.py)
+    "console.audit.nav": ("Jejak audit", "Audit trail"),
+    "console.audit.title": ("Jejak audit", "Audit trail"),
+    "console.audit.chain": ("Pengesahan rantaian", "Chain verification"),
+    "console.audit.chain_lead": (
+        "Semak bahawa tiada peristiwa diubah, dipadam atau disusun semula. Semakan membaca "
+        "seluruh jejak audit, jadi ia mengambil masa pada jejak yang besar.",
+        "Check that no event was changed, deleted or reordered. The check reads the whole "
+        "audit trail, so it takes a while on a large one.",
+    ),
+    "console.audit.verify": ("Sahkan rantaian sekarang", "Verify the chain now"),
+    "console.audit.intact": (
+        "Rantaian utuh: {checked} peristiwa disemak.",
+        "The chain is intact: {checked} events checked.",
+    ),
+    "console.audit.broken": (
+        "Rantaian rosak: {breaks} kerosakan dalam {checked} peristiwa. Yang pertama:",
+        "The chain is broken: {breaks} breaks in {checked} events. The first:",
+    ),
+    "console.audit.broken_event": ("Peristiwa", "Event"),
+    "console.audit.broken_chain": ("Rantaian", "Chain"),
+    "console.audit.broken_reason": ("Sebab", "Reason"),
+    "console.audit.busy": (
+        "Satu pengesahan sedang berjalan. Cuba sebentar lagi.",
+        "A verification is already running. Try again in a moment.",
+    ),
+    "console.audit.filters": ("Tapis", "Filter"),
+    "console.audit.action": ("Tindakan", "Action"),
+    "console.audit.since": ("Dari ({zone})", "From ({zone})"),
+    "console.audit.until": ("Hingga ({zone})", "Until ({zone})"),
+    "console.audit.search": ("Cari", "Search"),
+    "console.audit.action_invalid": (
+        "Tindakan ialah huruf kecil, digit, titik atau garis bawah (contoh credential.revoked).",
+        "An action is lowercase letters, digits, dots or underscores (such as credential.revoked).",
+    ),
+    "console.audit.time_invalid": (
+        "Masukkan tarikh dan masa yang sah.",
+        "Enter a valid date and time.",
+    ),
+    "console.audit.until_before_since": (
+        "Masa 'hingga' mesti selepas masa 'dari'.",
+        "The 'until' time must come after the 'from' time.",
+    ),
+    "console.audit.time": ("Masa", "Time"),
+    "console.audit.actor": ("Pelaku", "Actor"),
+    "console.audit.person": ("Orang", "Person"),
+    "console.audit.target": ("Sasaran", "Target"),
+    "console.audit.outcome": ("Hasil", "Outcome"),
+    "console.audit.details": ("Butiran", "Details"),
+    "console.audit.none": ("Tiada peristiwa.", "No events."),
+    "console.audit.newest": ("Terbaharu", "Newest"),
+    "console.audit.older": ("Lebih lama", "Older"),
+    "console.dash.nav": ("Papan pemuka", "Dashboard"),
+    "console.dash.title": ("Sejam yang lalu", "The last hour"),
+    "console.dash.window": ("Dari {start} hingga {now}", "From {start} to {now}"),
+    "console.dash.scope": ("agensi {agency} sahaja", "agency {agency} only"),
+    "console.dash.signatures": ("Tandatangan", "Signatures"),
+    "console.dash.failed_checks": ("Semakan OTP/PIN gagal", "Failed OTP/PIN checks"),
+    "console.dash.locks": ("Sijil dikunci", "Certificates locked"),
+    "console.dash.chart": (
+        "Tandatangan, semakan gagal dan sijil dikunci setiap 5 minit",
+        "Signatures, failed checks and locked certificates per 5 minutes",
+    ),
+    "console.dash.caption": (
+        "Setiap kumpulan bar ialah 5 minit; yang terakhir masih berjalan.",
+        "Each group of bars is 5 minutes; the last one is still running.",
+    ),
+    "console.dash.table": ("Angka setiap 5 minit", "The figures per 5 minutes"),
+    "console.dash.bucket": ("Mula", "Starting"),
+    "console.dash.backlog": ("Baris gilir e-mel", "E-mail backlog"),
+    "console.dash.waiting": ("Menunggu dihantar", "Waiting to be sent"),
+    "console.dash.oldest": ("Paling lama menunggu sejak", "Longest waiting since"),
+    "console.dash.undelivered": (
+        "Tidak dapat dihantar (sejam yang lalu)",
+        "Could not be delivered (last hour)",
+    ),
 }
 
 
