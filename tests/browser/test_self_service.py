@@ -1,6 +1,7 @@
 """A person on /me/: signs in with MyKad + OTP + PIN, sees a signature a backend made, declines
 a second pending request (the backend sees it cancelled), and signing out ends the session;
-downloads a certificate, deactivates their device, changes their e-mail address."""
+downloads a certificate, deactivates their device, changes their e-mail address. And the
+console's dashboard and audit trail for a JDN administrator (this module's server reused)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Browsing, Site, link_in_mail
+from tests.api.console_steps import grant
+from tests.browser.conftest import Browsing, Site, link_in_mail, mail_text
 from tests.helpers import otp_from_message, signing_request_body
 
 
@@ -111,6 +113,9 @@ def test_a_person_downloads_a_certificate_deactivates_the_device_and_changes_the
 
     page.get_by_role("link", name="Sijil saya").click()
     expect(page.locator(".status-active")).to_have_text("Aktif")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than it
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 900})
     fingerprint = page.locator("dd code.wrap").inner_text()
     with page.expect_download() as download:
         page.get_by_role("link", name="Muat turun (DER, .cer)").click()
@@ -157,3 +162,39 @@ def test_a_person_downloads_a_certificate_deactivates_the_device_and_changes_the
     page.goto("/me/contact")
     expect(page.locator("dl.facts dd").first).to_have_text("me.baharu@jdn.gov.my")
     assert browsing.external == []
+
+
+# The console's audit trail and dashboard, here to reuse this module's server.
+def test_a_jdn_administrator_sees_the_dashboard_and_verifies_the_audit_chain(
+    site: Site, browsing: Browsing, page: Page
+) -> None:
+    admin = site.factory.person(name="Pentadbir Konsol", email="console.jdn@jdn.gov.my")
+    grant(site.factory, admin, "jdn_admin")
+    page.goto("/console/sign-in")
+    page.locator("#f-mykad").fill(admin.mykad)
+    page.get_by_role("button", name="Hantar kod OTP").click()
+    code = site.sink.wait_for(
+        lambda m: "console.jdn@" in str(m["To"]) and "Log masuk roamsign" in mail_text(m),
+        timeout=15,
+    )
+    page.locator("#f-otp").fill(otp_from_message(code))
+    page.locator("#f-pin").fill(admin.pin)
+    page.get_by_role("button", name="Log masuk").click()
+
+    nav = page.get_by_role("navigation", name="Menu konsol")
+    nav.get_by_role("link", name="Papan pemuka").click()
+    expect(page.locator("h1")).to_have_text("Sejam yang lalu")
+    expect(page.locator("figure.chart svg")).to_be_visible()
+    expect(page.get_by_text("Baris gilir e-mel")).to_be_visible()
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than it
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    nav.get_by_role("link", name="Jejak audit").click()
+    page.locator("#f-action").fill("web.signed_in")
+    page.get_by_role("button", name="Cari").click()
+    expect(page.get_by_role("cell", name="web.signed_in").first).to_be_visible()
+    page.get_by_role("button", name="Sahkan rantaian sekarang").click()
+    expect(page.locator(".notice.ok")).to_contain_text("Rantaian utuh")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # still a phone
+    # No inline script or style was needed: the CSP would have reported it as an error.
+    assert browsing.external == [] and browsing.console_errors == []
