@@ -24,7 +24,8 @@ async def dashboard(request: Request) -> Response:
         return to_sign_in()
     runtime = runtime_of(request)
     now = runtime.clock.now()
-    agency = None if admin.is_jdn else admin.agency
+    # An agency administrator is always bound to an agency; were one not, they would see nothing.
+    agency = None if admin.is_jdn else (admin.agency or "")
     hour = await in_unit(
         request,
         lambda s: s.console_dashboard.last_hour(now, agency=agency, with_backlog=admin.is_jdn),

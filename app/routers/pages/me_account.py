@@ -36,6 +36,17 @@ async def _person(request: Request) -> SignedIn | Response:
     return redirect("/me/sign-in") if who is None else who
 
 
+async def _person_posting(request: Request) -> tuple[SignedIn, dict[str, str]] | Response:
+    """The signed-in person and their form (its CSRF token checked), or the answer instead."""
+    if not enabled(request):
+        return not_found(request)
+    form = await read_form(request)
+    if not csrf_ok(request, form):
+        return csrf_refused(request)
+    who = await _person(request)
+    return who if not isinstance(who, SignedIn) else (who, form)
+
+
 # -- credentials and certificates -----------------------------------------------------------
 
 
@@ -109,12 +120,10 @@ async def confirm_deactivation(request: Request, device_id: str) -> Response:
 
 @router.post("/device/{device_id}/deactivate", response_class=HTMLResponse)
 async def deactivate(request: Request, device_id: str) -> Response:
-    form = await read_form(request)
-    if not csrf_ok(request, form):
-        return csrf_refused(request)
-    who = await _person(request)
-    if not isinstance(who, SignedIn):
-        return who
+    posted = await _person_posting(request)
+    if not isinstance(posted, tuple):
+        return posted
+    who, _form = posted
     now = runtime_of(request).clock.now()
     try:
         await in_unit(request, lambda s: s.self_service.deactivate_device(who.user, device_id, now))
@@ -140,12 +149,10 @@ async def contact(request: Request) -> Response:
 
 @router.post("/contact", response_class=HTMLResponse)
 async def change_email(request: Request) -> Response:
-    form = await read_form(request)
-    if not csrf_ok(request, form):
-        return csrf_refused(request)
-    who = await _person(request)
-    if not isinstance(who, SignedIn):
-        return who
+    posted = await _person_posting(request)
+    if not isinstance(posted, tuple):
+        return posted
+    who, form = posted
     given = form.get("email", "").strip()
     problem = _email_problem(given, who.user.email)
     if problem:
