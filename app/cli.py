@@ -669,6 +669,16 @@ DEMO_PERSON = {
     "agency": "JDN",
 }
 DEMO_PIN = "583920"
+# The console's demo administrator (JDN): signs in at /console/ with this MyKad, the OTP
+# e-mailed to var/mail/, and this PIN.
+DEMO_ADMIN = {
+    "mykad": "800202145678",
+    "name": "Ahmad bin Ismail (Pentadbir JDN)",
+    "email": "pentadbir@jdn.gov.my",
+    "phone": "+60129876543",
+    "agency": "JDN",
+}
+DEMO_ADMIN_PIN = "274816"
 
 
 def cmd_demo(_args: argparse.Namespace) -> int:
@@ -699,30 +709,41 @@ def cmd_demo(_args: argparse.Namespace) -> int:
                 key = clients.rotate(name, now)
             env_lines.append(f"{variable}={key}")
         people = services.people
-        if people.find(DEMO_PERSON["mykad"]) is None:
-            people.create(
-                mykad=DEMO_PERSON["mykad"],
-                name=DEMO_PERSON["name"],
-                agency=DEMO_PERSON["agency"],
-                email=DEMO_PERSON["email"],
-                phone=DEMO_PERSON["phone"],
-                now=now,
-                actor=CLI_ACTOR,
-            )
-            services.credentials.issue_roaming(
-                DEMO_PERSON["mykad"],
-                DEMO_PIN,
-                settings.key_algorithm,
-                now,
-                settings.certificate_validity_days,
-                CLI_ACTOR,
-            )
+        for person, pin in ((DEMO_PERSON, DEMO_PIN), (DEMO_ADMIN, DEMO_ADMIN_PIN)):
+            if people.find(person["mykad"]) is None:
+                people.create(
+                    mykad=person["mykad"],
+                    name=person["name"],
+                    agency=person["agency"],
+                    email=person["email"],
+                    phone=person["phone"],
+                    now=now,
+                    actor=CLI_ACTOR,
+                )
+                services.credentials.issue_roaming(
+                    person["mykad"],
+                    pin,
+                    settings.key_algorithm,
+                    now,
+                    settings.certificate_validity_days,
+                    CLI_ACTOR,
+                )
+        services.console_admins.grant(DEMO_ADMIN["mykad"], "jdn_admin", None, now, CLI_ACTOR)
         return 0
 
     _in_transaction(runtime, work)
-    env_lines += [f"DEMO_MYKAD={DEMO_PERSON['mykad']}", f"DEMO_PIN={DEMO_PIN}"]
+    env_lines += [
+        f"DEMO_MYKAD={DEMO_PERSON['mykad']}",
+        f"DEMO_PIN={DEMO_PIN}",
+        f"DEMO_ADMIN_MYKAD={DEMO_ADMIN['mykad']}",
+        f"DEMO_ADMIN_PIN={DEMO_ADMIN_PIN}",
+    ]
     env_file = settings.var_dir / "demo.env"
     env_file.write_text("\n".join(env_lines) + "\n")
     env_file.chmod(0o600)
     print(f"demo ready: keys in {env_file}, e-mail in {settings.var_dir / 'mail'}")
+    print(
+        f"console: {env_lines[0].split('=', 1)[1]}/console/ as MyKad {DEMO_ADMIN['mykad']}, "
+        f"PIN {DEMO_ADMIN_PIN}, the OTP in the newest e-mail of {settings.var_dir / 'mail'}"
+    )
     return 0

@@ -33,8 +33,10 @@ from app.services.trust.ocsp import OcspResponder
 from app.services.trust.publication import PkiPublication
 from app.services.trust.tsa import SignatureStamper, TimeStampAuthority
 from app.services.web.console import ConsoleAdministrators, ConsoleSignIn
+from app.services.web.console_applications import ConsoleApplications
 from app.services.web.console_audit import ConsoleAuditTrail
 from app.services.web.console_dashboard import ConsoleDashboard
+from app.services.web.console_people import ConsolePeople
 from app.services.web.selfservice import SelfService
 from app.services.web.sessions import WebSessionService
 from app.services.web.signin import SignInService
@@ -224,3 +226,11 @@ class Services:
     @cached_property
     def console_dashboard(self) -> ConsoleDashboard:
         return ConsoleDashboard(self.session)
+
+    @cached_property
+    def console_applications(self) -> ConsoleApplications:
+        return ConsoleApplications(self.session)
+
+    @cached_property
+    def console_people(self) -> ConsolePeople:
+        return ConsolePeople(self.session, self.audit, self.credential_lifecycle, self.devices)

@@ -43,6 +43,7 @@ roamsign demo is starting on http://127.0.0.1:8000 (key store: ${ROAMSIGN_KEY_ST
   e-mail sent by the service:    $ROAMSIGN_VAR_DIR/mail/*.eml
   walk-through:                  README.md, "Walk-through"
   API documentation:             http://127.0.0.1:8000/docs
+  administrators' console:       http://127.0.0.1:8000/console/  (DEMO_ADMIN_MYKAD and DEMO_ADMIN_PIN in demo.env; its OTP in the newest mail/*.eml)
 
 MSG
 .venv/bin/python -m app serve --host 127.0.0.1 --port 8000

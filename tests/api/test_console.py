@@ -3,15 +3,28 @@ a non-administrator answered as one (no code sent), CSRF on every form, sign-out
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.models import OutboxMessage
+from app.models import AuditEvent, OutboxMessage
 from app.runtime import Runtime
-from tests.api.console_steps import begin_sign_in, console_browser, grant, post_form, sign_in
+from tests.api.conftest import Keys
+from tests.api.console_steps import (
+    begin_sign_in,
+    console_browser,
+    csrf_of,
+    grant,
+    post_form,
+    sign_in,
+)
+from tests.api.lifecycle_steps import mail, open_application, verify_email
 from tests.factories import Factory
 
 
@@ -81,3 +94,163 @@ async def test_a_form_without_its_csrf_token_is_refused(
     assert refused.status_code == 403
     forged = await web.post("/console/sign-in", data={"mykad": person.mykad, "csrf": "x" * 43})
     assert forged.status_code == 403
+
+
+async def test_applications_are_scoped_to_the_agency_and_approved_by_jdn(
+    web: httpx.AsyncClient, runtime: Runtime, factory: Factory, api_keys: Keys
+) -> None:
+    jdn = factory.person(name="Pentadbir JDN")
+    grant(factory, jdn, "jdn_admin")
+    sa = factory.person(name="Pentadbir JPA", agency="JPA")
+    grant(factory, sa, "agency_admin", "JPA")
+    ours = factory.person(name="Orang JDN", email="orang.jdn@jdn.gov.my", roaming=False)
+    theirs = factory.person(
+        name="Orang JPA", email="orang.jpa@jpa.gov.my", agency="JPA", roaming=False
+    )
+    application_id = (await open_application(web, api_keys.portal, ours)).json()["id"]
+    token = mail(runtime, "orang.jdn@jdn.gov.my", "application_email").token
+    assert (await verify_email(web, api_keys.portal, application_id, token)).status_code == 200
+    other_id = (await open_application(web, api_keys.portal, theirs)).json()["id"]
+
+    async with console_browser(runtime) as agency:
+        await sign_in(agency, runtime, sa)
+        listed = (await agency.get("/console/applications")).text
+        assert "Orang JPA" in listed and "Orang JDN" not in listed
+        assert "Luluskan" not in listed
+        refused = await post_form(
+            agency, f"/console/applications/{application_id}/approval", {}, from_page="/console/"
+        )
+        assert refused.status_code == 403
+        hidden = await post_form(
+            agency,
+            f"/console/applications/{application_id}/notification",
+            {},
+            from_page="/console/",
+        )
+        assert hidden.status_code == 404
+        resent = await post_form(
+            agency, f"/console/applications/{other_id}/notification", {}, from_page="/console/"
+        )
+        assert resent.headers["location"] == "/console/applications?done=resent"
+
+    await sign_in(web, runtime, jdn)
+    listed = (await web.get("/console/applications?waiting=approval")).text
+    assert "Orang JDN" in listed and "Orang JPA" not in listed
+    approved = await post_form(
+        web, f"/console/applications/{application_id}/approval", {}, from_page="/console/"
+    )
+    assert approved.headers["location"] == "/console/applications?done=approved"
+    assert "PIN" in mail(runtime, "orang.jdn@jdn.gov.my", "pin_setup").subject
+    with runtime.sessions() as session:
+        actors = session.scalars(
+            select(AuditEvent.actor).where(AuditEvent.action == "application.approved")
+        ).all()
+    assert actors == [f"console:{jdn.user_id}"]
+
+
+async def test_another_agencys_person_is_answered_as_nobody(
+    web: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    sa = factory.person(agency="JPA")
+    grant(factory, sa, "agency_admin", "JPA")
+    colleague = factory.person(name="Rakan JPA", agency="JPA")
+    stranger = factory.person(name="Orang JDN")
+    await sign_in(web, runtime, sa)
+
+    found = await post_form(web, "/console/people", {"mykad": colleague.mykad})
+    assert found.headers["location"] == f"/console/people/{colleague.user_id}"
+    page = (await web.get(found.headers["location"])).text
+    assert "Rakan JPA" in page and "Batalkan" not in page  # revoking is JDN's
+
+    other = await post_form(web, "/console/people", {"mykad": stranger.mykad})
+    unknown = await post_form(web, "/console/people", {"mykad": "850101145555"})
+    assert other.status_code == unknown.status_code == 404
+    assert other.text.replace(stranger.mykad, "M") == unknown.text.replace("850101145555", "M")
+    assert (await web.get(f"/console/people/{stranger.user_id}")).status_code == 404
+    step = f"/console/people/{colleague.user_id}/credentials/{colleague.credential_id}/revocation"
+    refused = await post_form(web, step, {"reason": "keyCompromise"}, from_page="/console/")
+    assert refused.status_code == 403
+
+
+async def test_jdn_revokes_with_a_reason_chosen_from_rfc_5280(
+    web: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    jdn = factory.person()
+    grant(factory, jdn, "jdn_admin")
+    person = factory.person(name="Orang Batal")
+    await sign_in(web, runtime, jdn)
+    step = f"/console/people/{person.user_id}/credentials/{person.credential_id}/revocation"
+    page = f"/console/people/{person.user_id}"
+    wrong = await post_form(web, step, {"reason": "because"}, from_page=page)
+    assert wrong.status_code == 422
+    assert f'id="e-reason-{person.credential_id}"' in wrong.text
+    done = await post_form(web, step, {"reason": "keyCompromise"}, from_page=page)
+    assert done.headers["location"] == f"{page}?done=revoked"
+    shown = (await web.get(done.headers["location"])).text
+    assert "dibatalkan" in shown and "keyCompromise" in shown
+
+
+async def test_jdn_moves_token_users_from_a_csv_and_downloads_the_report(
+    web: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    jdn = factory.person()
+    grant(factory, jdn, "jdn_admin")
+    sa = factory.person(agency="JPA")
+    grant(factory, sa, "agency_admin", "JPA")
+    token_user = factory.person(email="token.user@jdn.gov.my", roaming=False)
+    no_email = factory.person(email=None, roaming=False)
+    roaming = factory.person()
+    upload = (
+        f"nama,mykad\nA,{token_user.mykad}\nB,{no_email.mykad}\nC,{roaming.mykad}\n"
+        f"D,850101145555\nE,12345\nA again,{token_user.mykad}\n"
+    )
+    async with console_browser(runtime) as agency:
+        await sign_in(agency, runtime, sa)
+        assert (await agency.get("/console/enrolments")).status_code == 403
+
+    await sign_in(web, runtime, jdn)
+    token = await csrf_of(web, "/console/enrolments")
+    refused = await web.post("/console/enrolments", files={"csv": ("a.csv", upload.encode())})
+    assert refused.status_code == 403
+    empty = await web.post("/console/enrolments", data={"csrf": token})
+    assert empty.status_code == 422 and 'id="e-csv"' in empty.text
+    started = await web.post(
+        "/console/enrolments", data={"csrf": token}, files={"csv": ("a.csv", upload.encode())}
+    )
+    assert started.status_code == 303, started.text
+    job = started.headers["location"]
+    progress: dict[str, Any] = {}
+    for _ in range(500):
+        progress = (await web.get(f"{job}/progress")).json()
+        if progress["finished"]:
+            break
+        await asyncio.sleep(0.01)
+    assert progress["done"] == progress["total"] == 6 and not progress["failed"]
+    assert progress["counts"] == {
+        "already_enrolled": 1,
+        "already_roaming": 1,
+        "enrolled": 1,
+        "invalid_mykad": 1,
+        "no_email": 1,
+        "unknown_person": 1,
+    }
+    page = (await web.get(job)).text
+    assert "report.csv" in page and "progress.js" in page
+    report = await web.get(f"{job}/report.csv")
+    assert report.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(report.text)))
+    assert rows[0] == ["mykad", "outcome", "application_id"]
+    assert [row[:2] for row in rows[1:]] == [
+        [token_user.mykad, "enrolled"],
+        [no_email.mykad, "no_email"],
+        [roaming.mykad, "already_roaming"],
+        ["850101145555", "unknown_person"],
+        ["12345", "invalid_mykad"],
+        [token_user.mykad, "already_enrolled"],
+    ]
+    assert mail(runtime, "token.user@jdn.gov.my", "application_email").token
+    # Another administrator (here, in the same browser) never sees the job.
+    other = factory.person()
+    grant(factory, other, "jdn_admin")
+    await sign_in(web, runtime, other)
+    assert (await web.get(f"{job}/progress")).status_code == 404

@@ -4,13 +4,17 @@ holding a console role), the home page, sign-out; the pages themselves are the
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.errors import AuthorizationFailed, CredentialLocked, DomainError, NotFound, RateLimited
-from app.routers.pages import console_audit, console_dashboard
+from app.routers.pages import (
+    console_applications,
+    console_audit,
+    console_dashboard,
+    console_enrolments,
+    console_people,
+)
 from app.routers.pages.console_base import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
@@ -29,7 +33,7 @@ from app.validation import normalise_mykad
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 # The console's pages: each module's router is mounted here, in this order.
-PAGES: tuple[ModuleType, ...] = (console_dashboard, console_audit)
+PAGES = (console_applications, console_people, console_enrolments, console_dashboard, console_audit)
 
 
 @router.get("/", response_class=HTMLResponse)

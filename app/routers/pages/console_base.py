@@ -3,7 +3,7 @@ CSRF-checked forms.
 
 To add a console page: a module `console_<page>.py` with its own `router` (paths under
 `/console/...`), each route starting with `admin = await current_admin(request)` (None: return
-`to_sign_in()`), its forms read with `checked_form`; then one line in `NAV` below and one in
+`to_sign_in()`), its forms read with `admin_form`; then one line in `NAV` below and one in
 `PAGES` of `app/routers/pages/console.py`. Templates extend `console/base.html`; words go in
 the `console.` block of `app/routers/pages/i18n.py`."""
 
@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.routers.pages.web import csrf_ok, in_unit, read_form, render, runtime_of
+from app.routers.pages.web import csrf_ok, csrf_refused, in_unit, read_form, render, runtime_of
 from app.services.web.console import ConsoleAdmin
 
 SESSION_COOKIE = "rs_console"
@@ -33,6 +33,9 @@ class NavItem:
 # The console's navigation, in order. A new page adds its line here.
 NAV: list[NavItem] = [
     NavItem("/console/", "console.nav.home"),
+    NavItem("/console/applications", "console.nav.applications"),
+    NavItem("/console/people", "console.nav.people"),
+    NavItem("/console/enrolments", "console.nav.enrolments", jdn_only=True),
     NavItem("/console/dashboard", "console.dash.nav"),
     NavItem("/console/audit", "console.audit.nav", jdn_only=True),
 ]
@@ -76,6 +79,18 @@ async def checked_form(request: Request) -> dict[str, str] | None:
     """The posted form if its CSRF token is right, else None (answer `csrf_refused`)."""
     form = await read_form(request)
     return form if csrf_ok(request, form) else None
+
+
+async def admin_form(request: Request) -> tuple[ConsoleAdmin, dict[str, str]] | Response:
+    """A console form's post: the administrator and the CSRF-checked fields, or the answer
+    (refused, or to the sign-in)."""
+    form = await checked_form(request)
+    if form is None:
+        return csrf_refused(request)
+    admin = await current_admin(request)
+    if admin is None:
+        return to_sign_in()
+    return admin, form
 
 
 def not_found(request: Request, admin: ConsoleAdmin | None) -> HTMLResponse:

@@ -109,7 +109,11 @@ def csrf_refused(request: Request) -> HTMLResponse:
 async def in_unit(request: Request, work: Callable[[Services], T]) -> T:
     """Run one use case in its own unit of work on a worker thread: committed if it returns,
     rolled back if it raises (its `keep_changes` kept), as the API's routes run theirs."""
-    runtime = runtime_of(request)
+    return await in_runtime_unit(runtime_of(request), work)
+
+
+async def in_runtime_unit(runtime: Runtime, work: Callable[[Services], T]) -> T:
+    """`in_unit` for work that outlives its request (a console job's batches)."""
 
     def run() -> T:
         with unit_of_work(runtime.sessions) as session:

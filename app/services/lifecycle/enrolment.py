@@ -17,20 +17,25 @@ MYKAD_COLUMN = "mykad"
 
 
 def read_mykads(path: Path) -> Iterator[str]:
+    """The MyKads of a CSV file (see `mykads_in`)."""
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        yield from mykads_in(file)
+
+
+def mykads_in(lines: Iterable[str]) -> Iterator[str]:
     """The MyKad of each non-empty row: the `mykad` column when the first row is a header
     naming one, otherwise the first column."""
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        rows = csv.reader(file)
-        column = 0
-        for number, row in enumerate(rows):
-            cells = [cell.strip() for cell in row]
-            if number == 0:
-                names = [cell.lower() for cell in cells]
-                if MYKAD_COLUMN in names:
-                    column = names.index(MYKAD_COLUMN)
-                    continue
-            if len(cells) > column and cells[column]:
-                yield cells[column]
+    rows = csv.reader(lines)
+    column = 0
+    for number, row in enumerate(rows):
+        cells = [cell.strip() for cell in row]
+        if number == 0:
+            names = [cell.lower() for cell in cells]
+            if MYKAD_COLUMN in names:
+                column = names.index(MYKAD_COLUMN)
+                continue
+        if len(cells) > column and cells[column]:
+            yield cells[column]
 
 
 def count_mykads(path: Path) -> int:
