@@ -14,6 +14,18 @@
 # The base image is pinned by digest (python:3.11-slim's index digest, every platform; from
 # docker-library/repo-info): to update, `docker buildx imagetools inspect python:3.11-slim`.
 # The demo mail sink (app/services/mail/sink.py) stays out of the image (.dockerignore).
+# Swagger UI for /docs (app/static/vendor/, gitignored) comes from the `web` stage, which runs
+# scripts/vendor-web.sh as `make install` does: from the npm registry, pinned by version and
+# integrity hash; a local copy never enters the build context (.dockerignore).
+
+FROM python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff AS web
+
+WORKDIR /src
+COPY scripts/vendor-web.sh scripts/vendor-web.sh
+RUN bash scripts/vendor-web.sh \
+    && test -s app/static/vendor/swagger-ui/swagger-ui-bundle.js \
+    && test -s app/static/vendor/swagger-ui/swagger-ui.css
+
 
 FROM python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff AS build
 
@@ -45,6 +57,7 @@ WORKDIR /app
 COPY pyproject.toml alembic.ini ./
 COPY migrations/ migrations/
 COPY app/ app/
+COPY --from=web /src/app/static/vendor/ app/static/vendor/
 # var/ holds the SQLite database of a single-process deployment; mount a volume there to keep it.
 RUN mkdir -p /app/var && chown roamsign:roamsign /app/var
 

@@ -43,7 +43,7 @@ from app.routers import (
     signing_requests,
     users,
 )
-from app.routers.pages import console, docs, language, me, tokens
+from app.routers.pages import console, docs, language, me, me_account, tokens
 from app.routers.pages.templating import STATIC_DIR
 from app.routing import CscRoute, error_format, error_format_for_path
 from app.runtime import Runtime
@@ -126,6 +126,7 @@ def create_app(
         docs.router,
         language.router,
         me.router,  # before tokens.router: /me/sign-in/code is not a token page
+        me_account.router,
         tokens.router,
         console.router,
     ):

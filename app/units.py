@@ -34,6 +34,8 @@ from app.services.trust.publication import PkiPublication
 from app.services.trust.tsa import SignatureStamper, TimeStampAuthority
 from app.services.web.console import ConsoleAdministrators, ConsoleSignIn
 from app.services.web.console_applications import ConsoleApplications
+from app.services.web.console_audit import ConsoleAuditTrail
+from app.services.web.console_dashboard import ConsoleDashboard
 from app.services.web.console_people import ConsolePeople
 from app.services.web.selfservice import SelfService
 from app.services.web.sessions import WebSessionService
@@ -206,7 +208,7 @@ class Services:
 
     @cached_property
     def self_service(self) -> SelfService:
-        return SelfService(self.session, self.audit)
+        return SelfService(self.session, self.audit, self.devices, self.contacts)
 
     @cached_property
     def console_admins(self) -> ConsoleAdministrators:
@@ -215,6 +217,15 @@ class Services:
     @cached_property
     def console_sign_in(self) -> ConsoleSignIn:
         return ConsoleSignIn(self.session, self.sign_in, self.signing, self.audit)
+
+    @cached_property
+    def console_audit(self) -> ConsoleAuditTrail:
+        keys = self.runtime.keys
+        return ConsoleAuditTrail(self.session, self.audit, keys.subject_ref, keys.audit_mac)
+
+    @cached_property
+    def console_dashboard(self) -> ConsoleDashboard:
+        return ConsoleDashboard(self.session)
 
     @cached_property
     def console_applications(self) -> ConsoleApplications:

@@ -1,5 +1,6 @@
 """The runtime image (Dockerfile) as the issue asks it: a base pinned by digest, dependencies
-installed from hashes, the health check on the server's own port setting, no demo mail sink."""
+installed from hashes, the health check on the server's own port setting, no demo mail sink,
+Swagger UI vendored by its own build stage."""
 
 from __future__ import annotations
 
@@ -83,3 +84,11 @@ def _absolute(path: Path, module: str, level: int) -> str:
     package = list(path.relative_to(ROOT).with_suffix("").parts[:-1])
     base = package[: len(package) - (level - 1)]
     return ".".join([*base, module] if module else base)
+
+
+def test_the_image_serves_swagger_ui_vendored_by_its_web_stage() -> None:
+    text = dockerfile()
+    assert "RUN bash scripts/vendor-web.sh" in text
+    assert "COPY --from=web /src/app/static/vendor/ app/static/vendor/" in text
+    # Only the pinned, checked copy: never whatever a developer has under app/static/vendor.
+    assert "app/static/vendor" in (ROOT / ".dockerignore").read_text().splitlines()

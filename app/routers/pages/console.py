@@ -8,7 +8,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.errors import AuthorizationFailed, CredentialLocked, DomainError, NotFound, RateLimited
-from app.routers.pages import console_applications, console_enrolments, console_people
+from app.routers.pages import (
+    console_applications,
+    console_audit,
+    console_dashboard,
+    console_enrolments,
+    console_people,
+)
 from app.routers.pages.console_base import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
@@ -26,7 +32,7 @@ from app.validation import normalise_mykad
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 # The console's pages: each module's router is mounted here, in this order.
-PAGES = (console_applications, console_people, console_enrolments)
+PAGES = (console_applications, console_people, console_enrolments, console_dashboard, console_audit)
 
 
 @router.get("/", response_class=HTMLResponse)

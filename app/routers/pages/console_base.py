@@ -40,6 +40,8 @@ NAV: list[NavItem] = [
     NavItem("/console/applications", "console.nav.applications"),
     NavItem("/console/people", "console.nav.people"),
     NavItem("/console/enrolments", "console.nav.enrolments", jdn_only=True),
+    NavItem("/console/dashboard", "console.dash.nav"),
+    NavItem("/console/audit", "console.audit.nav", jdn_only=True),
 ]
 
 

@@ -29,11 +29,11 @@ SESSION_COOKIE = "rs_me"
 SIGN_IN_COOKIE = "rs_me_signin"  # the pending sign-in's request id, for its code page
 
 
-def _enabled(request: Request) -> bool:
+def enabled(request: Request) -> bool:
     return runtime_of(request).settings.self_service
 
 
-def _not_found(request: Request) -> HTMLResponse:
+def not_found(request: Request) -> HTMLResponse:
     return render(request, "message.html", {"title": "not_found"}, 404)
 
 
@@ -47,17 +47,17 @@ async def signed_in(request: Request) -> SignedIn | None:
     )
 
 
-def _redirect(path: str) -> RedirectResponse:
+def redirect(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
 
 
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request) -> Response:
-    if not _enabled(request):
-        return _not_found(request)
+    if not enabled(request):
+        return not_found(request)
     who = await signed_in(request)
     if who is None:
-        return _redirect("/me/sign-in")
+        return redirect("/me/sign-in")
     now = runtime_of(request).clock.now()
 
     def overview(services: Services) -> dict[str, Any]:
@@ -76,15 +76,15 @@ async def home(request: Request) -> Response:
 
 @router.get("/sign-in", response_class=HTMLResponse)
 async def sign_in_form(request: Request) -> HTMLResponse:
-    if not _enabled(request):
-        return _not_found(request)
+    if not enabled(request):
+        return not_found(request)
     return render(request, "me/sign_in.html", {"title": "signin.title", "errors": {}})
 
 
 @router.post("/sign-in", response_class=HTMLResponse)
 async def sign_in(request: Request) -> Response:
-    if not _enabled(request):
-        return _not_found(request)
+    if not enabled(request):
+        return not_found(request)
     form = await read_form(request)
     if not csrf_ok(request, form):
         return csrf_refused(request)
@@ -101,7 +101,7 @@ async def sign_in(request: Request) -> Response:
     except DomainError:
         # An unknown MyKad and one without a usable credential look the same.
         return _sign_in_again(request, given, {"mykad": "signin.no_credential"})
-    response = _redirect("/me/sign-in/code")
+    response = redirect("/me/sign-in/code")
     set_page_cookie(response, SIGN_IN_COOKIE, started.id, max_age=600)
     return response
 
@@ -114,16 +114,16 @@ def _sign_in_again(request: Request, mykad: str, errors: dict[str, str]) -> HTML
 
 @router.get("/sign-in/code", response_class=HTMLResponse)
 async def code_form(request: Request) -> Response:
-    if not _enabled(request):
-        return _not_found(request)
+    if not enabled(request):
+        return not_found(request)
     request_id = request.cookies.get(SIGN_IN_COOKIE)
     if not request_id:
-        return _redirect("/me/sign-in")
+        return redirect("/me/sign-in")
     now = runtime_of(request).clock.now()
     try:
         pending = await in_unit(request, lambda s: s.sign_in.pending(request_id, now))
     except NotFound:
-        return _redirect("/me/sign-in")
+        return redirect("/me/sign-in")
     return _code_page(request, {}, pending.destination, pending.expires_at)
 
 
@@ -152,14 +152,14 @@ def _code_page(
 
 @router.post("/sign-in/code", response_class=HTMLResponse)
 async def check_code(request: Request) -> Response:
-    if not _enabled(request):
-        return _not_found(request)
+    if not enabled(request):
+        return not_found(request)
     form = await read_form(request)
     if not csrf_ok(request, form):
         return csrf_refused(request)
     request_id = request.cookies.get(SIGN_IN_COOKIE)
     if not request_id:
-        return _redirect("/me/sign-in")
+        return redirect("/me/sign-in")
     otp, pin = form.get("otp", "").strip(), form.get("pin", "")
     errors = _code_errors(otp, pin)
     if errors:
@@ -172,7 +172,7 @@ async def check_code(request: Request) -> Response:
         )
     except DomainError as refused:
         return _code_refused(request, refused)
-    response = _redirect("/me/")
+    response = redirect("/me/")
     set_page_cookie(response, SESSION_COOKIE, token)
     response.delete_cookie(SIGN_IN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
@@ -202,20 +202,20 @@ def _code_refused(request: Request, refused: DomainError) -> HTMLResponse:
 
 @router.post("/requests/{request_id}/decline", response_class=HTMLResponse)
 async def decline(request: Request, request_id: str) -> Response:
-    if not _enabled(request):
-        return _not_found(request)
+    if not enabled(request):
+        return not_found(request)
     form = await read_form(request)
     if not csrf_ok(request, form):
         return csrf_refused(request)
     who = await signed_in(request)
     if who is None:
-        return _redirect("/me/sign-in")
+        return redirect("/me/sign-in")
     now = runtime_of(request).clock.now()
     try:
         await in_unit(request, lambda s: s.self_service.decline(who.user, request_id, now))
     except NotFound:
-        return _not_found(request)
-    return _redirect("/me/")
+        return not_found(request)
+    return redirect("/me/")
 
 
 @router.post("/sign-out", response_class=HTMLResponse)
@@ -226,6 +226,6 @@ async def sign_out(request: Request) -> Response:
     token = request.cookies.get(SESSION_COOKIE)
     now = runtime_of(request).clock.now()
     await in_unit(request, lambda s: s.web_sessions.end(token, now))
-    response = _redirect("/me/sign-in")
+    response = redirect("/me/sign-in")
     response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
