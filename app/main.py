@@ -45,7 +45,7 @@ from app.routers import (
 )
 from app.routers.pages import console, docs, language, me, me_account, tokens
 from app.routers.pages.templating import STATIC_DIR
-from app.routing import CscRoute, error_format, error_format_for_path
+from app.routing import CscRoute, OneUnitDispatch, error_format, error_format_for_path
 from app.runtime import Runtime
 from app.schemas.problem import body_schemas
 from app.services.lifecycle.jobs import job_runner, run_jobs_loop
@@ -105,6 +105,9 @@ def create_app(
         # FastAPI's own pages load their scripts from a CDN: ours are served from /static.
         docs_url=None,
         redoc_url=None,
+        # No OpenTelemetry here (metrics: /metrics, app.metrics): FastAPI's would ask for its
+        # providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     # What a request no route answers speaks (an unknown path, a body refused before routing):
@@ -135,6 +138,7 @@ def create_app(
     install_error_handlers(app)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # Innermost first: the request context wraps everything, the last-resort 500 included.
+    app.add_middleware(OneUnitDispatch)
     app.add_middleware(JsonBodyMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, handler=on_unexpected)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,9 +61,7 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
-            REQUEST_LATENCY.labels(scope["method"], getattr(route, "path", "unmatched")).observe(
-                elapsed
-            )
+            _latency(scope["method"], getattr(route, "path", "unmatched")).observe(elapsed)
             access_log.info(
                 "http.request",
                 extra={
@@ -74,6 +73,18 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+# Each (method, route) pair's histogram, as REQUEST_LATENCY.labels() gives it (it takes a lock
+# and validates the labels on every call).
+_LATENCIES: dict[tuple[str, str], Histogram] = {}
+
+
+def _latency(method: str, route: str) -> Histogram:
+    histogram = _LATENCIES.get((method, route))
+    if histogram is None:
+        histogram = _LATENCIES[method, route] = REQUEST_LATENCY.labels(method, route)
+    return histogram
 
 
 class UnexpectedErrorMiddleware:

@@ -8,25 +8,33 @@ thread hops (the `authenticate` dependency, the endpoint, the commit in `get_ses
 FastAPI's dependency solving, body validation and response serialisation around them; for the
 two calls of every signing flow that framework work cost about as much as the domain work
 (bench/breakdown.py). Its endpoints are written like any other (typed dependencies, a typed
-body, one service call); the route resolves them itself, in one hop.
+body, one service call); the route resolves them itself, in one hop, and serialises its response
+model once. `OneUnitDispatch` hands their requests to them without the router's walk through
+every route of the application.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
+import re
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
-from starlette.types import Scope
+from starlette._exception_handler import wrap_app_handling_exceptions
+from starlette._utils import get_route_path
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.db import unit_of_work
-from app.deps import JsonBody, get_runtime, get_services, get_session
+from app.deps import JsonBody, api_key_scheme, get_runtime, get_services, get_session
 from app.errors import PROBLEMS, ErrorFormat
 from app.runtime import Runtime
 from app.schemas.csc import CSC_ERRORS
@@ -96,6 +104,8 @@ class OneUnitRoute(APIRoute):
                     get_runtime: runtime,
                     get_session: session,
                     get_services: Services(runtime, session),
+                    # Documents the API key only: `authenticate` reads the header itself.
+                    api_key_scheme: None,
                 }
                 values = _solve(dependant, request, resolved)
                 assert dependant.call is not None
@@ -117,7 +127,19 @@ class OneUnitRoute(APIRoute):
                 result.model_dump_json(), status_code=status, media_type="application/json"
             )
 
+        self.one_unit_handler = handler
         return handler
+
+    async def handle_one_unit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answers a request `OneUnitDispatch` routed here, its errors rendered by the
+        application's handlers (`scope["starlette.exception_handlers"]`) as the router's would."""
+        request = Request(scope, receive, send)
+
+        async def respond(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await self.one_unit_handler(request)
+            await response(scope, receive, send)
+
+        await wrap_app_handling_exceptions(respond, request)(scope, receive, send)
 
 
 def _solve(dependant: Dependant, request: Request, resolved: dict[Any, Any]) -> dict[str, Any]:
@@ -188,3 +210,107 @@ def _json_body_of(dependant: Dependant) -> JsonBody[Any] | None:
         if found is not None:
             return found
     return None
+
+
+class OneUnitDispatch:
+    """Pure ASGI, the innermost middleware: sends a request for a `OneUnitRoute` straight to it.
+
+    The router finds a route by trying every route of the application in order, through the
+    included routers, and matches the one it found twice; for the two calls of a signing flow
+    that cost more than all the middleware together. This table answers with the route the
+    router would choose: a one-unit route whose path and method match is taken only when no
+    route before it could match the same path (`_Table`); every other request goes on to the
+    router. Errors go to the application's exception handlers, as from the router.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._table: _Table | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        table = self._table
+        if table is None:
+            table = self._table = _Table.of(scope["app"])
+        found = table.find(scope["method"], get_route_path(scope))
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        route, path_params = found
+        scope["router"] = scope["app"].router
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = path_params
+        scope["route"] = route
+        scope["starlette.exception_handlers"] = table.exception_handlers
+        await route.handle_one_unit(scope, receive, send)
+
+
+class _Table:
+    """The application's routes in the router's order, and for each one-unit route the routes
+    before it whose paths could overlap its own (one's literal start is a prefix of the
+    other's): only they could be chosen first for a path it matches."""
+
+    def __init__(self, routes: Sequence[_Entry], exception_handlers: tuple[Any, Any]) -> None:
+        self.exception_handlers = exception_handlers
+        self.candidates: list[tuple[_Entry, list[_Entry]]] = [
+            (entry, [other for other in routes[:index] if entry.may_overlap(other)])
+            for index, entry in enumerate(routes)
+            if entry.route is not None
+        ]
+
+    @classmethod
+    def of(cls, app: Any) -> _Table:
+        handlers = {
+            key: value
+            for key, value in app.exception_handlers.items()
+            if key not in (500, Exception)
+        }
+        # The handlers as the application's ExceptionMiddleware holds them.
+        errors = ExceptionMiddleware(app, handlers=handlers)
+        exception_handlers = (errors._exception_handlers, errors._status_handlers)
+        routes = []
+        for context in iter_route_contexts(app.routes):
+            original = context.original_route
+            regex = getattr(context, "path_regex", None)
+            if not isinstance(original, Route | Mount) or not isinstance(regex, re.Pattern):
+                return cls([], exception_handlers)  # a route this table cannot read: none taken
+            if isinstance(original, Mount):
+                # A mount matches its path and everything under it, whatever the method.
+                routes.append(_Entry(regex, None, None, f"{context.path}/"))
+                continue
+            hot = original if isinstance(original, OneUnitRoute) else None
+            literal = str(context.path).split("{", 1)[0]
+            routes.append(_Entry(regex, frozenset(context.methods or ()) or None, hot, literal))
+        return cls(routes, exception_handlers)
+
+    def find(self, method: str, path: str) -> tuple[OneUnitRoute, dict[str, Any]] | None:
+        for entry, rivals in self.candidates:
+            match = entry.regex.match(path)
+            if match is None or not entry.admits(method):
+                continue
+            if any(other.regex.match(path) and other.admits(method) for other in rivals):
+                return None  # the router chooses an earlier route: let it
+            route = entry.route
+            assert route is not None
+            params = {
+                key: route.param_convertors[key].convert(value)
+                for key, value in match.groupdict().items()
+            }
+            return route, params
+        return None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    regex: re.Pattern[str]
+    methods: frozenset[str] | None  # None: any method
+    route: OneUnitRoute | None
+    literal: str  # the path up to its first parameter
+
+    def admits(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+    def may_overlap(self, other: _Entry) -> bool:
+        return self.literal.startswith(other.literal) or other.literal.startswith(self.literal)
