@@ -81,6 +81,6 @@ class ConsoleEnrolmentJob(Base):
     done_rows: Mapped[int] = mapped_column(Integer, default=0)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # outcome -> rows
     # The per-row report as CSV lines (mykad, outcome, application id), appended a batch at a
-    # time: at most ~4,500 rows of ~70 bytes (the page's 64 KiB upload), read only for the
-    # download.
+    # time (`report || :lines`) and read only for the download: the page's 64 KiB upload is at
+    # most ~4,500 rows of 30-70 bytes, 135-310 KB (a child table would be ~4,500 rows a job).
     report: Mapped[str] = mapped_column(Text, default="", deferred=True)
