@@ -10,9 +10,12 @@ import csv
 import io
 from typing import Any
 
+import pytest
+
 from app.clock import FrozenClock
 from app.db import unit_of_work
 from app.runtime import Runtime
+from app.services.lifecycle.applications import ApplicationService
 from app.services.web.console_enrolments import STALE_AFTER
 from app.units import Services
 from tests.api.console_steps import console_browser, csrf_of, grant, sign_in
@@ -93,3 +96,30 @@ async def test_a_job_whose_process_stopped_is_shown_interrupted(
         assert 'value="1"' in page and "report.csv" in page
         report = await web.get(f"{job}/report.csv")
         assert list(csv.reader(io.StringIO(report.text)))[1][:2] == [movers[0].mykad, "enrolled"]
+
+
+async def test_a_batch_that_fails_stops_the_job_as_failed(
+    runtime: Runtime, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jdn = factory.person()
+    grant(factory, jdn, "jdn_admin")
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(ApplicationService, "enrol", broken)
+    async with console_browser(runtime) as web:
+        await sign_in(web, runtime, jdn)
+        token = await csrf_of(web, "/console/enrolments")
+        started = await web.post(
+            "/console/enrolments", data={"csrf": token}, files={"csv": ("a.csv", b"850101145555")}
+        )
+        job = started.headers["location"]
+        progress: dict[str, Any] = {}
+        for _ in range(500):
+            progress = (await web.get(f"{job}/progress")).json()
+            if progress["finished"]:
+                break
+            await asyncio.sleep(0.01)
+        assert (progress["status"], progress["failed"], progress["done"]) == ("failed", True, 0)
+        assert "Terhenti kerana ralat" in (await web.get(job)).text

@@ -125,7 +125,10 @@ async def _enrol(runtime: Runtime, job_id: str, mykads: list[str], actor: str) -
     except Exception:
         log.exception("pages.console.enrolment_failed", extra={"job": job_id, "done": done})
         now = runtime.clock.now()
-        await in_runtime_unit(runtime, lambda s: s.console_enrolments.fail(job_id, now))
+        try:
+            await in_runtime_unit(runtime, lambda s: s.console_enrolments.fail(job_id, now))
+        except Exception:  # the database itself: the job will show as interrupted instead
+            log.exception("pages.console.enrolment_unrecorded", extra={"job": job_id})
 
 
 def _batch(job_id: str, actor: str, batch: list[str], now: datetime) -> Callable[[Services], None]:
