@@ -36,6 +36,7 @@ from app.services.web.console import ConsoleAdministrators, ConsoleSignIn
 from app.services.web.console_applications import ConsoleApplications
 from app.services.web.console_audit import ConsoleAuditTrail
 from app.services.web.console_dashboard import ConsoleDashboard
+from app.services.web.console_enrolments import ConsoleEnrolmentJobs
 from app.services.web.console_people import ConsolePeople
 from app.services.web.selfservice import SelfService
 from app.services.web.sessions import WebSessionService
@@ -230,6 +231,10 @@ class Services:
     @cached_property
     def console_applications(self) -> ConsoleApplications:
         return ConsoleApplications(self.session)
+
+    @cached_property
+    def console_enrolments(self) -> ConsoleEnrolmentJobs:
+        return ConsoleEnrolmentJobs(self.session, self.applications, self.audit)
 
     @cached_property
     def console_people(self) -> ConsolePeople:

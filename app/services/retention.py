@@ -3,13 +3,14 @@
 Deleted, each kind once it ended `retention_days` ago: signing requests that can never sign
 (expired, locked, cancelled, and pending ones past their OTP's and SAD's window, whose status
 is only flipped lazily), with their device messages; e-mail sent, failed or expired; device
-messages delivered, expired or withdrawn; one-time tokens past their validity. Rate windows go
-as soon as they no longer count. Never a signature, never a signed request (its signature
+messages delivered, expired or withdrawn; one-time tokens past their validity; the console's
+bulk-move jobs (their per-row reports) created that long ago. Rate windows go as soon as they
+no longer count. Never a signature, never a signed request (its signature
 references it, and the foreign key would refuse it anyway), never an audit event.
 
 Each batch is its own short transaction: at most `batch` rows taken oldest first from one
-index range, `(status, age)` for one status or `(age)` (the indexes of migrations 0001-0005),
-so that a batch reads about as many index entries as it deletes, however long the history;
+index range, `(status, age)` for one status or `(age)` (the indexes of migrations 0001-0005 and
+0007), so that a batch reads about as many index entries as it deletes, however long the history;
 then deleted by primary key with their conditions checked again. A pass stops after
 `max_batches` a range and leaves the rest to the next one, so its cost is bounded. The job
 runner's lease runs one pass at a time across workers; two passes at once would only find
@@ -31,6 +32,7 @@ from app.db import unit_of_work
 from app.models import OneTimeToken, OutboxMessage, OutboxStatus, RateWindow, RequestStatus
 from app.models import SigningRequest as Request
 from app.models.device import DeviceMessage, DeviceMessageStatus
+from app.models.web import ConsoleEnrolmentJob
 from app.services.audit.log import AuditLog
 
 PURGE_BATCH = 1000
@@ -112,6 +114,8 @@ KINDS = (
         (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.EXPIRED),
     ),
     _Kind("one_time_tokens", (OneTimeToken.id,), OneTimeToken.expires_at),
+    # Long finished by then (a running one stops being advanced within minutes).
+    _Kind("console_enrolment_jobs", (ConsoleEnrolmentJob.id,), ConsoleEnrolmentJob.created_at),
     _Kind(
         "rate_windows",
         (RateWindow.key, RateWindow.bucket_started_at, RateWindow.shard),

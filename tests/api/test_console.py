@@ -311,3 +311,17 @@ async def test_what_is_typed_into_an_address_or_a_cookie_never_reaches_the_datab
         assert (await post_form(web, path, {}, from_page="/console/")).status_code == 404
     web.cookies.set("rs_console_signin", "\x00", domain="roamsign.test")
     assert (await web.get("/console/sign-in/code")).status_code == 303
+
+
+async def test_a_wrong_or_malformed_code_is_shown_next_to_its_field(
+    web: httpx.AsyncClient, runtime: Runtime, factory: Factory
+) -> None:
+    admin = factory.person()
+    grant(factory, admin, "jdn_admin")
+    assert (await begin_sign_in(web, admin.mykad)).status_code == 303
+    code = "/console/sign-in/code"
+    malformed = await post_form(web, code, {"otp": "12", "pin": "x"})
+    assert malformed.status_code == 422
+    assert 'id="e-otp"' in malformed.text and 'id="e-pin"' in malformed.text
+    wrong = await post_form(web, code, {"otp": "000000", "pin": "999999"})
+    assert wrong.status_code == 403 and "Baki cubaan: 2." in wrong.text

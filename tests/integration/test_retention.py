@@ -23,11 +23,13 @@ from app.models import (
 )
 from app.models.base import new_id
 from app.models.device import DeviceMessage
+from app.models.web import ConsoleEnrolmentJob
 from app.runtime import Runtime
 from app.services.audit.verification import verify_audit_trail
 from app.services.clients import Caller, ClientService
 from app.services.retention import RetentionPurge
 from app.services.signing.service import NewSigningRequest, SigningService
+from app.units import Services
 from tests.factories import DEFAULT_PIN, Factory, Person
 from tests.helpers import document_hash, queued_otp
 
@@ -87,6 +89,12 @@ def old_token(session: Session, person: Person, expires_at: datetime) -> str:
     return token.id
 
 
+def enrolment_job(runtime: Runtime, person: Person, now: datetime) -> str:
+    with unit_of_work(runtime.sessions) as session:
+        jobs = Services(runtime, session).console_enrolments
+        return jobs.start(person.user_id, "console:test", 1, now)
+
+
 def ids(runtime: Runtime, column: object) -> set[str]:
     with runtime.sessions() as session:
         return set(session.scalars(select(column)))  # type: ignore[call-overload]
@@ -123,7 +131,9 @@ def history(
             .values(status="sent", sealed_message=None, sent_at=clock.now())
         )
         made["old_token"] = old_token(session, person, clock.now() + timedelta(hours=1))
+    made["old_job"] = enrolment_job(runtime, person, clock.now())
     clock.advance(days=91)
+    made["recent_job"] = enrolment_job(runtime, person, clock.now() - timedelta(days=89))
     made["recent_cancelled"] = issue(signing, person, "recent cancelled")
     signing(lambda s, c, now: s.cancel(c, made["recent_cancelled"], now))
     made["live"] = issue(signing, person, "live")
@@ -180,13 +190,14 @@ def test_a_pass_deletes_what_nothing_needs_and_never_signatures_signed_requests_
     # The waiting e-mail of 91 days ago stays; the delivered ones of then are gone.
     assert kept_mail == {made["lazy"], made["recent_cancelled"], made["live"]}
     assert ids(runtime, OneTimeToken.id) == {made["recent_token"]}
+    assert ids(runtime, ConsoleEnrolmentJob.id) == {made["recent_job"]}
     assert count(runtime, RateWindow) == live_windows
     deleted_windows = windows - live_windows
     # The OTPs of the signed, cancelled and locked requests, the signature's notice and the
     # device activation's.
     assert outcome == (
         "retention: deleted 1 device_messages, 4 signing_requests, 5 outbox_messages, "
-        f"1 one_time_tokens, {deleted_windows} rate_windows"
+        f"1 one_time_tokens, 1 console_enrolment_jobs, {deleted_windows} rate_windows"
     )
     # One audit event for the pass, with the counts and nothing about anyone.
     assert count(runtime, AuditEvent) == audit_before + 1
@@ -204,6 +215,7 @@ def test_a_pass_deletes_what_nothing_needs_and_never_signatures_signed_requests_
             "signing_requests": 4,
             "outbox_messages": 5,
             "one_time_tokens": 1,
+            "console_enrolment_jobs": 1,
             "rate_windows": deleted_windows,
             "retention_days": 90,
         }
@@ -238,7 +250,7 @@ def test_passes_are_bounded_and_a_pass_with_nothing_to_do_changes_nothing(
     ]
     nothing = (
         "retention: deleted 0 device_messages, 0 signing_requests, 0 outbox_messages, "
-        "0 one_time_tokens, 0 rate_windows"
+        "0 one_time_tokens, 0 console_enrolment_jobs, 0 rate_windows"
     )
     assert bounded(clock.now()) == nothing
     assert bounded(clock.now()) == nothing

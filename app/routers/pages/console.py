@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.errors import AuthorizationFailed, CredentialLocked, DomainError, NotFound, RateLimited
+from app.errors import DomainError, NotFound, RateLimited
 from app.routers.pages import (
     console_applications,
     console_audit,
@@ -25,6 +25,7 @@ from app.routers.pages.console_base import (
     render_console,
     to_sign_in,
 )
+from app.routers.pages.me import code_errors, code_refusal
 from app.routers.pages.web import csrf_refused, in_unit, runtime_of
 from app.routers.pages.web import set_cookie as set_page_cookie
 from app.validation import normalise_mykad
@@ -98,14 +99,14 @@ def _code_page(
     destination: str | None = None,
     problem: str | None = None,
     status: int = 200,
-    **values: str,
+    values: dict[str, str] | None = None,
 ) -> HTMLResponse:
     context = {
         "title": "console.sign_in.title",
         "errors": errors,
         "destination": destination,
         "problem": problem,
-        "values": values,
+        "values": values or {},
     }
     return render_console(request, None, "console/code.html", context, status)
 
@@ -119,7 +120,7 @@ async def check_code(request: Request) -> Response:
     if not is_row_id(request_id):
         return to_sign_in()
     otp, pin = form.get("otp", "").strip(), form.get("pin", "")
-    errors = _code_errors(otp, pin)
+    errors = code_errors(otp, pin)
     if errors:
         return _code_page(request, errors, status=422)
     now = runtime_of(request).clock.now()
@@ -135,25 +136,11 @@ async def check_code(request: Request) -> Response:
     return response
 
 
-def _code_errors(otp: str, pin: str) -> dict[str, str]:
-    errors = {}
-    if not (len(otp) == 6 and otp.isdigit()):
-        errors["otp"] = "signin.otp_invalid"
-    if not (6 <= len(pin) <= 8 and pin.isdigit()):
-        errors["pin"] = "signin.pin_invalid"
-    return errors
-
-
 def _code_refused(request: Request, refused: DomainError) -> HTMLResponse:
-    """A refused OTP + PIN: next to the field when one can try again, else why not."""
-    if isinstance(refused, AuthorizationFailed):
-        remaining = str(refused.extra.get("attempts_remaining", 0))
-        return _code_page(request, {"otp": "signin.wrong"}, status=403, remaining=remaining)
-    if isinstance(refused, CredentialLocked):
-        return _code_page(request, {}, problem="signin.locked", status=423)
-    if isinstance(refused, RateLimited):
-        return _code_page(request, {}, problem="signin.rate_limited", status=429)
-    return _code_page(request, {}, problem="signin.start_again", status=409)
+    shown = code_refusal(refused)
+    return _code_page(
+        request, shown.errors, problem=shown.problem, status=shown.status, values=shown.values
+    )
 
 
 @router.post("/sign-out", response_class=HTMLResponse)

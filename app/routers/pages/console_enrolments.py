@@ -1,6 +1,10 @@
 """The console's bulk move of token users (JDN, as `POST /v1/roaming-enrolments`): upload the
 CSV, watch the progress bar (static/console/progress.js polls the JSON progress; without
-scripts the page refreshes itself), download the per-row report as CSV."""
+scripts the page refreshes itself), download the per-row report as CSV.
+
+The job is kept in the database (app.services.web.console_enrolments): this process enrols
+the upload in a background task, a batch per unit of work on a worker thread, and any
+process answers its progress and report."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from starlette.datastructures import UploadFile
 from app.errors import ValidationFailed
 from app.routers.pages.console_base import (
     current_admin,
+    is_row_id,
     jdn_only,
     redirect,
     render_console,
@@ -30,13 +35,12 @@ from app.routers.pages.web import (
     runtime_of,
 )
 from app.runtime import Runtime
-from app.services.lifecycle.bulk_enrolment import EnrolmentResult
 from app.services.web.console import ConsoleAdmin
 from app.services.web.console_enrolments import (
     EnrolmentJob,
-    EnrolmentJobs,
+    EnrolmentJobStopped,
+    batches,
     read_upload,
-    record_upload,
 )
 from app.units import Services
 
@@ -44,13 +48,13 @@ router = APIRouter()
 log = logging.getLogger("roamsign.console")
 
 
-def _jobs(request: Request) -> EnrolmentJobs:
+def _tasks(request: Request) -> set[asyncio.Task[None]]:
+    """This process's running uploads (a reference each, so none is collected mid-way)."""
     state = request.app.state
-    if not hasattr(state, "console_enrolment_jobs"):
-        state.console_enrolment_jobs = EnrolmentJobs()
+    if not hasattr(state, "console_enrolment_tasks"):
         state.console_enrolment_tasks = set()
-    jobs: EnrolmentJobs = state.console_enrolment_jobs
-    return jobs
+    tasks: set[asyncio.Task[None]] = state.console_enrolment_tasks
+    return tasks
 
 
 async def _jdn(request: Request) -> ConsoleAdmin | Response:
@@ -97,32 +101,42 @@ async def upload(request: Request) -> Response:
         return _upload_page(request, admin, {"csv": error}, 422)
     runtime = runtime_of(request)
     now = runtime.clock.now()
-    job = _jobs(request).start(admin.user.id, len(mykads), now)
-    actor = admin.caller.name
-    await in_unit(request, lambda s: record_upload(s.audit, actor, job.id, len(mykads), now))
-    task = asyncio.create_task(_enrol(runtime, job, mykads, actor))
-    tasks: set[asyncio.Task[None]] = request.app.state.console_enrolment_tasks
+    actor, owner = admin.caller.name, admin.user.id
+    job_id = await in_unit(
+        request, lambda s: s.console_enrolments.start(owner, actor, len(mykads), now)
+    )
+    task = asyncio.create_task(_enrol(runtime, job_id, mykads, actor))
+    tasks = _tasks(request)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
-    return redirect(f"/console/enrolments/{job.id}")
+    return redirect(f"/console/enrolments/{job_id}")
 
 
-async def _enrol(runtime: Runtime, job: EnrolmentJob, mykads: list[str], actor: str) -> None:
-    """Enrol the upload a batch (one transaction) at a time; the job shows how far it got."""
+async def _enrol(runtime: Runtime, job_id: str, mykads: list[str], actor: str) -> None:
+    """Enrol the upload a batch (one transaction, with the job's progress) at a time. If this
+    process stops half-way, the job shows as interrupted after a while (STALE_AFTER)."""
+    done = 0
     try:
-        for batch in job.batches(mykads):
-            now = runtime.clock.now()
-            job.results += await in_runtime_unit(runtime, _batch(actor, batch, now))
+        for batch in batches(mykads):
+            await in_runtime_unit(runtime, _batch(job_id, actor, batch, runtime.clock.now()))
+            done += len(batch)
+    except EnrolmentJobStopped:
+        log.warning("pages.console.enrolment_stopped", extra={"job": job_id, "done": done})
     except Exception:
-        job.failed = True
-        log.exception("pages.console.enrolment_failed", extra={"job": job.id, "done": job.done})
-    finally:
-        job.finished_at = runtime.clock.now()
+        log.exception("pages.console.enrolment_failed", extra={"job": job_id, "done": done})
+        now = runtime.clock.now()
+        try:
+            await in_runtime_unit(runtime, lambda s: s.console_enrolments.fail(job_id, now))
+        except Exception:  # the database itself: the job will show as interrupted instead
+            log.exception("pages.console.enrolment_unrecorded", extra={"job": job_id})
+
+
+def _batch(job_id: str, actor: str, batch: list[str], now: datetime) -> Callable[[Services], None]:
+    return lambda services: services.console_enrolments.enrol_batch(job_id, actor, batch, now)
 
 
 def _unknown_job(request: Request, admin: ConsoleAdmin) -> HTMLResponse:
-    """Another administrator's job, one forgotten after an hour, or one another server process
-    runs (its progress is kept where it runs)."""
+    """Another administrator's job, or one deleted by the retention job."""
     context = {
         "title": "console.enrolments.title",
         "problem": "console.enrolments.unknown_job",
@@ -131,10 +145,11 @@ def _unknown_job(request: Request, admin: ConsoleAdmin) -> HTMLResponse:
     return render_console(request, admin, "console/message.html", context, 404)
 
 
-def _batch(
-    actor: str, batch: list[str], now: datetime
-) -> Callable[[Services], list[EnrolmentResult]]:
-    return lambda services: services.applications.enrol(actor, batch, now)
+async def _job(request: Request, admin: ConsoleAdmin, job_id: str) -> EnrolmentJob | None:
+    if not is_row_id(job_id):
+        return None
+    owner, now = admin.user.id, runtime_of(request).clock.now()
+    return await in_unit(request, lambda s: s.console_enrolments.find(job_id, owner, now))
 
 
 @router.get("/enrolments/{job_id}", response_class=HTMLResponse)
@@ -142,7 +157,7 @@ async def progress_page(request: Request, job_id: str) -> Response:
     admin = await _jdn(request)
     if isinstance(admin, Response):
         return admin
-    job = _jobs(request).get(job_id, admin.user.id)
+    job = await _job(request, admin, job_id)
     if job is None:
         return _unknown_job(request, admin)
     context = {"title": "console.enrolments.title", "job": job}
@@ -154,7 +169,7 @@ async def progress(request: Request, job_id: str) -> Response:
     admin = await _jdn(request)
     if isinstance(admin, Response):
         return admin
-    job = _jobs(request).get(job_id, admin.user.id)
+    job = await _job(request, admin, job_id)
     if job is None:
         return JSONResponse({"found": False}, status_code=404)
     return JSONResponse(
@@ -162,8 +177,10 @@ async def progress(request: Request, job_id: str) -> Response:
             "found": True,
             "done": job.done,
             "total": job.total,
-            "finished": job.finished_at is not None,
+            "status": job.status.value,
+            "finished": job.finished,
             "failed": job.failed,
+            "interrupted": job.interrupted,
             "counts": job.counts,
         },
         headers={"Cache-Control": "no-store"},
@@ -175,14 +192,19 @@ async def report(request: Request, job_id: str) -> Response:
     admin = await _jdn(request)
     if isinstance(admin, Response):
         return admin
-    job = _jobs(request).get(job_id, admin.user.id)
-    if job is None:
+    owner, now = admin.user.id, runtime_of(request).clock.now()
+    found = None
+    if is_row_id(job_id):
+        found = await in_unit(
+            request, lambda s: s.console_enrolments.report_csv(job_id, owner, now)
+        )
+    if found is None:
         return _unknown_job(request, admin)
     return Response(
-        job.report_csv(),
+        found,
         media_type="text/csv; charset=utf-8",
         headers={
-            "Content-Disposition": f'attachment; filename="enrolment-{job.id}.csv"',
+            "Content-Disposition": f'attachment; filename="enrolment-{job_id}.csv"',
             "Cache-Control": "no-store",
         },
     )

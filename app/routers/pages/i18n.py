@@ -482,13 +482,22 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Download the per-row report (CSV)",
     ),
     "console.enrolments.another": ("Muat naik fail lain", "Upload another file"),
+    "console.enrolments.interrupted": (
+        "Terhenti: proses pelayan yang menjalankannya telah berhenti. Baris yang telah dibuat "
+        "kekal (dalam laporan). Muat naik fail yang sama sekali lagi untuk meneruskan: ia "
+        "selamat, orang yang telah dibuat dilaporkan sebagai 'permohonan sedia ada' dan tidak "
+        "menerima e-mel kedua.",
+        "Stopped: the server process running it has ended. The rows done stay done (in the "
+        "report). Upload the same file again to go on: it is safe, the people done already "
+        "are reported as 'already applied' and get no second e-mail.",
+    ),
     "console.enrolments.unknown_job": (
-        "Kerja ini tidak diketahui di sini: ia milik pentadbir lain, telah dilupakan selepas "
-        "sejam, atau dijalankan oleh proses pelayan lain. Permohonan yang dibuka ada dalam "
-        "senarai permohonan; memuat naik fail yang sama sekali lagi adalah selamat.",
-        "This job is not known here: it is another administrator's, was forgotten after an "
-        "hour, or another server process runs it. The applications it opened are in the "
-        "applications list; uploading the same file again is safe.",
+        "Kerja ini tidak diketahui: ia milik pentadbir lain, atau telah dipadam selepas "
+        "tempoh simpanan. Permohonan yang dibuka ada dalam senarai permohonan; memuat naik "
+        "fail yang sama sekali lagi adalah selamat.",
+        "This job is not known: it is another administrator's, or was deleted after the "
+        "retention period. The applications it opened are in the applications list; "
+        "uploading the same file again is safe.",
     ),
     "console.outcome.enrolled": (
         "permohonan dibuka, e-mel dihantar",

@@ -3,6 +3,7 @@ rules), see their signatures and pending requests, decline one, sign out."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -134,7 +135,7 @@ def _code_page(
     expires_at: datetime | None = None,
     problem: str | None = None,
     status: int = 200,
-    **values: str,
+    values: dict[str, str] | None = None,
 ) -> HTMLResponse:
     return render(
         request,
@@ -144,7 +145,7 @@ def _code_page(
             "errors": errors,
             "destination": destination,
             "problem": problem,
-            "values": values,
+            "values": values or {},
         },
         status,
     )
@@ -161,7 +162,7 @@ async def check_code(request: Request) -> Response:
     if not request_id:
         return redirect("/me/sign-in")
     otp, pin = form.get("otp", "").strip(), form.get("pin", "")
-    errors = _code_errors(otp, pin)
+    errors = code_errors(otp, pin)
     if errors:
         return _code_page(request, errors, status=422)
     now = runtime_of(request).clock.now()
@@ -178,7 +179,9 @@ async def check_code(request: Request) -> Response:
     return response
 
 
-def _code_errors(otp: str, pin: str) -> dict[str, str]:
+def code_errors(otp: str, pin: str) -> dict[str, str]:
+    """The code form's own checks, before anything is asked of the database (the console's
+    sign-in shares them)."""
     errors = {}
     if not (len(otp) == 6 and otp.isdigit()):
         errors["otp"] = "signin.otp_invalid"
@@ -187,17 +190,34 @@ def _code_errors(otp: str, pin: str) -> dict[str, str]:
     return errors
 
 
-def _code_refused(request: Request, refused: DomainError) -> HTMLResponse:
-    """A refused OTP + PIN: next to the field when the person can try again, else why not."""
+@dataclass(frozen=True)
+class CodeRefusal:
+    """How a code page shows a refused OTP + PIN: next to the field when one can try again,
+    else why not (the console's sign-in shows it the same way)."""
+
+    errors: dict[str, str]
+    problem: str | None
+    status: int
+    values: dict[str, str]
+
+
+def code_refusal(refused: DomainError) -> CodeRefusal:
     if isinstance(refused, AuthorizationFailed):
         remaining = str(refused.extra.get("attempts_remaining", 0))
-        return _code_page(request, {"otp": "signin.wrong"}, status=403, remaining=remaining)
+        return CodeRefusal({"otp": "signin.wrong"}, None, 403, {"remaining": remaining})
     if isinstance(refused, CredentialLocked):
-        return _code_page(request, {}, problem="signin.locked", status=423)
+        return CodeRefusal({}, "signin.locked", 423, {})
     if isinstance(refused, RateLimited):
-        return _code_page(request, {}, problem="signin.rate_limited", status=429)
+        return CodeRefusal({}, "signin.rate_limited", 429, {})
     # Locked, expired or used request, a malformed check: a new code is needed.
-    return _code_page(request, {}, problem="signin.start_again", status=409)
+    return CodeRefusal({}, "signin.start_again", 409, {})
+
+
+def _code_refused(request: Request, refused: DomainError) -> HTMLResponse:
+    shown = code_refusal(refused)
+    return _code_page(
+        request, shown.errors, problem=shown.problem, status=shown.status, values=shown.values
+    )
 
 
 @router.post("/requests/{request_id}/decline", response_class=HTMLResponse)

@@ -1,5 +1,5 @@
 // The bulk move's progress bar: asks the server how far the job got, twice a second, and
-// shows the finished page (its counts and report) once it is done.
+// shows the finished page (its counts and report) once it is done, interrupted or failed.
 "use strict";
 (function () {
   var box = document.getElementById("enrolment");
@@ -14,7 +14,7 @@
     fetch(url, { credentials: "same-origin", cache: "no-store" })
       .then(function (answer) {
         if (answer.redirected || answer.status === 404) {
-          location.reload(); // signed out, or the job is unknown here: the page says which
+          location.reload(); // signed out, or the job is unknown: the page says which
           return null;
         }
         return answer.json();
