@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
 export ROAMSIGN_VAR_DIR ?= var
 
-.PHONY: install vendor run test lint typecheck test-sqlite test-postgres test-pkcs11 openapi dockerfile bench bench-scale bench-breakdown bench-floor bench-scaleout bench-p99 bench-issue19 clean
+.PHONY: install vendor run test lint typecheck test-sqlite test-postgres test-pkcs11 openapi dockerfile bench bench-scale bench-breakdown bench-floor bench-scaleout bench-p99 bench-issue19 bench-privacyidea clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -92,6 +92,17 @@ bench-p99: install
 bench-issue19: install
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python bench/issue19.py
+
+# roamsign beside privacyIDEA 3.14 (OTP part only: privacyIDEA signs nothing), interleaved rounds
+# on PostgreSQL, 2 workers each; privacyIDEA in its own .venv-privacyidea (made by the script,
+# never a dependency of roamsign). Its default PIN hash (4 in flight: at 32 its requests wait
+# past the client's 30 s here), then a light one (32 in flight), sync then gthread workers;
+# ~20 min. See bench/README.md.
+bench-privacyidea: install
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python bench/privacyidea.py --rounds 2 --duration 20 --warmup 10 --pi-concurrency 4
+	$(BIN)/python bench/privacyidea.py --rounds 2 --duration 20 --warmup 10 --pi-hash light
+	$(BIN)/python bench/privacyidea.py --rounds 2 --duration 20 --warmup 10 --pi-hash light --pi-threads 4
 
 # Flow cost vs 1/10,000/100,000 people and 0/100,000/1,000,000 historical requests (the 1M step
 # on PostgreSQL only: on SQLite it alone takes ~5 min to build); see bench/README.md.
