@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_with_on_conflict, make_engine, make_sessionmaker
 from app.models import AuditChainHead
-from app.services.audit.event import GENESIS_MAC
 from app.runtime import Runtime
+from app.services.audit.event import GENESIS_MAC
 from app.services.mail.courier import COURIER_KEY
 from app.services.mail.delivery import DeliveryWorker
 from tests.api.conftest import Keys, bearer, request_otp
@@ -139,9 +139,9 @@ async def statement_log(
     engine.dispose()
 
 
-def delivery_worker(runtime: Runtime, sessions: sessionmaker[Session]) -> tuple[
-    DeliveryWorker, RecordingTransport
-]:
+def delivery_worker(
+    runtime: Runtime, sessions: sessionmaker[Session]
+) -> tuple[DeliveryWorker, RecordingTransport]:
     transport = RecordingTransport()
     worker = DeliveryWorker(
         sessions,
