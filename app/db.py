@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-import select
-from collections.abc import Callable, Iterator
+import select as io_select
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BindParameter, DateTime, Engine, MetaData, create_engine, event, literal
+from sqlalchemy import (
+    CTE,
+    BindParameter,
+    DateTime,
+    Engine,
+    Insert,
+    MetaData,
+    Table,
+    Update,
+    bindparam,
+    create_engine,
+    event,
+    exists,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 from sqlalchemy.types import TypeDecorator
 
 from app.errors import DomainError
@@ -100,8 +118,8 @@ def _refuse_closed_connection(
 
 
 def _readable(fd: int) -> bool:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    poller = io_select.poll()
+    poller.register(fd, io_select.POLLIN | io_select.POLLERR | io_select.POLLHUP)
     return bool(poller.poll(0))
 
 
@@ -189,6 +207,18 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 unit_of_work = contextmanager(transaction)
 
 
+@contextmanager
+def single_statement_unit(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit of work of one statement, which is its own transaction: on PostgreSQL no BEGIN
+    and no COMMIT (autocommit), two round trips of three. Only for a unit whose one statement
+    holds all its writes (each further statement would commit on its own); SQLite runs it as
+    any unit."""
+    with unit_of_work(factory) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
     """Run `callback` once the session's transaction has committed (e.g. wake a worker)."""
     session.info.setdefault("after_commit", []).append(callback)
@@ -197,3 +227,95 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 def run_after_commit(session: Session) -> None:
     for callback in session.info.pop("after_commit", []):
         callback()
+
+
+# -- writes sent together ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Write:
+    """An INSERT or UPDATE of a unit of work that nothing in the unit reads back: sent in one
+    statement with others where the database allows it (`app.services.audit.log` sends a
+    change's writes with its audit event), on its own otherwise.
+
+    `statement` is prebuilt (module level: its combined forms are cached by identity): an
+    `insert(table)` taking its columns from `params`, or an UPDATE whose WHERE binds named
+    parameters (`params` names them; any other key of `params` is a column it SETs).
+    `conflict` is raised, instead of the IntegrityError, when the write breaks a constraint
+    of its table (losing a race for a unique row)."""
+
+    statement: Insert | Update
+    params: Mapping[str, Any]
+    conflict: DomainError | None = None
+
+    @property
+    def table(self) -> Table:
+        table: Table = self.statement.table  # type: ignore[assignment]
+        return table
+
+
+def guarded_writes(writes: Sequence[Write], guard: CTE) -> list[Insert | Update]:
+    """PostgreSQL: `writes` as statements for a data-modifying WITH, each done only if `guard`
+    (a CTE) returns a row, their parameters prefixed `w<index>_` (see `prefixed_params`)."""
+    key = (id(guard), *((id(write.statement), tuple(write.params)) for write in writes))
+    cached = _GUARDED.get(key)
+    if cached is None:
+        cached = [_guarded(write, f"w{index}_", guard) for index, write in enumerate(writes)]
+        _GUARDED[key] = cached
+    return cached
+
+
+def prefixed_params(writes: Sequence[Write]) -> dict[str, Any]:
+    return {
+        f"w{index}_{name}": value
+        for index, write in enumerate(writes)
+        for name, value in write.params.items()
+    }
+
+
+def raise_conflict(error: IntegrityError, writes: Sequence[Write]) -> None:
+    """Raise the conflict of the write whose table `error` names (PostgreSQL's diagnostics, or
+    SQLite's message), if it has one."""
+    diagnostics = getattr(error.orig, "diag", None)
+    table_name = getattr(diagnostics, "table_name", None)
+    for write in writes:
+        if write.conflict is None:
+            continue
+        name = write.table.name
+        if table_name == name or (table_name is None and f" {name}." in str(error.orig)):
+            raise write.conflict from None
+
+
+_GUARDED: dict[tuple[Any, ...], list[Insert | Update]] = {}
+
+
+def _guarded(write: Write, prefix: str, guard: CTE) -> Insert | Update:
+    table = write.table
+    exists_guard = exists(select(literal(1)).select_from(guard))
+    statement = write.statement
+    if isinstance(statement, Insert):
+        columns = list(write.params)
+        values = select(
+            *(bindparam(prefix + name, type_=table.c[name].type) for name in columns)
+        ).where(exists_guard)
+        return insert(table).from_select(columns, values)
+    bound: set[str] = set()
+
+    def rename(element: ExternallyTraversible, **_kw: Any) -> ExternallyTraversible | None:
+        # Named parameters only: an anonymous one (a value written in the statement, such as
+        # `values(sealed_message=None)`) keeps its value and a name unique in any statement.
+        if isinstance(element, BindParameter) and not element.unique:
+            bound.add(element.key)
+            return bindparam(prefix + element.key, type_=element.type)
+        return None
+
+    renamed = replacement_traverse(cast(ExternallyTraversible, statement), {}, rename)
+    assert isinstance(renamed, Update)
+    settable = {
+        name: bindparam(prefix + name, type_=table.c[name].type)
+        for name in write.params
+        if name not in bound
+    }
+    if settable:
+        renamed = renamed.values(settable)
+    return renamed.where(exists_guard)
