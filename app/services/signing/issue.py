@@ -7,12 +7,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.crypto.keys import Secrets
 from app.crypto.secrets import generate_otp, otp_mac
-from app.db import after_commit
+from app.db import Write, after_commit
 from app.errors import CredentialNotActive, NoActiveDevice, NoEmailAddress, OtpPending, RateLimited
 from app.metrics import OTPS_ISSUED
 from app.models import Credential, RequestStatus, SigningRequest, User
@@ -109,17 +108,17 @@ class OtpIssuer:
         request.id = new_id()
         otp = generate_otp()
         request.otp_mac = otp_mac(self.keys.otp_mac, otp, binding_of(request))
-        try:
-            # No savepoint: losing the race for this hash refuses the whole unit of work.
-            # Every column is set above, and the object is never added: nothing in this unit
-            # of work changes the row again, so a Core insert skips the ORM's unit of work.
-            self.session.connection().execute(
-                INSERT_REQUEST, {column: getattr(request, column) for column in REQUEST_COLUMNS}
+        # Every column is set above, and the object is never added: nothing in this unit of
+        # work changes the row again, so a Core insert skips the ORM's unit of work. It is
+        # written with the OTP's message and the audit event, in one statement where the
+        # database allows. No savepoint: losing the race for this hash refuses the whole unit.
+        writes = [
+            Write(
+                INSERT_REQUEST,
+                {column: getattr(request, column) for column in REQUEST_COLUMNS},
+                OtpPending("an OTP for this document is already pending for this person"),
             )
-        except IntegrityError:
-            raise OtpPending(
-                "an OTP for this document is already pending for this person"
-            ) from None
+        ]
 
         notice = OtpNotice(
             otp=otp,
@@ -132,12 +131,12 @@ class OtpIssuer:
         )
         if device is not None:
             # Stored for the device until it fetches it (store-and-forward), sealed meanwhile.
-            DeviceMessageStore(self.session, self.keys.outbox_seal).enqueue(
+            message = DeviceMessageStore(self.session, self.keys.outbox_seal).prepare(
                 device, otp_message(notice, now), now
             )
         else:
             assert user.email is not None
-            Outbox(self.session, self.keys.outbox_seal).enqueue(
+            message = Outbox(self.session, self.keys.outbox_seal).prepare(
                 purpose="otp",
                 recipient=user.email,
                 subject=notice.subject(),
@@ -147,8 +146,10 @@ class OtpIssuer:
                 not_after=request.expires_at,
                 headers={"X-Roamsign-Request-Id": request.id},
             )
+        writes.append(message)
         after_commit(self.session, OTPS_ISSUED.labels(channel).inc)
         self.audit.record(
+            together=writes,
             now=now,
             action="otp.issued",
             actor=caller.name,
