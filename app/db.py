@@ -23,7 +23,6 @@ from sqlalchemy import (
     create_engine,
     event,
     exists,
-    insert,
     literal,
     select,
 )
@@ -298,7 +297,8 @@ def _guarded(write: Write, prefix: str, guard: CTE) -> Insert | Update:
         values = select(
             *(bindparam(prefix + name, type_=table.c[name].type) for name in columns)
         ).where(exists_guard)
-        return insert(table).from_select(columns, values)
+        # From the statement itself: it keeps its ON CONFLICT clause, if it has one.
+        return statement.from_select(columns, values)
     bound: set[str] = set()
 
     def rename(element: ExternallyTraversible, **_kw: Any) -> ExternallyTraversible | None:

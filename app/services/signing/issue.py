@@ -82,7 +82,7 @@ class OtpIssuer:
             raise NoEmailAddress("this person has no registered e-mail address for the OTP")
         # Counted once nothing else refuses, and before anything is written: the refusal
         # commits only the counts (the row locks they take last until the commit, so late).
-        self._count_issuance(caller, user, now)
+        person_count = self._count_issuance(caller, user, now)
         # No ORM synchronisation needed: no request of this person is loaded in the session.
         self.session.connection().execute(
             EXPIRE_STALE, {"person": user.id, "hash": new.document_hash, "now": now}
@@ -113,11 +113,12 @@ class OtpIssuer:
         # written with the OTP's message and the audit event, in one statement where the
         # database allows. No savepoint: losing the race for this hash refuses the whole unit.
         writes = [
+            person_count,
             Write(
                 INSERT_REQUEST,
                 {column: getattr(request, column) for column in REQUEST_COLUMNS},
                 OtpPending("an OTP for this document is already pending for this person"),
-            )
+            ),
         ]
 
         notice = OtpNotice(
@@ -163,7 +164,7 @@ class OtpIssuer:
         )
         return request
 
-    def _count_issuance(self, caller: Caller, user: User, now: datetime) -> None:
+    def _count_issuance(self, caller: Caller, user: User, now: datetime) -> Write:
         """One OTP more for this signer, for this signer and person, and then, only if those
         let it through, for the person (`rate_limited` once over any).
 
@@ -171,37 +172,36 @@ class OtpIssuer:
         that keeps asking keeps its own limits closed. The person's limit is taken, not hit:
         checked under the person's lock and counted only when there is room, so refusals,
         whoever's, never count against the person, and one signer can use at most its own
-        per-person share of the person's OTPs. Always in this order (the signer's rows, then
-        the person's), so two issuances never wait for each other's locks in a cycle.
+        per-person share of the person's OTPs. Returns the write that counts the person's
+        OTP, to be made with the request.
         """
         settings = self.settings
         limiter = RateLimiter(self.session, self.keys.subject_ref)
         try:
-            limiter.hit(
+            person_count = limiter.hit_then_take(
                 now,
-                Hit(
-                    RateLimit(
-                        OTPS_PER_SIGNER_PERSON, settings.otps_per_signer_person_per_minute, 60
+                [
+                    Hit(
+                        RateLimit(
+                            OTPS_PER_SIGNER_PERSON, settings.otps_per_signer_person_per_minute, 60
+                        ),
+                        f"{caller.id}:{user.id}",
+                        f"at most {settings.otps_per_signer_person_per_minute} OTPs a minute for "
+                        "one person from this client; try again later",
                     ),
-                    f"{caller.id}:{user.id}",
-                    f"at most {settings.otps_per_signer_person_per_minute} OTPs a minute for "
-                    "one person from this client; try again later",
-                ),
-                Hit(
-                    # The hot counter (one backend makes nearly every request): sharded.
-                    RateLimit(
-                        OTPS_PER_SIGNER,
-                        settings.otps_per_signer_per_minute,
-                        60,
-                        shards=SIGNER_COUNTER_SHARDS,
+                    Hit(
+                        # The hot counter (one backend makes nearly every request): sharded.
+                        RateLimit(
+                            OTPS_PER_SIGNER,
+                            settings.otps_per_signer_per_minute,
+                            60,
+                            shards=SIGNER_COUNTER_SHARDS,
+                        ),
+                        caller.id,
+                        f"at most {settings.otps_per_signer_per_minute} OTPs a minute for "
+                        "this client; try again later",
                     ),
-                    caller.id,
-                    f"at most {settings.otps_per_signer_per_minute} OTPs a minute for "
-                    "this client; try again later",
-                ),
-            )
-            limiter.take(
-                now,
+                ],
                 Hit(
                     RateLimit(OTPS_PER_PERSON, settings.otps_per_person_per_minute, 60),
                     user.id,
@@ -212,6 +212,8 @@ class OtpIssuer:
         except RateLimited:
             logger.warning("otp.rate_limited", extra={"client": caller.name})
             raise
+        assert person_count is not None  # a taken limit's count
+        return person_count
 
 
 def _usable_credential(
