@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import select as io_select
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 from sqlalchemy.types import TypeDecorator
 
 from app.errors import DomainError
+
+logger = logging.getLogger("roamsign.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -319,3 +323,85 @@ def _guarded(write: Write, prefix: str, guard: CTE) -> Insert | Update:
     if settable:
         renamed = renamed.values(settable)
     return renamed.where(exists_guard)
+
+
+# -- notifications between processes -------------------------------------------------------------
+
+
+class NotificationListener:
+    """Listens on a PostgreSQL channel (`LISTEN`) on a connection of its own, in a daemon
+    thread, and calls `on_change` for each notification and whenever it may have missed some
+    (a new connection, a lost one). `listening()` says whether notifications reach it now: a
+    cache it invalidates must not be trusted otherwise. It checks its connection every
+    `check_seconds` (a notification cannot arrive on a connection that silently died)."""
+
+    def __init__(
+        self,
+        connect_args: tuple[list[Any], dict[str, Any]],
+        channel: str,
+        on_change: Callable[[], None],
+        *,
+        check_seconds: float = 2.0,
+    ) -> None:
+        self._connect_args = connect_args
+        self._channel = channel
+        self._on_change = on_change
+        self._check_seconds = check_seconds
+        self._listening = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.backend_pid: int | None = None  # its server process, while connected
+
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"listen-{self._channel}", daemon=True
+                )
+                self._thread.start()
+
+    def wait_listening(self, timeout: float) -> bool:
+        return self._listening.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psycopg  # only PostgreSQL deployments listen
+
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                args, kwargs = self._connect_args
+                with psycopg.connect(*args, **{**kwargs, "autocommit": True}) as connection:
+                    connection.execute(f'LISTEN "{self._channel}"')
+                    self.backend_pid = connection.info.backend_pid
+                    self._on_change()  # whatever happened while nobody listened
+                    self._listening.set()
+                    pause = 0.1
+                    while not self._stop.is_set():
+                        for _notification in connection.notifies(
+                            timeout=self._check_seconds, stop_after=1
+                        ):
+                            self._on_change()
+                        connection.execute("SELECT 1")  # still there?
+            except Exception:
+                logger.warning("db.listener.lost", extra={"channel": self._channel})
+            finally:
+                self._listening.clear()
+                self._on_change()
+            self._stop.wait(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def connect_arguments(engine: Engine) -> tuple[list[Any], dict[str, Any]]:
+    """What the engine's driver connects with (for a connection outside its pool)."""
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    return list(args), dict(kwargs)

@@ -196,6 +196,7 @@ def runtime(
     runtime.engine.dispose()
     runtime.engine, runtime.sessions = engine, sessions  # share the test's engine and its wipe
     yield runtime
+    runtime.stop_listening()
     runtime.key_store.close()
 
 
