@@ -19,6 +19,8 @@ from sqlalchemy import (
     Engine,
     Insert,
     MetaData,
+    Result,
+    Select,
     Table,
     Update,
     bindparam,
@@ -27,12 +29,14 @@ from sqlalchemy import (
     exists,
     literal,
     select,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 from sqlalchemy.types import TypeDecorator
 
@@ -268,6 +272,29 @@ def guarded_writes(writes: Sequence[Write], guard: CTE) -> list[Insert | Update]
     return cached
 
 
+def select_after_writes(
+    session: Session, query: Executable, params: Mapping[str, Any], writes: Sequence[Write]
+) -> Result[Any]:
+    """`writes`, then `query`: in one statement on PostgreSQL (`query` with the writes in its
+    WITH; it reads the rows as they were before them), in sequence on SQLite. For writes
+    whose rows `query` does not read."""
+    if session.get_bind().dialect.name != "postgresql":
+        for write in writes:
+            session.connection().execute(write.statement, write.params)
+        return session.execute(query, params)
+    key = (id(query), *((id(write.statement), tuple(write.params)) for write in writes))
+    combined = _WITH_WRITES.get(key)
+    if combined is None:
+        ctes = [
+            _guarded(write, f"w{index}_", None).cte(f"w{index}")
+            for index, write in enumerate(writes)
+        ]
+        assert isinstance(query, Select)
+        combined = query.add_cte(*ctes)
+        _WITH_WRITES[key] = combined
+    return session.execute(combined, {**params, **prefixed_params(writes)})
+
+
 def prefixed_params(writes: Sequence[Write]) -> dict[str, Any]:
     return {
         f"w{index}_{name}": value
@@ -290,11 +317,12 @@ def raise_conflict(error: IntegrityError, writes: Sequence[Write]) -> None:
 
 
 _GUARDED: dict[tuple[Any, ...], list[Insert | Update]] = {}
+_WITH_WRITES: dict[tuple[Any, ...], Executable] = {}
 
 
-def _guarded(write: Write, prefix: str, guard: CTE) -> Insert | Update:
+def _guarded(write: Write, prefix: str, guard: CTE | None) -> Insert | Update:
     table = write.table
-    exists_guard = exists(select(literal(1)).select_from(guard))
+    exists_guard = exists(select(literal(1)).select_from(guard)) if guard is not None else true()
     statement = write.statement
     if isinstance(statement, Insert):
         columns = list(write.params)
@@ -322,7 +350,7 @@ def _guarded(write: Write, prefix: str, guard: CTE) -> Insert | Update:
     }
     if settable:
         renamed = renamed.values(settable)
-    return renamed.where(exists_guard)
+    return renamed.where(exists_guard) if guard is not None else renamed
 
 
 # -- notifications between processes -------------------------------------------------------------

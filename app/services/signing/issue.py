@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from app.crypto.keys import Secrets
 from app.crypto.secrets import generate_otp, otp_mac
-from app.db import Write, after_commit
+from app.db import Write, after_commit, select_after_writes
 from app.errors import CredentialNotActive, NoActiveDevice, NoEmailAddress, OtpPending, RateLimited
 from app.metrics import OTPS_ISSUED
 from app.models import Credential, RequestStatus, SigningRequest, User
@@ -26,7 +27,7 @@ from app.services.mail.texts.common import mask_email
 from app.services.mail.texts.signing import OtpNotice
 from app.services.rate_limits import Hit, RateLimit, RateLimiter
 from app.services.signing.statements import (
-    EXPIRE_STALE,
+    EXPIRE_STALE_OF_MYKAD,
     INSERT_REQUEST,
     PERSON_WITH_SIGNER,
     REQUEST_COLUMNS,
@@ -70,8 +71,19 @@ class OtpIssuer:
     def request_signature(
         self, caller: Caller, new: NewSigningRequest, now: datetime
     ) -> SigningRequest:
-        row = self.session.execute(PERSON_WITH_SIGNER, {"mykad": new.mykad}).first()
-        user, found, active = (row[0], row[1], row[2]) if row is not None else (None, None, None)
+        # Frees the document's hash from the person's stale requests in the same statement
+        # (PostgreSQL): a refusal rolls it back, but for the counts' (it is kept then, as
+        # harmless as it is: those requests' windows are over).
+        expire_stale = Write(
+            EXPIRE_STALE_OF_MYKAD, {"mykad": new.mykad, "hash": new.document_hash, "now": now}
+        )
+        row = select_after_writes(
+            self.session, PERSON_WITH_SIGNER, {"mykad": new.mykad}, [expire_stale]
+        ).first()
+        found_row: tuple[Any, ...] = tuple(row) if row is not None else (None, None, None)
+        user: User | None = found_row[0]
+        found: Credential | None = found_row[1]
+        active: Device | None = found_row[2]
         credential = _usable_credential(self.session, found, now)
         assert user is not None  # _usable_credential refuses a missing person
         if new.credential_id is not None and new.credential_id != credential.id:
@@ -83,10 +95,6 @@ class OtpIssuer:
         # Counted once nothing else refuses, and before anything is written: the refusal
         # commits only the counts (the row locks they take last until the commit, so late).
         person_count = self._count_issuance(caller, user, now)
-        # No ORM synchronisation needed: no request of this person is loaded in the session.
-        self.session.connection().execute(
-            EXPIRE_STALE, {"person": user.id, "hash": new.document_hash, "now": now}
-        )
 
         request = SigningRequest(
             signer_id=caller.id,

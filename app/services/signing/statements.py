@@ -31,15 +31,15 @@ COUNT_ATTEMPT = (
     .values(attempts=REQUESTS.c.attempts + 1)
     .returning(REQUESTS.c.attempts)
 )
-# Frees a person's document hash from pending requests whose window is over.
-EXPIRE_STALE = (
+# Frees the document hash of the person with this MyKad from pending requests whose window
+# is over (written with the read of the person: app.db.select_after_writes).
+EXPIRE_STALE_OF_MYKAD = (
     update(REQUESTS)
     .where(
-        REQUESTS.c.user_id == bindparam("person"),
+        REQUESTS.c.user_id.in_(select(User.id).where(User.mykad == bindparam("mykad"))),
         REQUESTS.c.document_hash == bindparam("hash"),
         REQUESTS.c.status == status_constant(RequestStatus.PENDING),
         REQUESTS.c.expires_at <= bindparam("now"),
-        # A SAD outliving the OTP's window keeps its request (and its hash) until used.
         or_(REQUESTS.c.sad_expires_at.is_(None), REQUESTS.c.sad_expires_at <= bindparam("now")),
     )
     .values(status=RequestStatus.EXPIRED, finished_at=bindparam("now"))
