@@ -39,9 +39,21 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Insert, Table, bindparam, func, select
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    not_,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
@@ -63,6 +75,7 @@ _COUNTED = (
 )
 # One more hit on a (key, bucket, shard) row, created at 1 if new.
 _ROW_KEY = [_WINDOWS.c.key, _WINDOWS.c.bucket_started_at, _WINDOWS.c.shard]
+_ROW_KEY_NAMES = ("key", "bucket_started_at", "shard")
 _ONE_MORE = {"count": _WINDOWS.c.count + 1}
 _UPSERTS: dict[str, Insert] = {
     dialect: insert_with_on_conflict(dialect, _WINDOWS).on_conflict_do_update(
@@ -180,12 +193,21 @@ class RateLimiter:
             ),
             key=lambda row: (row["key"], row["shard"]),
         )
-        if rows:
-            connection.execute(_upsert(dialect, len(rows)), _numbered(rows))
         limits = [hit.limit for hit in hits] + ([taken.limit] if taken is not None else [])
-        counted = connection.execute(
-            _COUNTED, {"keys": keys, "since": min(limit.counts_since(now) for limit in limits)}
-        ).all()
+        window = {"keys": keys, "since": min(limit.counts_since(now) for limit in limits)}
+        counted: list[Any]
+        if not rows:
+            counted = list(connection.execute(_COUNTED, window).all())
+        elif dialect == "postgresql":
+            # The hits' rows as the upsert left them, and every other row of the keys' windows,
+            # in one statement.
+            counted = list(
+                connection.execute(_counted_with_hits(len(rows)), window | _numbered(rows)).all()
+            )
+        else:
+            upsert, others = _hits_and_others(dialect, len(rows))
+            counted = list(connection.execute(upsert, _numbered(rows)).all())
+            counted += connection.execute(others, window | _numbered(rows)).all()
 
         def buckets(limit: RateLimit, key: str) -> list[tuple[datetime, int]]:
             since = limit.counts_since(now)
@@ -262,6 +284,32 @@ def _upsert(dialect: str, rows: int) -> Executable:
             ]
         )
         .on_conflict_do_update(index_elements=_ROW_KEY, set_=_ONE_MORE)
+    )
+
+
+@functools.cache
+def _hits_and_others(dialect: str, rows: int) -> tuple[Insert, Executable]:
+    """One more hit on each of `rows` rows, returning them as they now are; and the sum of
+    every other row of the keys' windows. Both are a hit's count: its rows and the others."""
+    upsert = cast(Insert, _upsert(dialect, rows)).returning(
+        _WINDOWS.c.key, _WINDOWS.c.bucket_started_at, _WINDOWS.c.count
+    )
+    hit_rows = [
+        and_(*(_WINDOWS.c[name] == bindparam(f"r{index}_{name}") for name in _ROW_KEY_NAMES))
+        for index in range(rows)
+    ]
+    others = _COUNTED.where(not_(or_(*hit_rows)))
+    return upsert, others
+
+
+@functools.cache
+def _counted_with_hits(rows: int) -> Executable:
+    """PostgreSQL: `_hits_and_others` in one statement (the upsert in its WITH; the other rows
+    read as they were before it, which is all the upsert changed)."""
+    upsert, others = _hits_and_others("postgresql", rows)
+    hits = upsert.cte("hits")
+    return union_all(
+        cast(Select[Any], others), select(hits.c.key, hits.c.bucket_started_at, hits.c.count)
     )
 
 
