@@ -36,12 +36,13 @@ from __future__ import annotations
 import functools
 import math
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Insert,
     Select,
@@ -162,7 +163,28 @@ class RateLimiter:
         assert write is not None
         self.session.connection().execute(write.statement, write.params)
 
-    def hit_then_take(self, now: datetime, hits: Sequence[Hit], taken: Hit | None) -> Write | None:
+    def locks(self, hits: Sequence[Hit], taken: Hit | None) -> dict[str, int]:
+        """The advisory locks `hit_then_take(hits, taken)` takes first (PostgreSQL), as the
+        parameters of `lock_columns`: a caller may take them in a statement of its own and
+        pass them as `locked`."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return {}
+        unsharded = [hit for hit in hits if hit.limit.shards == 1]
+        if taken is not None:
+            unsharded.append(taken)
+        keys = sorted(
+            keyed_digest(self._key, f"{hit.limit.name}:{hit.subject}") for hit in unsharded
+        )
+        return {f"lock_{index}": int(key[:16], 16) - 2**63 for index, key in enumerate(keys)}
+
+    def hit_then_take(
+        self,
+        now: datetime,
+        hits: Sequence[Hit],
+        taken: Hit | None,
+        *,
+        locked: Mapping[str, int] | None = None,
+    ) -> Write | None:
         """`hit(*hits)`, then `take(taken)`: a request its caller's own limits refuse never
         reaches the taken limit's count. Three statements whatever the number of limits: the
         unsharded keys' locks, the hits' upsert, one sum. The taken hit is returned as the
@@ -182,10 +204,7 @@ class RateLimiter:
         dialect = connection.dialect.name
         # Every unsharded key's lock first, in one order in every process, then the rows (also
         # in one order): two requests never wait for each other in a cycle.
-        self._serialise(
-            connection,
-            sorted([key for hit, key in keyed if hit.limit.shards == 1] + keys[len(keyed) :]),
-        )
+        self._serialise(connection, self.locks(hits, taken), locked)
         rows = sorted(
             (
                 _row(hit.limit, key, now, shard=secrets.randbelow(hit.limit.shards))
@@ -236,16 +255,18 @@ class RateLimiter:
             )
         return Write(_UPSERTS[dialect], _row(taken.limit, taken_key, now, shard=0))
 
-    def _serialise(self, connection: Connection, keys: list[str]) -> None:
+    def _serialise(
+        self, connection: Connection, locks: dict[str, int], locked: Mapping[str, int] | None
+    ) -> None:
         """Hits on one unsharded key wait for each other until commit, whichever bucket they
         fall in: a bucket row's lock alone would let a hit in a new bucket sum up without one
-        still in flight in the previous bucket. SQLite has one writer at a time anyway."""
-        if connection.dialect.name != "postgresql" or not keys:
-            return
-        connection.execute(
-            _lock_keys(len(keys)),
-            {f"lock_{index}": int(key[:16], 16) - 2**63 for index, key in enumerate(keys)},
-        )
+        still in flight in the previous bucket. SQLite has one writer at a time anyway.
+        `locked`: the caller took them already (they must be these)."""
+        if locked is not None:
+            if dict(locked) != locks:
+                raise ValueError("the locks taken are not these limits'")
+        elif locks:
+            connection.execute(select(*lock_columns(len(locks))), locks)
 
 
 def _row(limit: RateLimit, key: str, now: datetime, *, shard: int) -> dict[str, Any]:
@@ -314,9 +335,8 @@ def _counted_with_hits(rows: int) -> Executable:
 
 
 @functools.cache
-def _lock_keys(keys: int) -> Executable:
-    """The transaction-scoped advisory locks of `keys` keys, taken in their order (PostgreSQL
-    evaluates a select list left to right), in one statement."""
-    return select(
-        *(func.pg_advisory_xact_lock(bindparam(f"lock_{index}")) for index in range(keys))
-    )
+def lock_columns(keys: int) -> tuple[ColumnElement[Any], ...]:
+    """The transaction-scoped advisory locks of `keys` keys (`RateLimiter.locks` gives their
+    parameters), taken in their order as a select list (PostgreSQL evaluates it left to
+    right) of one statement, for each row it returns."""
+    return tuple(func.pg_advisory_xact_lock(bindparam(f"lock_{index}")) for index in range(keys))

@@ -29,8 +29,8 @@ from app.services.rate_limits import Hit, RateLimit, RateLimiter
 from app.services.signing.statements import (
     EXPIRE_STALE_OF_MYKAD,
     INSERT_REQUEST,
-    PERSON_WITH_SIGNER,
     REQUEST_COLUMNS,
+    person_with_signer,
 )
 from app.settings import Settings
 
@@ -77,8 +77,16 @@ class OtpIssuer:
         expire_stale = Write(
             EXPIRE_STALE_OF_MYKAD, {"mykad": new.mykad, "hash": new.document_hash, "now": now}
         )
+        # The person's rate limits are locked by the same statement (PostgreSQL), before
+        # anything is counted: their counts are exact (app.services.rate_limits).
+        limiter = RateLimiter(self.session, self.keys.subject_ref)
+        hits, taken = self._issuance_limits(caller, new.mykad)
+        locks = limiter.locks(hits, taken)
         row = select_after_writes(
-            self.session, PERSON_WITH_SIGNER, {"mykad": new.mykad}, [expire_stale]
+            self.session,
+            person_with_signer(len(locks)),
+            {"mykad": new.mykad, **locks},
+            [expire_stale],
         ).first()
         found_row: tuple[Any, ...] = tuple(row) if row is not None else (None, None, None)
         user: User | None = found_row[0]
@@ -94,7 +102,12 @@ class OtpIssuer:
             raise NoEmailAddress("this person has no registered e-mail address for the OTP")
         # Counted once nothing else refuses, and before anything is written: the refusal
         # commits only the counts (the row locks they take last until the commit, so late).
-        person_count = self._count_issuance(caller, user, now)
+        try:
+            person_count = limiter.hit_then_take(now, hits, taken, locked=locks)
+        except RateLimited:
+            logger.warning("otp.rate_limited", extra={"client": caller.name})
+            raise
+        assert person_count is not None  # a taken limit's count
 
         request = SigningRequest(
             signer_id=caller.id,
@@ -172,7 +185,7 @@ class OtpIssuer:
         )
         return request
 
-    def _count_issuance(self, caller: Caller, user: User, now: datetime) -> Write:
+    def _issuance_limits(self, caller: Caller, mykad: str) -> tuple[list[Hit], Hit]:
         """One OTP more for this signer, for this signer and person, and then, only if those
         let it through, for the person (`rate_limited` once over any).
 
@@ -180,48 +193,37 @@ class OtpIssuer:
         that keeps asking keeps its own limits closed. The person's limit is taken, not hit:
         checked under the person's lock and counted only when there is room, so refusals,
         whoever's, never count against the person, and one signer can use at most its own
-        per-person share of the person's OTPs. Returns the write that counts the person's
-        OTP, to be made with the request.
+        per-person share of the person's OTPs. The person is the MyKad asked for (known before
+        the person is read, so that its read takes the locks).
         """
         settings = self.settings
-        limiter = RateLimiter(self.session, self.keys.subject_ref)
-        try:
-            person_count = limiter.hit_then_take(
-                now,
-                [
-                    Hit(
-                        RateLimit(
-                            OTPS_PER_SIGNER_PERSON, settings.otps_per_signer_person_per_minute, 60
-                        ),
-                        f"{caller.id}:{user.id}",
-                        f"at most {settings.otps_per_signer_person_per_minute} OTPs a minute for "
-                        "one person from this client; try again later",
-                    ),
-                    Hit(
-                        # The hot counter (one backend makes nearly every request): sharded.
-                        RateLimit(
-                            OTPS_PER_SIGNER,
-                            settings.otps_per_signer_per_minute,
-                            60,
-                            shards=SIGNER_COUNTER_SHARDS,
-                        ),
-                        caller.id,
-                        f"at most {settings.otps_per_signer_per_minute} OTPs a minute for "
-                        "this client; try again later",
-                    ),
-                ],
-                Hit(
-                    RateLimit(OTPS_PER_PERSON, settings.otps_per_person_per_minute, 60),
-                    user.id,
-                    f"at most {settings.otps_per_person_per_minute} OTPs a minute for "
-                    "one person; try again later",
+        hits = [
+            Hit(
+                RateLimit(OTPS_PER_SIGNER_PERSON, settings.otps_per_signer_person_per_minute, 60),
+                f"{caller.id}:{mykad}",
+                f"at most {settings.otps_per_signer_person_per_minute} OTPs a minute for "
+                "one person from this client; try again later",
+            ),
+            Hit(
+                # The hot counter (one backend makes nearly every request): sharded.
+                RateLimit(
+                    OTPS_PER_SIGNER,
+                    settings.otps_per_signer_per_minute,
+                    60,
+                    shards=SIGNER_COUNTER_SHARDS,
                 ),
-            )
-        except RateLimited:
-            logger.warning("otp.rate_limited", extra={"client": caller.name})
-            raise
-        assert person_count is not None  # a taken limit's count
-        return person_count
+                caller.id,
+                f"at most {settings.otps_per_signer_per_minute} OTPs a minute for "
+                "this client; try again later",
+            ),
+        ]
+        taken = Hit(
+            RateLimit(OTPS_PER_PERSON, settings.otps_per_person_per_minute, 60),
+            mykad,
+            f"at most {settings.otps_per_person_per_minute} OTPs a minute for "
+            "one person; try again later",
+        )
+        return hits, taken
 
 
 def _usable_credential(
