@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+import select as io_select
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BindParameter, DateTime, Engine, MetaData, create_engine, event, literal
+from sqlalchemy import (
+    CTE,
+    BindParameter,
+    DateTime,
+    Engine,
+    Insert,
+    MetaData,
+    Result,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    create_engine,
+    event,
+    exists,
+    literal,
+    select,
+    true,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 from sqlalchemy.types import TypeDecorator
 
 from app.errors import DomainError
+
+logger = logging.getLogger("roamsign.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -80,13 +107,27 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     # server opened and closed PostgreSQL connections (a backend process each) all the time;
     # the benchmark showed it as 40 % of a core outside the server. Connections open lazily,
     # up to `pool_size`, and stay open.
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_pre_ping=True,
-        pool_timeout=10,
-    )
+    engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=10)
+    # No pre-ping (a round trip on every checkout, an eighth of a flow's): a connection the
+    # server closed (a restart, pg_terminate_backend, a cut proxy) has a readable socket, its
+    # end of stream, and is replaced at checkout without asking the server.
+    event.listen(engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: Any
+) -> None:
+    """An idle connection has nothing to read; anything there (the server's goodbye, its end
+    of stream) means the server is done with it: the pool opens another (DisconnectionError)."""
+    if dbapi_connection.closed or _readable(dbapi_connection.fileno()):
+        raise DisconnectionError("the server closed this connection")
+
+
+def _readable(fd: int) -> bool:
+    poller = io_select.poll()
+    poller.register(fd, io_select.POLLIN | io_select.POLLERR | io_select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 def connection_capacity(engine: Engine) -> int:
@@ -173,6 +214,18 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 unit_of_work = contextmanager(transaction)
 
 
+@contextmanager
+def single_statement_unit(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit of work of one statement, which is its own transaction: on PostgreSQL no BEGIN
+    and no COMMIT (autocommit), two round trips of three. Only for a unit whose one statement
+    holds all its writes (each further statement would commit on its own); SQLite runs it as
+    any unit."""
+    with unit_of_work(factory) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
     """Run `callback` once the session's transaction has committed (e.g. wake a worker)."""
     session.info.setdefault("after_commit", []).append(callback)
@@ -181,3 +234,202 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 def run_after_commit(session: Session) -> None:
     for callback in session.info.pop("after_commit", []):
         callback()
+
+
+# -- writes sent together ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Write:
+    """An INSERT or UPDATE of a unit of work that nothing in the unit reads back: sent in one
+    statement with others where the database allows it (`app.services.audit.log` sends a
+    change's writes with its audit event), on its own otherwise.
+
+    `statement` is prebuilt (module level: its combined forms are cached by identity): an
+    `insert(table)` taking its columns from `params`, or an UPDATE whose WHERE binds named
+    parameters (`params` names them; any other key of `params` is a column it SETs).
+    `conflict` is raised, instead of the IntegrityError, when the write breaks a constraint
+    of its table (losing a race for a unique row)."""
+
+    statement: Insert | Update
+    params: Mapping[str, Any]
+    conflict: DomainError | None = None
+
+    @property
+    def table(self) -> Table:
+        table: Table = self.statement.table  # type: ignore[assignment]
+        return table
+
+
+def guarded_writes(writes: Sequence[Write], guard: CTE) -> list[Insert | Update]:
+    """PostgreSQL: `writes` as statements for a data-modifying WITH, each done only if `guard`
+    (a CTE) returns a row, their parameters prefixed `w<index>_` (see `prefixed_params`)."""
+    key = (id(guard), *((id(write.statement), tuple(write.params)) for write in writes))
+    cached = _GUARDED.get(key)
+    if cached is None:
+        cached = [_guarded(write, f"w{index}_", guard) for index, write in enumerate(writes)]
+        _GUARDED[key] = cached
+    return cached
+
+
+def select_after_writes(
+    session: Session, query: Executable, params: Mapping[str, Any], writes: Sequence[Write]
+) -> Result[Any]:
+    """`writes`, then `query`: in one statement on PostgreSQL (`query` with the writes in its
+    WITH; it reads the rows as they were before them), in sequence on SQLite. For writes
+    whose rows `query` does not read."""
+    if session.get_bind().dialect.name != "postgresql":
+        for write in writes:
+            session.connection().execute(write.statement, write.params)
+        return session.execute(query, params)
+    key = (id(query), *((id(write.statement), tuple(write.params)) for write in writes))
+    combined = _WITH_WRITES.get(key)
+    if combined is None:
+        ctes = [
+            _guarded(write, f"w{index}_", None).cte(f"w{index}")
+            for index, write in enumerate(writes)
+        ]
+        assert isinstance(query, Select)
+        combined = query.add_cte(*ctes)
+        _WITH_WRITES[key] = combined
+    return session.execute(combined, {**params, **prefixed_params(writes)})
+
+
+def prefixed_params(writes: Sequence[Write]) -> dict[str, Any]:
+    return {
+        f"w{index}_{name}": value
+        for index, write in enumerate(writes)
+        for name, value in write.params.items()
+    }
+
+
+def raise_conflict(error: IntegrityError, writes: Sequence[Write]) -> None:
+    """Raise the conflict of the write whose table `error` names (PostgreSQL's diagnostics, or
+    SQLite's message), if it has one."""
+    diagnostics = getattr(error.orig, "diag", None)
+    table_name = getattr(diagnostics, "table_name", None)
+    for write in writes:
+        if write.conflict is None:
+            continue
+        name = write.table.name
+        if table_name == name or (table_name is None and f" {name}." in str(error.orig)):
+            raise write.conflict from None
+
+
+_GUARDED: dict[tuple[Any, ...], list[Insert | Update]] = {}
+_WITH_WRITES: dict[tuple[Any, ...], Executable] = {}
+
+
+def _guarded(write: Write, prefix: str, guard: CTE | None) -> Insert | Update:
+    table = write.table
+    exists_guard = exists(select(literal(1)).select_from(guard)) if guard is not None else true()
+    statement = write.statement
+    if isinstance(statement, Insert):
+        columns = list(write.params)
+        values = select(
+            *(bindparam(prefix + name, type_=table.c[name].type) for name in columns)
+        ).where(exists_guard)
+        # From the statement itself: it keeps its ON CONFLICT clause, if it has one.
+        return statement.from_select(columns, values)
+    bound: set[str] = set()
+
+    def rename(element: ExternallyTraversible, **_kw: Any) -> ExternallyTraversible | None:
+        # Named parameters only: an anonymous one (a value written in the statement, such as
+        # `values(sealed_message=None)`) keeps its value and a name unique in any statement.
+        if isinstance(element, BindParameter) and not element.unique:
+            bound.add(element.key)
+            return bindparam(prefix + element.key, type_=element.type)
+        return None
+
+    renamed = replacement_traverse(cast(ExternallyTraversible, statement), {}, rename)
+    assert isinstance(renamed, Update)
+    settable = {
+        name: bindparam(prefix + name, type_=table.c[name].type)
+        for name in write.params
+        if name not in bound
+    }
+    if settable:
+        renamed = renamed.values(settable)
+    return renamed.where(exists_guard) if guard is not None else renamed
+
+
+# -- notifications between processes -------------------------------------------------------------
+
+
+class NotificationListener:
+    """Listens on a PostgreSQL channel (`LISTEN`) on a connection of its own, in a daemon
+    thread, and calls `on_change` for each notification and whenever it may have missed some
+    (a new connection, a lost one). `listening()` says whether notifications reach it now: a
+    cache it invalidates must not be trusted otherwise. It checks its connection every
+    `check_seconds` (a notification cannot arrive on a connection that silently died)."""
+
+    def __init__(
+        self,
+        connect_args: tuple[list[Any], dict[str, Any]],
+        channel: str,
+        on_change: Callable[[], None],
+        *,
+        check_seconds: float = 2.0,
+    ) -> None:
+        self._connect_args = connect_args
+        self._channel = channel
+        self._on_change = on_change
+        self._check_seconds = check_seconds
+        self._listening = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.backend_pid: int | None = None  # its server process, while connected
+
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"listen-{self._channel}", daemon=True
+                )
+                self._thread.start()
+
+    def wait_listening(self, timeout: float) -> bool:
+        return self._listening.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psycopg  # only PostgreSQL deployments listen
+
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                args, kwargs = self._connect_args
+                with psycopg.connect(*args, **{**kwargs, "autocommit": True}) as connection:
+                    connection.execute(f'LISTEN "{self._channel}"')
+                    self.backend_pid = connection.info.backend_pid
+                    self._on_change()  # whatever happened while nobody listened
+                    self._listening.set()
+                    pause = 0.1
+                    while not self._stop.is_set():
+                        for _notification in connection.notifies(
+                            timeout=self._check_seconds, stop_after=1
+                        ):
+                            self._on_change()
+                        connection.execute("SELECT 1")  # still there?
+            except Exception:
+                logger.warning("db.listener.lost", extra={"channel": self._channel})
+            finally:
+                self._listening.clear()
+                self._on_change()
+            self._stop.wait(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def connect_arguments(engine: Engine) -> tuple[list[Any], dict[str, Any]]:
+    """What the engine's driver connects with (for a connection outside its pool)."""
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    return list(args), dict(kwargs)

@@ -111,7 +111,8 @@ def _caller(request: Request, session: Session, audit: AuditLog) -> Caller:
     scheme, _, api_key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not api_key.strip():
         raise Unauthenticated("send Authorization: Bearer <api key>")
-    caller = ClientService(session, audit).authenticate(api_key.strip())
+    runtime: Runtime = request.app.state.runtime
+    caller = ClientService(session, audit, runtime.api_key_cache()).authenticate(api_key.strip())
     request.scope.setdefault("state", {})["caller_name"] = caller.name
     return caller
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 
 import httpx
@@ -13,9 +14,16 @@ from app.clock import Clock, SystemClock
 from app.crypto.custody import build_secrets
 from app.crypto.keys import DerivedKeys, Secrets
 from app.crypto.keystore import KeyStore, SoftwareKeyStore
-from app.db import connection_capacity, make_engine, make_sessionmaker
+from app.db import (
+    NotificationListener,
+    connect_arguments,
+    connection_capacity,
+    make_engine,
+    make_sessionmaker,
+)
 from app.services.audit.log import AuditLog
 from app.services.ca import CaCache
+from app.services.clients import API_KEYS_CHANGED, ApiKeyCache
 from app.services.mail.courier import COURIER_KEY, Courier
 from app.services.mail.delivery import DeliveryWorker
 from app.services.mail.texts.common import configure_time_zone
@@ -39,7 +47,11 @@ class Runtime:
     ca_cache: CaCache = field(default_factory=CaCache)
     trust_cache: TrustCache = field(default_factory=TrustCache)
     ocsp_responses: OcspResponseCache = field(default_factory=OcspResponseCache)
+    # API keys verified here, forgotten when any process rotates or revokes one (PostgreSQL).
+    api_keys: ApiKeyCache = field(default_factory=ApiKeyCache)
     _tsa_client: httpx.Client | None = field(default=None, repr=False)
+    _key_listener: NotificationListener | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _database_slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
     @classmethod
@@ -79,6 +91,30 @@ class Runtime:
             self._database_slots = asyncio.Semaphore(connection_capacity(self.engine))
         return self._database_slots
 
+    def api_key_cache(self) -> ApiKeyCache | None:
+        """The verified keys, on PostgreSQL, whose notifications tell every process of a
+        rotation or revocation at once (the listener starts on first use); None on SQLite,
+        where the CLI that revokes a key is another process nobody would hear."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        if self._key_listener is None:
+            with self._lock:
+                if self._key_listener is None:
+                    listener = NotificationListener(
+                        connect_arguments(self.engine), API_KEYS_CHANGED, self.api_keys.clear
+                    )
+                    self.api_keys.listen_with(listener.listening)
+                    listener.start()
+                    self._key_listener = listener
+        return self.api_keys
+
+    def stop_listening(self) -> None:
+        listener, self._key_listener = self._key_listener, None
+        if listener is not None:
+            listener.stop()
+        self.api_keys.listen_with(lambda: False)
+        self.api_keys.clear()
+
     def tsa_client(self) -> httpx.Client:
         """One HTTP client a process for the remote TSA, so stamps reuse its connections."""
         if self._tsa_client is None:
@@ -86,6 +122,7 @@ class Runtime:
         return self._tsa_client
 
     def close(self) -> None:
+        self.stop_listening()
         if self._tsa_client is not None:
             self._tsa_client.close()
         self.engine.dispose()

@@ -112,7 +112,7 @@ class Services:
 
     @cached_property
     def clients(self) -> ClientService:
-        return ClientService(self.session, self.audit)
+        return ClientService(self.session, self.audit, self.runtime.api_keys)
 
     @cached_property
     def signing(self) -> SigningService:

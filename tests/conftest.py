@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, text
@@ -33,6 +34,9 @@ from app.runtime import Runtime, build_key_store
 from app.services.mail.sink import MailSink
 from app.settings import Settings, write_master_key
 from tests.factories import Factory
+
+if TYPE_CHECKING:
+    from tests.pg_server import TemporaryPostgres
 
 TEST_DATABASE = os.environ.get("ROAMSIGN_TEST_DATABASE", "sqlite")
 TEST_KEY_STORE = os.environ.get("ROAMSIGN_TEST_KEY_STORE", "software")
@@ -82,17 +86,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[TemporaryPostgres | None]:
+    """The run's own PostgreSQL server (`ROAMSIGN_TEST_DATABASE=postgresql`), else None."""
+    if TEST_DATABASE != "postgresql":
+        yield None
+        return
+    from tests.pg_server import TemporaryPostgres
+
+    with TemporaryPostgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def database_url(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: TemporaryPostgres | None
+) -> Iterator[str]:
     if TEST_DATABASE == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'roamsign.db'}"
         upgrade(url)
         yield url
-    elif TEST_DATABASE == "postgresql":
-        from tests.pg_server import TemporaryPostgres
-
-        with TemporaryPostgres() as server:
-            upgrade(server.url)
-            yield server.url
+    elif postgres_server is not None:
+        upgrade(postgres_server.url)
+        yield postgres_server.url
     else:
         upgrade(TEST_DATABASE)
         yield TEST_DATABASE
@@ -181,6 +196,7 @@ def runtime(
     runtime.engine.dispose()
     runtime.engine, runtime.sessions = engine, sessions  # share the test's engine and its wipe
     yield runtime
+    runtime.stop_listening()
     runtime.key_store.close()
 
 

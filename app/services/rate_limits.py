@@ -33,19 +33,34 @@ which is why only limits in the hundreds or more are sharded, never a person's.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Insert,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    not_,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
 from app.crypto.keys import MacKey
 from app.crypto.secrets import keyed_digest
-from app.db import insert_with_on_conflict, keep_changes
+from app.db import Write, insert_with_on_conflict, keep_changes
 from app.errors import RateLimited
 from app.models.rate_limit import RateWindow
 
@@ -61,15 +76,14 @@ _COUNTED = (
 )
 # One more hit on a (key, bucket, shard) row, created at 1 if new.
 _ROW_KEY = [_WINDOWS.c.key, _WINDOWS.c.bucket_started_at, _WINDOWS.c.shard]
+_ROW_KEY_NAMES = ("key", "bucket_started_at", "shard")
 _ONE_MORE = {"count": _WINDOWS.c.count + 1}
-_UPSERTS: dict[str, Executable] = {
+_UPSERTS: dict[str, Insert] = {
     dialect: insert_with_on_conflict(dialect, _WINDOWS).on_conflict_do_update(
         index_elements=_ROW_KEY, set_=_ONE_MORE
     )
     for dialect in ("postgresql", "sqlite")
 }
-# A transaction-scoped PostgreSQL advisory lock on 64 bits of a key's digest.
-_LOCK_KEY = select(func.pg_advisory_xact_lock(bindparam("lock_id")))
 
 BUCKETS_PER_WINDOW = 6
 
@@ -138,94 +152,191 @@ class RateLimiter:
     def hit(self, now: datetime, *hits: Hit) -> None:
         """Count one hit against each limit, then refuse (`RateLimited`, with the longest
         `Retry-After` of the limits exceeded) if any is over; the counts survive the refusal."""
-        keyed = [(hit, keyed_digest(self._key, f"{hit.limit.name}:{hit.subject}")) for hit in hits]
-        if len({key for _, key in keyed}) != len(keyed):
-            raise ValueError("one hit per limit and subject")
-        rows = [
-            {
-                "key": key,
-                "bucket_started_at": hit.limit.bucket_start(now),
-                "shard": secrets.randbelow(hit.limit.shards) if hit.limit.shards > 1 else 0,
-                "count": 1,
-                "expires_at": hit.limit.forgotten_at(hit.limit.bucket_start(now)),
-            }
-            for hit, key in keyed
-        ]
-        # One lock order in every process, so two requests never wait for each other's rows.
-        rows.sort(key=lambda row: (row["key"], row["shard"]))
-        # Core statements on the session's connection: the counters are never loaded as
-        # objects, and the ORM's statement handling cost more than the counting itself.
-        connection = self.session.connection()
-        self._serialise(connection, sorted(key for hit, key in keyed if hit.limit.shards == 1))
-        # Executed once per row, in that order (a prebuilt one-row upsert; executemany).
-        connection.execute(_UPSERTS[connection.dialect.name], rows)
-        counted = connection.execute(
-            _COUNTED,
-            {
-                "keys": [key for _, key in keyed],
-                "since": min(hit.limit.counts_since(now) for hit in hits),
-            },
-        ).all()
-        refusals = []
-        for hit, key in keyed:
-            since = hit.limit.counts_since(now)
-            buckets = [
-                (started_at, int(count))
-                for row_key, started_at, count in counted
-                if row_key == key and started_at > since
-            ]
-            if sum(count for _, count in buckets) > hit.limit.limit:
-                refusals.append((hit, hit.limit.retry_after_seconds(buckets, now)))
-        if refusals:
-            retry_after = max(seconds for _, seconds in refusals)
-            keep_changes(self.session)
-            raise RateLimited(refusals[0][0].refusal, retry_after_seconds=retry_after)
+        self.hit_then_take(now, hits, None)
 
     def take(self, now: datetime, hit: Hit) -> None:
         """Count one hit only if there is room for it, else refuse (`RateLimited`) and count
         nothing: for a limit that someone else's refusals must never keep closed (a person's
         OTPs, refused when some signer floods them). Check before count is exact only under
-        the key's lock, so an unsharded limit only. Call it after `hit` for the caller's own
-        limits: every process takes its locks in that order, and a request refused by those
-        never reaches this count."""
-        if hit.limit.shards != 1:
-            raise ValueError(f"rate limit {hit.limit.name}: only an unsharded limit is taken")
-        key = keyed_digest(self._key, f"{hit.limit.name}:{hit.subject}")
+        the key's lock, so an unsharded limit only."""
+        write = self.hit_then_take(now, (), hit)
+        assert write is not None
+        self.session.connection().execute(write.statement, write.params)
+
+    def locks(self, hits: Sequence[Hit], taken: Hit | None) -> dict[str, int]:
+        """The advisory locks `hit_then_take(hits, taken)` takes first (PostgreSQL), as the
+        parameters of `lock_columns`: a caller may take them in a statement of its own and
+        pass them as `locked`."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return {}
+        unsharded = [hit for hit in hits if hit.limit.shards == 1]
+        if taken is not None:
+            unsharded.append(taken)
+        keys = sorted(
+            keyed_digest(self._key, f"{hit.limit.name}:{hit.subject}") for hit in unsharded
+        )
+        return {f"lock_{index}": int(key[:16], 16) - 2**63 for index, key in enumerate(keys)}
+
+    def hit_then_take(
+        self,
+        now: datetime,
+        hits: Sequence[Hit],
+        taken: Hit | None,
+        *,
+        locked: Mapping[str, int] | None = None,
+    ) -> Write | None:
+        """`hit(*hits)`, then `take(taken)`: a request its caller's own limits refuse never
+        reaches the taken limit's count. Three statements whatever the number of limits: the
+        unsharded keys' locks, the hits' upsert, one sum. The taken hit is returned as the
+        write that counts it (None without one), for the caller to make with its change."""
+        keyed = [(hit, keyed_digest(self._key, f"{hit.limit.name}:{hit.subject}")) for hit in hits]
+        taken_key = None
+        if taken is not None:
+            if taken.limit.shards != 1:
+                raise ValueError(f"rate limit {taken.limit.name}: only an unsharded limit is taken")
+            taken_key = keyed_digest(self._key, f"{taken.limit.name}:{taken.subject}")
+        keys = [key for _, key in keyed] + ([taken_key] if taken_key is not None else [])
+        if len(set(keys)) != len(keys):
+            raise ValueError("one hit per limit and subject")
+        # Core statements on the session's connection: the counters are never loaded as
+        # objects, and the ORM's statement handling cost more than the counting itself.
         connection = self.session.connection()
-        self._serialise(connection, [key])
-        since = hit.limit.counts_since(now)
-        buckets = [
-            (started_at, int(count))
-            for _key, started_at, count in connection.execute(
-                _COUNTED, {"keys": [key], "since": since}
+        dialect = connection.dialect.name
+        # Every unsharded key's lock first, in one order in every process, then the rows (also
+        # in one order): two requests never wait for each other in a cycle.
+        self._serialise(connection, self.locks(hits, taken), locked)
+        rows = sorted(
+            (
+                _row(hit.limit, key, now, shard=secrets.randbelow(hit.limit.shards))
+                for hit, key in keyed
+            ),
+            key=lambda row: (row["key"], row["shard"]),
+        )
+        limits = [hit.limit for hit in hits] + ([taken.limit] if taken is not None else [])
+        window = {"keys": keys, "since": min(limit.counts_since(now) for limit in limits)}
+        counted: list[Any]
+        if not rows:
+            counted = list(connection.execute(_COUNTED, window).all())
+        elif dialect == "postgresql":
+            # The hits' rows as the upsert left them, and every other row of the keys' windows,
+            # in one statement.
+            counted = list(
+                connection.execute(_counted_with_hits(len(rows)), window | _numbered(rows)).all()
             )
-            if started_at > since
-        ]
-        if sum(count for _, count in buckets) >= hit.limit.limit:
+        else:
+            upsert, others = _hits_and_others(dialect, len(rows))
+            counted = list(connection.execute(upsert, _numbered(rows)).all())
+            counted += connection.execute(others, window | _numbered(rows)).all()
+
+        def buckets(limit: RateLimit, key: str) -> list[tuple[datetime, int]]:
+            since = limit.counts_since(now)
+            return [
+                (started_at, int(count))
+                for row_key, started_at, count in counted
+                if row_key == key and started_at > since
+            ]
+
+        refusals = []
+        for hit, key in keyed:
+            counts = buckets(hit.limit, key)
+            if sum(count for _, count in counts) > hit.limit.limit:
+                refusals.append((hit, hit.limit.retry_after_seconds(counts, now)))
+        if refusals:
+            retry_after = max(seconds for _, seconds in refusals)
+            keep_changes(self.session)
+            raise RateLimited(refusals[0][0].refusal, retry_after_seconds=retry_after)
+        if taken is None or taken_key is None:
+            return None
+        counts = buckets(taken.limit, taken_key)
+        if sum(count for _, count in counts) >= taken.limit.limit:
             keep_changes(self.session)
             raise RateLimited(
-                hit.refusal,
-                retry_after_seconds=hit.limit.retry_after_seconds(buckets, now),
+                taken.refusal, retry_after_seconds=taken.limit.retry_after_seconds(counts, now)
             )
-        bucket_started_at = hit.limit.bucket_start(now)
-        connection.execute(
-            _UPSERTS[connection.dialect.name],
-            [
-                {
-                    "key": key,
-                    "bucket_started_at": bucket_started_at,
-                    "shard": 0,
-                    "count": 1,
-                    "expires_at": hit.limit.forgotten_at(bucket_started_at),
-                }
-            ],
-        )
+        return Write(_UPSERTS[dialect], _row(taken.limit, taken_key, now, shard=0))
 
-    def _serialise(self, connection: Connection, keys: list[str]) -> None:
+    def _serialise(
+        self, connection: Connection, locks: dict[str, int], locked: Mapping[str, int] | None
+    ) -> None:
         """Hits on one unsharded key wait for each other until commit, whichever bucket they
         fall in: a bucket row's lock alone would let a hit in a new bucket sum up without one
-        still in flight in the previous bucket. SQLite has one writer at a time anyway."""
-        if connection.dialect.name != "postgresql":
-            return
-        for key in keys:
-            connection.execute(_LOCK_KEY, {"lock_id": int(key[:16], 16) - 2**63})
+        still in flight in the previous bucket. SQLite has one writer at a time anyway.
+        `locked`: the caller took them already (they must be these)."""
+        if locked is not None:
+            if dict(locked) != locks:
+                raise ValueError("the locks taken are not these limits'")
+        elif locks:
+            connection.execute(select(*lock_columns(len(locks))), locks)
+
+
+def _row(limit: RateLimit, key: str, now: datetime, *, shard: int) -> dict[str, Any]:
+    bucket_started_at = limit.bucket_start(now)
+    return {
+        "key": key,
+        "bucket_started_at": bucket_started_at,
+        "shard": shard if limit.shards > 1 else 0,
+        "count": 1,
+        "expires_at": limit.forgotten_at(bucket_started_at),
+    }
+
+
+_ROW_COLUMNS = ("key", "bucket_started_at", "shard", "count", "expires_at")
+
+
+def _numbered(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        f"r{index}_{name}": value for index, row in enumerate(rows) for name, value in row.items()
+    }
+
+
+@functools.cache
+def _upsert(dialect: str, rows: int) -> Executable:
+    """One more hit on each of `rows` (key, bucket, shard) rows, in one statement (built once
+    per number of rows)."""
+    return (
+        insert_with_on_conflict(dialect, _WINDOWS)
+        .values(
+            [
+                {
+                    name: bindparam(f"r{index}_{name}", type_=_WINDOWS.c[name].type)
+                    for name in _ROW_COLUMNS
+                }
+                for index in range(rows)
+            ]
+        )
+        .on_conflict_do_update(index_elements=_ROW_KEY, set_=_ONE_MORE)
+    )
+
+
+@functools.cache
+def _hits_and_others(dialect: str, rows: int) -> tuple[Insert, Executable]:
+    """One more hit on each of `rows` rows, returning them as they now are; and the sum of
+    every other row of the keys' windows. Both are a hit's count: its rows and the others."""
+    upsert = cast(Insert, _upsert(dialect, rows)).returning(
+        _WINDOWS.c.key, _WINDOWS.c.bucket_started_at, _WINDOWS.c.count
+    )
+    hit_rows = [
+        and_(*(_WINDOWS.c[name] == bindparam(f"r{index}_{name}") for name in _ROW_KEY_NAMES))
+        for index in range(rows)
+    ]
+    others = _COUNTED.where(not_(or_(*hit_rows)))
+    return upsert, others
+
+
+@functools.cache
+def _counted_with_hits(rows: int) -> Executable:
+    """PostgreSQL: `_hits_and_others` in one statement (the upsert in its WITH; the other rows
+    read as they were before it, which is all the upsert changed)."""
+    upsert, others = _hits_and_others("postgresql", rows)
+    hits = upsert.cte("hits")
+    return union_all(
+        cast(Select[Any], others), select(hits.c.key, hits.c.bucket_started_at, hits.c.count)
+    )
+
+
+@functools.cache
+def lock_columns(keys: int) -> tuple[ColumnElement[Any], ...]:
+    """The transaction-scoped advisory locks of `keys` keys (`RateLimiter.locks` gives their
+    parameters), taken in their order as a select list (PostgreSQL evaluates it left to
+    right) of one statement, for each row it returns."""
+    return tuple(func.pg_advisory_xact_lock(bindparam(f"lock_{index}")) for index in range(keys))

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.clock import FrozenClock
 from app.crypto.keys import Secrets
 from app.models import AuditChainHead, AuditEvent
+from app.services.audit import log as audit_log_module
 from app.services.audit.event import subject_ref
 from app.services.audit.log import AuditLog, chain_for
 from app.services.audit.trail import query_events
@@ -393,16 +394,49 @@ def test_further_events_of_a_transaction_read_the_head_once(
             event.remove(engine, "before_cursor_execute", note)
         session.commit()
 
-    # The first event locks the head; the transaction holds it, so the others know it.
+    # This process wrote the head last, and then this transaction holds it: no event reads it.
     head_reads = [sql for sql in statements if sql.lstrip().startswith("SELECT")]
-    assert len(head_reads) == 1, head_reads
-    # Then each event is its INSERT and the head's UPDATE: one statement on PostgreSQL (a
-    # data-modifying WITH), two on SQLite.
-    writes = [sql.split()[0] for sql in statements if sql not in head_reads]
+    assert head_reads == []
+    # Each event is the head's conditional UPDATE and its INSERT: one statement on PostgreSQL
+    # (a data-modifying WITH), two on SQLite.
+    writes = [sql.split()[0] for sql in statements]
     writes = [word for word in writes if word != "BEGIN"]  # SQLite's BEGIN IMMEDIATE
-    assert writes == (["WITH"] * 3 if is_postgres else ["INSERT", "UPDATE"] * 3), writes
+    assert writes == (["WITH"] * 3 if is_postgres else ["UPDATE", "INSERT"] * 3), writes
     result = verify(sessions, keys)
     assert (result.ok, result.checked) == (True, 4)
+
+
+def test_a_head_another_process_moved_is_read_again(
+    engine: Engine, sessions: sessionmaker[Session], keys: Secrets, clock: FrozenClock
+) -> None:
+    with sessions() as session:
+        audit_log(session, keys).record(now=clock.now(), action="a", actor="x", mykad=MYKADS[0])
+        session.commit()
+        remembered = dict(audit_log_module._LAST_HEADS)
+        audit_log(session, keys).record(now=clock.now(), action="b", actor="x", mykad=MYKADS[0])
+        session.commit()
+    # As if the second event had been written by another process: this one knows the first.
+    audit_log_module._LAST_HEADS.update(remembered)
+    statements: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    with sessions() as session:
+        event.listen(engine, "before_cursor_execute", note)
+        try:
+            third = audit_log(session, keys).record(
+                now=clock.now(), action="c", actor="x", mykad=MYKADS[0]
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+        session.commit()
+    assert third.seq == 3
+    assert (
+        sum(sql.startswith("SELECT") and "FROM audit_chain_heads" in sql for sql in statements) == 1
+    )
+    result = verify(sessions, keys)
+    assert (result.ok, result.checked) == (True, 3)
 
 
 @pytest.mark.parametrize("savepoint_ends", ["rolled back", "released"])

@@ -80,6 +80,12 @@ ALLOWED = {
         "cert_id['cert_hash'] != _digest(_hash(hash_name), der)",
     ): "checks a certificate's hash in a CMS structure: both public",
     (
+        "app/services/audit/log.py",
+        "",  # the module's prebuilt head move, _MOVE_HEAD
+        "_HEADS.c.mac == bindparam('head_previous_mac')",
+    ): "compare-and-set (SQL) of the audit chain's head against the head this process last "
+    "wrote or read: stored in the clear beside the events, never caller input",
+    (
         "app/services/clients.py",
         "",  # the module's prebuilt lookup statement, _CLIENT_BY_KEY
         "ApiClient.key_hash == bindparam('digest')",

@@ -15,15 +15,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Insert, Table, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.crypto.keys import MacKey
-from app.db import insert_with_on_conflict
+from app.db import (
+    Write,
+    guarded_writes,
+    insert_with_on_conflict,
+    prefixed_params,
+    raise_conflict,
+)
 from app.models import AuditChainHead, AuditEvent
 from app.services.audit.event import (
     GENESIS_MAC,
@@ -45,10 +52,18 @@ _LOCK_HEAD = (
     .where(_HEADS.c.chain == bindparam("head_chain"))
     .with_for_update()
 )
+# The head moves only from the (seq, mac) the event was computed on: read under its lock, or
+# remembered from this process's last event on the chain (`_LAST_HEADS`), in which case a
+# head another transaction has moved since matches nothing and the event is computed again.
 _MOVE_HEAD = (
     update(_HEADS)
-    .where(_HEADS.c.chain == bindparam("head_chain"))
+    .where(
+        _HEADS.c.chain == bindparam("head_chain"),
+        _HEADS.c.seq == bindparam("head_previous_seq"),
+        _HEADS.c.mac == bindparam("head_previous_mac"),
+    )
     .values(seq=bindparam("head_seq"), mac=bindparam("head_mac"))
+    .returning(_HEADS.c.chain)
 )
 # The columns an event is written with (all but its id).
 EVENT_COLUMNS = (
@@ -64,17 +79,43 @@ EVENT_COLUMNS = (
     "details",
     "mac",
 )
-# PostgreSQL: the INSERT and the head's move in one statement (a data-modifying WITH), one round
-# trip less per event. The event's parameters are prefixed: unprefixed ones named like a head
-# column (chain, seq, mac) would be added to the UPDATE's SET.
-_INSERT_EVENT_MOVING_HEAD = (
+# PostgreSQL: the head's move, the event and the change's own writes (`Write`s) in one
+# statement (a data-modifying WITH), all done only if the head moved. The event's parameters
+# are prefixed: unprefixed ones named like a head column (chain, seq, mac) would be added to
+# the UPDATE's SET.
+_MOVED_HEAD = _MOVE_HEAD.cte("moved_head")
+_EVENT_AFTER_MOVE = (
     insert(_EVENTS)
-    .values(
-        {name: bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in EVENT_COLUMNS}
+    .from_select(
+        list(EVENT_COLUMNS),
+        select(
+            *(bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in EVENT_COLUMNS)
+        ).select_from(_MOVED_HEAD),
     )
-    .add_cte(_MOVE_HEAD.cte("moved_head"))
     .returning(_EVENTS.c.id)
 )
+_TOGETHER: dict[tuple[object, ...], Insert] = {}
+
+
+def _together(writes: Sequence[Write]) -> Insert:
+    """`_EVENT_AFTER_MOVE` with `writes` in its WITH, each guarded by the head's move."""
+    key = tuple((id(write.statement), tuple(write.params)) for write in writes)
+    statement = _TOGETHER.get(key)
+    if statement is None:
+        guarded = guarded_writes(writes, _MOVED_HEAD)
+        statement = _EVENT_AFTER_MOVE.add_cte(
+            _MOVED_HEAD, *(write.cte(f"w{index}") for index, write in enumerate(guarded))
+        )
+        _TOGETHER[key] = statement
+    return statement
+
+
+# The last head this process wrote on each chain: an event whose chain no other process has
+# written since needs no read of its head (see _MOVE_HEAD).
+_LAST_HEADS: dict[int, tuple[int, str]] = {}
+# A head read under its lock cannot have moved: a second try is the last one. More happen only
+# without a transaction (each statement its own), where another process may move it between.
+_WRITE_ATTEMPTS = 8
 
 # A guard against a careless caller, not a proof: a details key is refused when one of its words
 # names a secret, or when its last word is "key" ("api_key" is refused, "key_algorithm" is not).
@@ -100,9 +141,9 @@ _COLUMN_LENGTHS = {"action": 64, "actor": 100, "target_id": 36, "outcome": 40}
 _PINNED_CHAIN = "roamsign.audit.pinned_chain"
 # Set on `Session.info`: (transaction or savepoint, chain, seq, mac) of the head as the last event
 # recorded in it left it. The row stays locked until the transaction ends, so a further event in
-# the same (innermost) transaction needs no SELECT ... FOR UPDATE; a savepoint is its own key,
-# so one rolled back never leaves a head the database no longer has.
-_MOVED_HEAD = "roamsign.audit.moved_head"
+# the same (innermost) transaction knows the head; a savepoint is its own key, so one rolled
+# back never leaves a head the database no longer has.
+_HEAD_MOVED_HERE = "roamsign.audit.moved_head"
 
 
 def chain_for(partition_key: str, chains: int) -> int:
@@ -163,9 +204,14 @@ class AuditLog:
         mykad: str | None = None,
         target_id: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
+        together: Sequence[Write] = (),
     ) -> RecordedEvent:
         """Append one event (written at once, not flushed with the session's objects); the
-        caller's commit makes it permanent. Returns what was stored."""
+        caller's commit makes it permanent. Returns what was stored.
+
+        `together`: the writes of the change the event describes, written with it, in the
+        same statement where the database allows it (a conflict of theirs is raised as
+        their `Write.conflict` says)."""
         if now.tzinfo is None:
             raise ValueError("audit events need a timezone-aware time")
         occurred_at = now.astimezone(UTC)
@@ -175,50 +221,86 @@ class AuditLog:
         masked = mask_mykad(mykad_digits(mykad)) if mykad is not None else None
 
         chain = self._chain(ref or target_id or actor)
-        previous_seq, previous_mac = self._lock_head(chain)
-        seq = previous_seq + 1
-        mac = event_mac(
-            self._mac_key,
-            chain=chain,
-            seq=seq,
-            previous_mac=previous_mac,
-            occurred_at=occurred_at,
-            action=action,
-            actor=actor,
-            subject_ref=ref,
-            mykad_masked=masked,
-            target_id=target_id,
-            outcome=outcome,
-            details=clean_details,
-        )
-        event = RecordedEvent(
-            id=0,
-            chain=chain,
-            seq=seq,
-            occurred_at=occurred_at,
-            action=action,
-            actor=actor,
-            subject_ref=ref,
-            mykad_masked=masked,
-            target_id=target_id,
-            outcome=outcome,
-            details=clean_details,
-            mac=mac,
-        )
-        # Core statements on the session's connection (its transaction): an event is written
-        # once and never changed, so the ORM's unit of work would only add cost (it was a
-        # tenth of a signature's CPU).
-        connection = self._session.connection()
-        head = {"head_chain": chain, "head_seq": seq, "head_mac": mac}
-        if connection.dialect.name == "postgresql":
-            row = {f"event_{name}": getattr(event, name) for name in EVENT_COLUMNS}
-            event_id = connection.execute(_INSERT_EVENT_MOVING_HEAD, row | head).scalar_one()
+        previous = self._known_head(chain) or self._lock_head(chain)
+        for _attempt in range(_WRITE_ATTEMPTS):
+            seq = previous[0] + 1
+            event = RecordedEvent(
+                id=0,
+                chain=chain,
+                seq=seq,
+                occurred_at=occurred_at,
+                action=action,
+                actor=actor,
+                subject_ref=ref,
+                mykad_masked=masked,
+                target_id=target_id,
+                outcome=outcome,
+                details=clean_details,
+                mac=event_mac(
+                    self._mac_key,
+                    chain=chain,
+                    seq=seq,
+                    previous_mac=previous[1],
+                    occurred_at=occurred_at,
+                    action=action,
+                    actor=actor,
+                    subject_ref=ref,
+                    mykad_masked=masked,
+                    target_id=target_id,
+                    outcome=outcome,
+                    details=clean_details,
+                ),
+            )
+            event_id = self._write(event, previous, together)
+            if event_id is not None:
+                break
+            # Another transaction moved the head since this process last did.
+            previous = self._lock_head(chain)
         else:
-            row = {name: getattr(event, name) for name in EVENT_COLUMNS}
-            event_id = connection.execute(_INSERT_EVENT, row).scalar_one()
-            connection.execute(_MOVE_HEAD, head)
-        self._session.info[_MOVED_HEAD] = (self._innermost_transaction(), chain, seq, mac)
+            raise RuntimeError(f"audit chain {chain}: its head kept moving")
+        self._session.info[_PINNED_CHAIN] = (self._session.get_transaction(), chain)
+        self._session.info[_HEAD_MOVED_HERE] = (
+            self._innermost_transaction(),
+            chain,
+            event.seq,
+            event.mac,
+        )
+        _LAST_HEADS[chain] = (event.seq, event.mac)
         return dataclasses.replace(event, id=event_id)
+
+    def _write(
+        self, event: RecordedEvent, previous: tuple[int, str], together: Sequence[Write]
+    ) -> int | None:
+        """The head's move from `previous`, the event and `together`, all or none (the head
+        had moved: None). Core statements on the session's connection (its transaction): an
+        event is written once and never changed, so the ORM's unit of work would only add
+        cost (it was a tenth of a signature's CPU)."""
+        connection = self._session.connection()
+        head = {
+            "head_chain": event.chain,
+            "head_previous_seq": previous[0],
+            "head_previous_mac": previous[1],
+            "head_seq": event.seq,
+            "head_mac": event.mac,
+        }
+        try:
+            if connection.dialect.name == "postgresql":
+                row = {f"event_{name}": getattr(event, name) for name in EVENT_COLUMNS}
+                params = row | head | prefixed_params(together)
+                found: int | None = connection.execute(
+                    _together(together), params
+                ).scalar_one_or_none()
+                return found
+            if connection.execute(_MOVE_HEAD, head).first() is None:
+                return None
+            for write in together:
+                connection.execute(write.statement, write.params)
+            row = {name: getattr(event, name) for name in EVENT_COLUMNS}
+            event_id: int = connection.execute(_INSERT_EVENT, row).scalar_one()
+            return event_id
+        except IntegrityError as error:
+            raise_conflict(error, together)
+            raise
 
     def _innermost_transaction(self) -> object:
         return self._session.get_nested_transaction() or self._session.get_transaction()
@@ -231,10 +313,15 @@ class AuditLog:
             return chain
         return chain_for(partition_key, self._chains)
 
-    def _lock_head(self, chain: int) -> tuple[int, str]:
-        moved = self._session.info.get(_MOVED_HEAD)
+    def _known_head(self, chain: int) -> tuple[int, str] | None:
+        """The head as this transaction left it (it holds its lock), else as this process last
+        wrote it (perhaps moved since: `_MOVE_HEAD` then matches nothing)."""
+        moved = self._session.info.get(_HEAD_MOVED_HERE)
         if moved is not None and moved[0] is self._innermost_transaction() and moved[1] == chain:
             return moved[2], moved[3]
+        return _LAST_HEADS.get(chain)
+
+    def _lock_head(self, chain: int) -> tuple[int, str]:
         # Core statements, not ORM objects: the sessions keep objects across commits
         # (expire_on_commit=False), and a head read from the identity map could be stale.
         connection = self._session.connection()
@@ -242,7 +329,6 @@ class AuditLog:
         if row is None:
             self._create_head(chain)
             row = connection.execute(_LOCK_HEAD, {"head_chain": chain}).one()
-        self._session.info[_PINNED_CHAIN] = (self._session.get_transaction(), chain)
         return row.seq, row.mac
 
     def _create_head(self, chain: int) -> None:

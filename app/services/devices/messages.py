@@ -23,7 +23,7 @@ from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.crypto.keys import SealKey
-from app.db import after_commit
+from app.db import Write, after_commit
 from app.models import RequestStatus, SigningRequest
 from app.models.device import Device, DeviceMessage, DeviceMessageStatus
 from app.services.devices.signals import MESSAGE_SIGNALS
@@ -153,7 +153,12 @@ class DeviceMessageStore:
 
     def enqueue(self, device: Device, message: OtpMessage, now: datetime) -> None:
         # A Core insert: the row is only ever changed by the claim's own statements.
-        self.session.connection().execute(
+        write = self.prepare(device, message, now)
+        self.session.connection().execute(write.statement, write.params)
+
+    def prepare(self, device: Device, message: OtpMessage, now: datetime) -> Write:
+        """`enqueue`, the insert returned to be written with the audit event."""
+        write = Write(
             _NEW_MESSAGE,
             {
                 "device_id": device.id,
@@ -173,6 +178,7 @@ class DeviceMessageStore:
             "device.message.queued",
             extra={"device_id": device.id, "signing_request_id": message.request_id},
         )
+        return write
 
     def has_pending(self, device_id: str) -> bool:
         pending = self.session.connection().execute(_ANY_PENDING, {"device_id": device_id})

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import status_constant
+from app.db import Write, status_constant
 from app.models.outbox import OutboxMessage, OutboxStatus
 from app.services.mail.courier import Claim
 
@@ -133,11 +133,10 @@ def claim_due(
     return claims, exhausted
 
 
-def mark_sent(session: Session, marks: list[dict[str, Any]]) -> None:
-    """Mark messages sent (`message_id`, `sent_at` each), unconditionally: a message sent is
-    sent, whatever became of its lease."""
-    # One mark: a plain execute, cheaper than an executemany of one.
-    session.connection().execute(_MARK_SENT, marks[0] if len(marks) == 1 else marks)
+def mark_sent(message_id: str, sent_at: datetime) -> Write:
+    """The write that marks a message sent, unconditionally: a message sent is sent, whatever
+    became of its lease (written with its audit event, app.services.mail.delivery)."""
+    return Write(_MARK_SENT, {"message_id": message_id, "sent_at": sent_at})
 
 
 def settle(session: Session, claim: Claim, values: Mapping[str, Any]) -> bool:

@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.clock import Clock
 from app.crypto.keys import SealKey
 from app.crypto.sealing import SealBroken
+from app.db import Write, single_statement_unit, unit_of_work
 from app.errors import ConfigurationError
 from app.metrics import MAILS_DELIVERED
 from app.models.outbox import OutboxStatus
@@ -239,13 +240,17 @@ class DeliveryWorker:
         and a failing write leaves no sent message behind unrecorded (the next call retries)."""
         if not self._unrecorded:
             return
-        marks = [
-            {"message_id": sent.claim.id, "sent_at": sent.sent_at} for sent in self._unrecorded
-        ]
-        with self._sessions.begin() as session:
-            mark_sent(session, marks)
+        # Each mark is written with its event, in one statement where the database allows;
+        # a lone one (a quiet server) is then a unit of one statement, without BEGIN.
+        unit = (
+            single_statement_unit(self._sessions)
+            if len(self._unrecorded) == 1
+            else unit_of_work(self._sessions)
+        )
+        with unit as session:
             for sent in self._unrecorded:
-                self._record(session, sent.claim, "mail.delivered", "ok", sent.sent_at)
+                mark = mark_sent(sent.claim.id, sent.sent_at)
+                self._record(session, sent.claim, "mail.delivered", "ok", sent.sent_at, mark)
         recorded, self._unrecorded = self._unrecorded, []
         for sent in recorded:
             MAILS_DELIVERED.labels(sent.claim.purpose).inc()
@@ -317,17 +322,28 @@ class DeliveryWorker:
             logger.warning("outbox.delivery.lease_lost", extra=log_fields(claim))
 
     def _record(
-        self, session: Session, claim: Claim, action: str, outcome: str, now: datetime
+        self,
+        session: Session,
+        claim: Claim,
+        action: str,
+        outcome: str,
+        now: datetime,
+        *together: Write,
     ) -> None:
-        if self._audit is not None:
-            self._audit(session).record(
-                now=now,
-                action=action,
-                actor="delivery",
-                outcome=outcome,
-                target_id=claim.request_id or claim.id,
-                details={"purpose": claim.purpose, "attempt": claim.attempts},
-            )
+        """The outcome's audit event, written with `together` (its outbox change)."""
+        if self._audit is None:
+            for write in together:
+                session.connection().execute(write.statement, write.params)
+            return
+        self._audit(session).record(
+            now=now,
+            action=action,
+            actor="delivery",
+            outcome=outcome,
+            target_id=claim.request_id or claim.id,
+            details={"purpose": claim.purpose, "attempt": claim.attempts},
+            together=together,
+        )
 
     def backoff_seconds(self, attempts: int) -> float:
         """The wait after `attempts` failed tries: exponential, capped, with a little jitter."""

@@ -14,6 +14,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from app.crypto.keys import SealKey
+from app.db import Write
 from app.models import Credential, OutboxMessage, SigningRequest, User
 from app.services.mail.outbox import Outbox
 from app.services.mail.texts.alerts import (
@@ -95,18 +96,36 @@ def queue_signing_notice(
 
     Call it in the signing transaction, once the signature is stored (`now` is its time).
     """
+    write = signing_notice(session, seal_key, user, request, signer_name, now)
+    if write is None:
+        return None
+    session.connection().execute(write.statement, write.params)
+    return OutboxMessage(**write.params)
+
+
+def signing_notice(
+    session: Session,
+    seal_key: SealKey,
+    user: User,
+    request: SigningRequest,
+    signer_name: str,
+    now: datetime,
+) -> Write | None:
+    """`queue_signing_notice`, its insert returned to be written with the signature's audit
+    event (None: the person has no address)."""
+    if not user.email:
+        return None
     notice = SigningNotice(
         document_name=request.document_name,
         requesting_system=signer_name,
         signed_at=now,
         request_id=request.id,
     )
-    return queue_notice(
-        session,
-        seal_key,
+    return Outbox(session, seal_key).prepare(
         purpose="signing_notice",
         recipient=user.email,
-        notice=notice,
+        subject=notice.subject(),
+        body=notice.body(),
         now=now,
     )
 

@@ -21,7 +21,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from app.crypto.keys import SealKey
-from app.db import after_commit
+from app.db import Write, after_commit
 from app.models.base import new_id
 from app.models.outbox import OutboxMessage, OutboxStatus
 from app.services.mail.courier import COURIER_KEY, Claim, Courier
@@ -88,6 +88,35 @@ class Outbox:
         `not_after` is the instant after which the message must never go out (an OTP past its
         window). The session's courier, if it has one, learns of the message after the commit.
         """
+        write = self.prepare(
+            purpose=purpose,
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            now=now,
+            request_id=request_id,
+            not_after=not_after,
+            headers=headers,
+        )
+        # A Core insert in the session's transaction: the row is only ever changed by the
+        # delivery worker's own statements, so the ORM's unit of work would only add cost.
+        self.session.connection().execute(write.statement, write.params)
+        return OutboxMessage(**write.params)
+
+    def prepare(
+        self,
+        *,
+        purpose: str,
+        recipient: str,
+        subject: str,
+        body: str,
+        now: datetime,
+        request_id: str | None = None,
+        not_after: datetime | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Write:
+        """`enqueue`, but the insert is returned for the caller to write in this unit (with
+        its audit event: `AuditLog.record(together=...)`) rather than written here."""
         if not purpose or len(purpose) > 32:
             raise ValueError("purpose must be 1 to 32 characters")
         if len(recipient) > 254 or "@" not in recipient or parseaddr(recipient)[1] != recipient:
@@ -129,9 +158,6 @@ class Outbox:
             "next_attempt_at": now,
             "not_after": not_after,
         }
-        # A Core insert in the session's transaction: the row is only ever changed by the
-        # delivery worker's own statements, so the ORM's unit of work would only add cost.
-        self.session.connection().execute(_INSERT_MESSAGE, values)
         # Either way the delivery loops learn of it after the commit: before it they cannot
         # see the row, and after a rollback there is nothing to send.
         if courier is not None and lease_until is None:
@@ -152,7 +178,7 @@ class Outbox:
             "outbox.message.queued",
             extra={"outbox_id": message_id, "purpose": purpose, "signing_request_id": request_id},
         )
-        return OutboxMessage(**values)
+        return Write(_INSERT_MESSAGE, values)
 
 
 def _render(

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.crypto.keys import Secrets
 from app.crypto.secrets import generate_otp, otp_mac
-from app.db import after_commit
+from app.db import Write, after_commit, select_after_writes
 from app.errors import CredentialNotActive, NoActiveDevice, NoEmailAddress, OtpPending, RateLimited
 from app.metrics import OTPS_ISSUED
 from app.models import Credential, RequestStatus, SigningRequest, User
@@ -27,10 +27,10 @@ from app.services.mail.texts.common import mask_email
 from app.services.mail.texts.signing import OtpNotice
 from app.services.rate_limits import Hit, RateLimit, RateLimiter
 from app.services.signing.statements import (
-    EXPIRE_STALE,
+    EXPIRE_STALE_OF_MYKAD,
     INSERT_REQUEST,
-    PERSON_WITH_SIGNER,
     REQUEST_COLUMNS,
+    person_with_signer,
 )
 from app.settings import Settings
 
@@ -71,8 +71,27 @@ class OtpIssuer:
     def request_signature(
         self, caller: Caller, new: NewSigningRequest, now: datetime
     ) -> SigningRequest:
-        row = self.session.execute(PERSON_WITH_SIGNER, {"mykad": new.mykad}).first()
-        user, found, active = (row[0], row[1], row[2]) if row is not None else (None, None, None)
+        # Frees the document's hash from the person's stale requests in the same statement
+        # (PostgreSQL): a refusal rolls it back, but for the counts' (it is kept then, as
+        # harmless as it is: those requests' windows are over).
+        expire_stale = Write(
+            EXPIRE_STALE_OF_MYKAD, {"mykad": new.mykad, "hash": new.document_hash, "now": now}
+        )
+        # The person's rate limits are locked by the same statement (PostgreSQL), before
+        # anything is counted: their counts are exact (app.services.rate_limits).
+        limiter = RateLimiter(self.session, self.keys.subject_ref)
+        hits, taken = self._issuance_limits(caller, new.mykad)
+        locks = limiter.locks(hits, taken)
+        row = select_after_writes(
+            self.session,
+            person_with_signer(len(locks)),
+            {"mykad": new.mykad, **locks},
+            [expire_stale],
+        ).first()
+        found_row: tuple[Any, ...] = tuple(row) if row is not None else (None, None, None)
+        user: User | None = found_row[0]
+        found: Credential | None = found_row[1]
+        active: Device | None = found_row[2]
         credential = _usable_credential(self.session, found, now)
         assert user is not None  # _usable_credential refuses a missing person
         if new.credential_id is not None and new.credential_id != credential.id:
@@ -83,11 +102,12 @@ class OtpIssuer:
             raise NoEmailAddress("this person has no registered e-mail address for the OTP")
         # Counted once nothing else refuses, and before anything is written: the refusal
         # commits only the counts (the row locks they take last until the commit, so late).
-        self._count_issuance(caller, user, now)
-        # No ORM synchronisation needed: no request of this person is loaded in the session.
-        self.session.connection().execute(
-            EXPIRE_STALE, {"person": user.id, "hash": new.document_hash, "now": now}
-        )
+        try:
+            person_count = limiter.hit_then_take(now, hits, taken, locked=locks)
+        except RateLimited:
+            logger.warning("otp.rate_limited", extra={"client": caller.name})
+            raise
+        assert person_count is not None  # a taken limit's count
 
         request = SigningRequest(
             signer_id=caller.id,
@@ -109,17 +129,18 @@ class OtpIssuer:
         request.id = new_id()
         otp = generate_otp()
         request.otp_mac = otp_mac(self.keys.otp_mac, otp, binding_of(request))
-        try:
-            # No savepoint: losing the race for this hash refuses the whole unit of work.
-            # Every column is set above, and the object is never added: nothing in this unit
-            # of work changes the row again, so a Core insert skips the ORM's unit of work.
-            self.session.connection().execute(
-                INSERT_REQUEST, {column: getattr(request, column) for column in REQUEST_COLUMNS}
-            )
-        except IntegrityError:
-            raise OtpPending(
-                "an OTP for this document is already pending for this person"
-            ) from None
+        # Every column is set above, and the object is never added: nothing in this unit of
+        # work changes the row again, so a Core insert skips the ORM's unit of work. It is
+        # written with the OTP's message and the audit event, in one statement where the
+        # database allows. No savepoint: losing the race for this hash refuses the whole unit.
+        writes = [
+            person_count,
+            Write(
+                INSERT_REQUEST,
+                {column: getattr(request, column) for column in REQUEST_COLUMNS},
+                OtpPending("an OTP for this document is already pending for this person"),
+            ),
+        ]
 
         notice = OtpNotice(
             otp=otp,
@@ -132,12 +153,12 @@ class OtpIssuer:
         )
         if device is not None:
             # Stored for the device until it fetches it (store-and-forward), sealed meanwhile.
-            DeviceMessageStore(self.session, self.keys.outbox_seal).enqueue(
+            message = DeviceMessageStore(self.session, self.keys.outbox_seal).prepare(
                 device, otp_message(notice, now), now
             )
         else:
             assert user.email is not None
-            Outbox(self.session, self.keys.outbox_seal).enqueue(
+            message = Outbox(self.session, self.keys.outbox_seal).prepare(
                 purpose="otp",
                 recipient=user.email,
                 subject=notice.subject(),
@@ -147,8 +168,10 @@ class OtpIssuer:
                 not_after=request.expires_at,
                 headers={"X-Roamsign-Request-Id": request.id},
             )
+        writes.append(message)
         after_commit(self.session, OTPS_ISSUED.labels(channel).inc)
         self.audit.record(
+            together=writes,
             now=now,
             action="otp.issued",
             actor=caller.name,
@@ -162,7 +185,7 @@ class OtpIssuer:
         )
         return request
 
-    def _count_issuance(self, caller: Caller, user: User, now: datetime) -> None:
+    def _issuance_limits(self, caller: Caller, mykad: str) -> tuple[list[Hit], Hit]:
         """One OTP more for this signer, for this signer and person, and then, only if those
         let it through, for the person (`rate_limited` once over any).
 
@@ -170,47 +193,37 @@ class OtpIssuer:
         that keeps asking keeps its own limits closed. The person's limit is taken, not hit:
         checked under the person's lock and counted only when there is room, so refusals,
         whoever's, never count against the person, and one signer can use at most its own
-        per-person share of the person's OTPs. Always in this order (the signer's rows, then
-        the person's), so two issuances never wait for each other's locks in a cycle.
+        per-person share of the person's OTPs. The person is the MyKad asked for (known before
+        the person is read, so that its read takes the locks).
         """
         settings = self.settings
-        limiter = RateLimiter(self.session, self.keys.subject_ref)
-        try:
-            limiter.hit(
-                now,
-                Hit(
-                    RateLimit(
-                        OTPS_PER_SIGNER_PERSON, settings.otps_per_signer_person_per_minute, 60
-                    ),
-                    f"{caller.id}:{user.id}",
-                    f"at most {settings.otps_per_signer_person_per_minute} OTPs a minute for "
-                    "one person from this client; try again later",
+        hits = [
+            Hit(
+                RateLimit(OTPS_PER_SIGNER_PERSON, settings.otps_per_signer_person_per_minute, 60),
+                f"{caller.id}:{mykad}",
+                f"at most {settings.otps_per_signer_person_per_minute} OTPs a minute for "
+                "one person from this client; try again later",
+            ),
+            Hit(
+                # The hot counter (one backend makes nearly every request): sharded.
+                RateLimit(
+                    OTPS_PER_SIGNER,
+                    settings.otps_per_signer_per_minute,
+                    60,
+                    shards=SIGNER_COUNTER_SHARDS,
                 ),
-                Hit(
-                    # The hot counter (one backend makes nearly every request): sharded.
-                    RateLimit(
-                        OTPS_PER_SIGNER,
-                        settings.otps_per_signer_per_minute,
-                        60,
-                        shards=SIGNER_COUNTER_SHARDS,
-                    ),
-                    caller.id,
-                    f"at most {settings.otps_per_signer_per_minute} OTPs a minute for "
-                    "this client; try again later",
-                ),
-            )
-            limiter.take(
-                now,
-                Hit(
-                    RateLimit(OTPS_PER_PERSON, settings.otps_per_person_per_minute, 60),
-                    user.id,
-                    f"at most {settings.otps_per_person_per_minute} OTPs a minute for "
-                    "one person; try again later",
-                ),
-            )
-        except RateLimited:
-            logger.warning("otp.rate_limited", extra={"client": caller.name})
-            raise
+                caller.id,
+                f"at most {settings.otps_per_signer_per_minute} OTPs a minute for "
+                "this client; try again later",
+            ),
+        ]
+        taken = Hit(
+            RateLimit(OTPS_PER_PERSON, settings.otps_per_person_per_minute, 60),
+            mykad,
+            f"at most {settings.otps_per_person_per_minute} OTPs a minute for "
+            "one person; try again later",
+        )
+        return hits, taken
 
 
 def _usable_credential(

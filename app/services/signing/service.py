@@ -36,7 +36,7 @@ from app.services.signing.sign import (
     SignatureResult,
     raw_algorithm_name,
 )
-from app.services.signing.spend import spend_otp, spend_sad
+from app.services.signing.spend import spend_checked_otp, spend_otp, spend_sad
 from app.services.signing.statements import REQUEST_WITH_LOCKED_SIGNER, SIGNER_LOCKED
 from app.services.trust.evidence import LongTermEvidence
 from app.services.trust.tsa import SignatureStamper
@@ -111,8 +111,8 @@ class SigningService:
     ) -> SignatureResult:
         """`sign` for a request `get_own(with_signer=True)` has already returned."""
         credential, user = self.check_otp_and_pin(caller, request, otp, pin, now)
-        spend_otp(self.session, request, status=RequestStatus.SIGNED, finished_at=now)
-        return self._maker.sign_once(caller, request, credential, user, now, RawMechanism())
+        spend = spend_checked_otp(request, status=RequestStatus.SIGNED, finished_at=now)
+        return self._maker.sign_once(caller, request, credential, user, now, RawMechanism(), spend)
 
     def check_otp_and_pin(
         self, caller: Caller, request: SigningRequest, otp: str, pin: str, now: datetime

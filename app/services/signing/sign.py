@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.crypto.cms import build_detached_cms, signature_algorithm_name
 from app.crypto.keys import Secrets
 from app.crypto.keystore import KeyStore, PublicKey, RsaPadding
-from app.db import after_commit
+from app.db import Write, after_commit
 from app.errors import OtpConsumed
 from app.metrics import SIGNATURES
 from app.models import Credential, Signature, SigningRequest, User
@@ -22,7 +21,7 @@ from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller
 from app.services.credential_rules import certificate_of, public_key_of
-from app.services.mail.notices import queue_signing_notice
+from app.services.mail.notices import signing_notice
 from app.services.signing.statements import INSERT_SIGNATURE
 from app.services.trust.evidence import LongTermEvidence
 from app.services.trust.tsa import SignatureStamper
@@ -82,9 +81,11 @@ class SignatureMaker:
         user: User,
         now: datetime,
         mechanism: RawMechanism,
+        spend: Write | None = None,
     ) -> SignatureResult:
         """Sign the request's hash and record the signature; the request was just marked
-        signed by a conditional update, and the unique request_id is the last defence."""
+        signed by a conditional update (or is, by `spend`, written with the signature), and
+        the unique request_id is the last defence."""
         assert credential.key_blob is not None and credential.certificate_pem is not None
         material = self.ca.material()
         certificate = certificate_of(credential)
@@ -129,17 +130,23 @@ class SignatureMaker:
             "certificate_serial": credential.certificate_serial or "",
             "signed_at": now,
         }
-        try:
-            # No savepoint: a second signature refuses (and rolls back) the whole unit of work.
-            self.session.connection().execute(INSERT_SIGNATURE, values)
-        except IntegrityError:
-            raise OtpConsumed("this OTP was already used") from None
+        # No savepoint: a second signature refuses (and rolls back) the whole unit of work.
+        writes = [
+            *([spend] if spend is not None else []),
+            Write(INSERT_SIGNATURE, values, OtpConsumed("this OTP was already used")),
+        ]
         signature = Signature(**values)  # what was written, for the answer; never added
         after_commit(self.session, SIGNATURES.labels(request.signature_format).inc)
         # The person learns of every signature made with their key, so misuse is seen.
-        seal_key = self.keys.outbox_seal
-        queue_signing_notice(self.session, seal_key, user, request, caller.name, now)
+        notice = signing_notice(
+            self.session, self.keys.outbox_seal, user, request, caller.name, now
+        )
+        if notice is not None:
+            writes.append(notice)
+        # The spend, the signature and the notice are written with the event (one statement
+        # on PostgreSQL).
         self.audit.record(
+            together=writes,
             now=now,
             action="signature.created",
             actor=caller.name,

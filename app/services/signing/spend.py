@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from app.db import Write
 from app.errors import OtpConsumed
 from app.models import RequestStatus, SigningRequest
 from app.services.credential_rules import refuse_spent_sad
@@ -21,6 +22,15 @@ def spend_otp(session: Session, request: SigningRequest, **values: object) -> No
     if spent is None:
         raise OtpConsumed("this OTP was already used")
     loaded_as(request, **values)
+
+
+def spend_checked_otp(request: SigningRequest, **values: object) -> Write:
+    """`spend_otp` as a write to send with the signature (`SignatureMaker.sign_once`), for a
+    request whose attempt this transaction has just counted: that conditional UPDATE (pending,
+    no SAD) holds the request's row lock until the commit, so nothing can spend it between, and
+    this one matches. The signature's unique request_id stays the last defence."""
+    loaded_as(request, **values)
+    return Write(SPEND_OTP, {"request_id": request.id, **values})
 
 
 def spend_sad(session: Session, request: SigningRequest, now: datetime) -> None:

@@ -6,13 +6,17 @@ ORM synchronisation either.
 
 from __future__ import annotations
 
+import functools
+
 from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.expression import Executable
 
 from app.db import status_constant
 from app.models import Credential, RequestStatus, Signature, SigningRequest, User
 from app.models.device import Device, DeviceStatus
 from app.services.credential_rules import SIGNING_CREDENTIAL
+from app.services.rate_limits import lock_columns
 
 REQUESTS: Table = SigningRequest.__table__  # type: ignore[assignment]
 SIGNATURES: Table = Signature.__table__  # type: ignore[assignment]
@@ -31,15 +35,15 @@ COUNT_ATTEMPT = (
     .values(attempts=REQUESTS.c.attempts + 1)
     .returning(REQUESTS.c.attempts)
 )
-# Frees a person's document hash from pending requests whose window is over.
-EXPIRE_STALE = (
+# Frees the document hash of the person with this MyKad from pending requests whose window
+# is over (written with the read of the person: app.db.select_after_writes).
+EXPIRE_STALE_OF_MYKAD = (
     update(REQUESTS)
     .where(
-        REQUESTS.c.user_id == bindparam("person"),
+        REQUESTS.c.user_id.in_(select(User.id).where(User.mykad == bindparam("mykad"))),
         REQUESTS.c.document_hash == bindparam("hash"),
         REQUESTS.c.status == status_constant(RequestStatus.PENDING),
         REQUESTS.c.expires_at <= bindparam("now"),
-        # A SAD outliving the OTP's window keeps its request (and its hash) until used.
         or_(REQUESTS.c.sad_expires_at.is_(None), REQUESTS.c.sad_expires_at <= bindparam("now")),
     )
     .values(status=RequestStatus.EXPIRED, finished_at=bindparam("now"))
@@ -63,6 +67,15 @@ PERSON_WITH_SIGNER = (
     .outerjoin(Device, and_(Device.user_id == User.id, Device.status == DeviceStatus.ACTIVE))
     .where(User.mykad == bindparam("mykad"))
 )
+
+
+@functools.cache
+def person_with_signer(locks: int) -> Executable:
+    """`PERSON_WITH_SIGNER`, taking `locks` advisory locks (app.services.rate_limits.
+    lock_columns) for the person's row, in the same statement."""
+    return PERSON_WITH_SIGNER.add_columns(*lock_columns(locks)) if locks else PERSON_WITH_SIGNER
+
+
 # A new request and a signature are not changed again in the unit of work that writes them:
 # Core inserts skip the ORM's unit of work (its flush of one new object cost more than the
 # INSERT itself).
