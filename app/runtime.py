@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import Engine
@@ -26,7 +28,7 @@ from app.services.ca import CaCache
 from app.services.clients import API_KEYS_CHANGED, ApiKeyCache
 from app.services.mail.courier import COURIER_KEY, Courier
 from app.services.mail.delivery import DeliveryWorker
-from app.services.mail.texts.common import configure_time_zone
+from app.services.mail.notices import NoticeContext
 from app.services.mail.transport import SmtpTransport
 from app.services.trust.material import TrustCache
 from app.services.trust.ocsp import OcspResponseCache
@@ -57,7 +59,6 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         settings.check_production_safety()
-        configure_time_zone(settings.timezone)
         key_store = build_key_store(settings)
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
         courier = Courier()
@@ -70,6 +71,11 @@ class Runtime:
             clock=clock or SystemClock(),
             courier=courier,
         )
+
+    @cached_property
+    def notices(self) -> NoticeContext:
+        """How the person's notices are written: the outbox's seal, times in settings.timezone."""
+        return NoticeContext(self.keys.outbox_seal, ZoneInfo(self.settings.timezone))
 
     def audit_log(self, session: Session) -> AuditLog:
         return AuditLog(session, self.keys.audit_mac, self.keys.subject_ref)

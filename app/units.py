@@ -123,6 +123,7 @@ class Services:
             key_store=self.runtime.key_store,
             ca=self.ca,
             audit=self.audit,
+            notices=self.runtime.notices,
             stamper=self.stamper,
             evidence=self.evidence,
         )
@@ -150,7 +151,8 @@ class Services:
             settings=self.runtime.settings,
             keys=keys,
             audit=self.audit,
-            code_sender=EmailActivationCodeSender(self.session, keys.outbox_seal),
+            notices=self.runtime.notices,
+            code_sender=EmailActivationCodeSender(self.session, self.runtime.notices),
         )
 
     @cached_property
@@ -175,6 +177,7 @@ class Services:
             key_store=self.runtime.key_store,
             ca=self.ca,
             audit=self.audit,
+            notices=self.runtime.notices,
         )
 
     @cached_property

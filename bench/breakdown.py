@@ -253,7 +253,7 @@ class Bench:
                     with unit_of_work(carried) as session:
                         notice = queue_signing_notice(
                             session,
-                            runtime.keys.outbox_seal,
+                            runtime.notices,
                             user,
                             request,
                             "breakdown",

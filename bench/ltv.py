@@ -60,6 +60,7 @@ class LtvBench(Bench):
             key_store=self.runtime.key_store,
             ca=services.ca,
             audit=services.audit,
+            notices=self.runtime.notices,
         )
 
     def ocsp_request(self, nonce: bool) -> bytes:

@@ -178,6 +178,7 @@ class Factory:
                 settings=self.runtime.settings,
                 keys=self.runtime.keys,
                 audit=self.audit(session),
+                notices=self.runtime.notices,
                 code_sender=CapturingSender(),
             )
 

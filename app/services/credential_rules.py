@@ -17,7 +17,6 @@ from sqlalchemy import ColumnElement, and_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.crypto.keys import SealKey
 from app.crypto.keystore import KeyStore, PublicKey
 from app.crypto.secrets import OtpBinding
 from app.db import after_commit, keep_changes
@@ -31,7 +30,7 @@ from app.errors import (
 )
 from app.models import Credential, CredentialStatus, Medium, RequestStatus, SigningRequest, User
 from app.services.audit.log import AuditLog
-from app.services.mail.notices import queue_credential_locked_notice
+from app.services.mail.notices import NoticeContext, queue_credential_locked_notice
 from app.settings import Settings
 
 # -- the credential ----------------------------------------------------------------------------
@@ -124,7 +123,7 @@ def count_pin_failure(
 
 def report_credential_locked(
     session: Session,
-    seal_key: SealKey,
+    notices: NoticeContext,
     audit: AuditLog,
     actor: str,
     user: User,
@@ -136,7 +135,7 @@ def report_credential_locked(
     """The person learns how to get a credential back that wrong PINs just locked; this
     process drops its unwrapped copy of the key once the lock is committed (the others check
     the credential's status before they sign)."""
-    queue_credential_locked_notice(session, seal_key, user, credential, now)
+    queue_credential_locked_notice(session, notices, user, credential, now)
     after_commit(session, partial(key_store.forget, credential.id))
     audit.record(
         now=now,

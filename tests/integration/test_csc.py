@@ -50,6 +50,7 @@ def csc_service(runtime: Runtime, session: Session) -> CscService:
         key_store=runtime.key_store,
         ca=ca,
         audit=audit,
+        notices=runtime.notices,
     )
     return CscService(
         session, signing=signing, ca=ca, keys=runtime.keys, settings=runtime.settings, audit=audit

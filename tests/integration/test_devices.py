@@ -41,6 +41,7 @@ def service(runtime: Runtime, session: Session) -> DeviceService:
         settings=runtime.settings,
         keys=runtime.keys,
         audit=runtime.audit_log(session),
+        notices=runtime.notices,
         code_sender=NoMail(),
     )
 
@@ -134,6 +135,7 @@ def issue(runtime: Runtime, factory: Factory, person: Person, document: str) -> 
             key_store=runtime.key_store,
             ca=factory.ca(session),
             audit=runtime.audit_log(session),
+            notices=runtime.notices,
         ).request_signature(
             caller,
             NewSigningRequest(

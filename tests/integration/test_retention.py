@@ -53,6 +53,7 @@ def signing(runtime: Runtime, factory: Factory) -> Signing:
                 key_store=runtime.key_store,
                 ca=factory.ca(session),
                 audit=runtime.audit_log(session),
+                notices=runtime.notices,
             )
             return use(service, caller, runtime.clock.now())
 

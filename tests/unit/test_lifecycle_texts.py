@@ -31,6 +31,7 @@ WHEN = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 TOKEN = "q3Zr-9xY_0aB1cD2eF3gH4iJ5kL6mN7o"
 ID = "6f1c2b0e-51b8-4c1e-9d1e-0c6a3e5b7a10"
 BASE = "https://roamsign.jdn.gov.my/"
+KL = ZoneInfo("Asia/Kuala_Lumpur")
 
 WITH_TOKEN: list[Notice] = [
     ApplicationVerificationNotice(TOKEN, "Nur Aisyah", WHEN, ID),
@@ -51,9 +52,9 @@ WITHOUT_TOKEN: list[Notice] = [
 
 @pytest.mark.parametrize("notice", WITH_TOKEN, ids=lambda n: type(n).__name__)
 def test_a_token_comes_first_on_its_own_line(notice: Notice) -> None:
-    lines = notice.body().splitlines()
+    lines = notice.body(KL).splitlines()
     assert lines[0] == f"Token: {TOKEN}"
-    assert notice.body().count(TOKEN) == 1
+    assert notice.body(KL).count(TOKEN) == 1
 
 
 @pytest.mark.parametrize("notice", WITH_TOKEN + WITHOUT_TOKEN, ids=lambda n: type(n).__name__)
@@ -61,7 +62,7 @@ def test_bilingual_malay_then_english_with_a_purposeful_subject(notice: Notice) 
     subject = notice.subject()
     malay, _, english = subject.partition(" / ")
     assert malay and english and "\n" not in subject
-    body = notice.body()
+    body = notice.body(KL)
     malay_marker = min(body.find(word) for word in ("Kepada", "Dokumen") if body.find(word) >= 0)
     english_marker = min(body.find(word) for word in ("Dear", "The following") if word in body)
     assert 0 <= malay_marker < english_marker
@@ -70,11 +71,11 @@ def test_bilingual_malay_then_english_with_a_purposeful_subject(notice: Notice) 
 
 @pytest.mark.parametrize("notice", WITHOUT_TOKEN, ids=lambda n: type(n).__name__)
 def test_notices_without_a_token_carry_no_token_line(notice: Notice) -> None:
-    assert not re.search(r"^Token:", notice.body(), re.MULTILINE)
+    assert not re.search(r"^Token:", notice.body(KL), re.MULTILINE)
 
 
 def test_the_signing_notice_names_the_document_the_system_and_the_time() -> None:
-    body = SigningNotice("Tender QT-2026-0042", "eperolehan", WHEN, ID).body()
+    body = SigningNotice("Tender QT-2026-0042", "eperolehan", WHEN, ID).body(KL)
     assert "Dokumen: Tender QT-2026-0042" in body and "Document: Tender QT-2026-0042" in body
     assert "Sistem yang meminta: eperolehan" in body and "Requesting system: eperolehan" in body
     when = "2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)"
@@ -120,6 +121,6 @@ def test_times_are_the_person_s_with_the_zone_named() -> None:
 def test_a_token_also_comes_as_a_link_carrying_it_in_the_fragment(
     notice: Notice, path: str
 ) -> None:
-    lines = notice.body().splitlines()
+    lines = notice.body(KL).splitlines()
     assert lines[0] == f"Token: {TOKEN}"
     assert lines[1] == f"Pautan / Link: https://roamsign.jdn.gov.my/me/{path}#{TOKEN}"

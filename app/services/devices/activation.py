@@ -37,6 +37,7 @@ from app.services.devices.auth import load_device_public_key
 from app.services.devices.deactivation import deactivate, notify_devices
 from app.services.devices.eligibility import PLATFORM_NAMES
 from app.services.devices.messages import MOBILE_APP_ACTOR
+from app.services.mail.notices import NoticeContext
 from app.services.mail.outbox import Outbox
 from app.services.mail.texts.devices import DeviceActivatedNotice
 from app.settings import Settings
@@ -54,11 +55,18 @@ class DeviceActivator:
     """Activates devices in the caller's session; never commits."""
 
     def __init__(
-        self, session: Session, *, settings: Settings, keys: Secrets, audit: AuditLog
+        self,
+        session: Session,
+        *,
+        settings: Settings,
+        keys: Secrets,
+        audit: AuditLog,
+        notices: NoticeContext,
     ) -> None:
         self.session = session
         self.settings = settings
         self.keys = keys
+        self.notices = notices
         self.audit = audit
 
     def activate(self, device_id: str, code: str, public_key_pem: str, now: datetime) -> Activation:
@@ -210,11 +218,11 @@ class DeviceActivator:
             replaced_platforms=tuple(PLATFORM_NAMES[d.platform] for d in previous if d),
             device_id=device.id,
         )
-        Outbox(self.session, self.keys.outbox_seal).enqueue(
+        Outbox(self.session, self.notices.seal_key).enqueue(
             purpose="device_activated",
             recipient=user.email,
             subject=notice.subject(),
-            body=notice.body(),
+            body=notice.body(self.notices.zone),
             now=now,
         )
 

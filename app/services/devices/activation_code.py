@@ -7,11 +7,12 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import MacKey, SealKey
+from app.crypto.keys import MacKey
 from app.errors import NoEmailAddress
 from app.models import User
 from app.models.device import Device
 from app.services.devices.eligibility import PLATFORM_NAMES
+from app.services.mail.notices import NoticeContext
 from app.services.mail.outbox import Outbox
 from app.services.mail.texts.devices import ActivationCodeNotice
 
@@ -37,9 +38,9 @@ class ActivationCodeSender(Protocol):
 class EmailActivationCodeSender:
     """Queues the code in the outbox, to the person's registered address only."""
 
-    def __init__(self, session: Session, seal_key: SealKey) -> None:
+    def __init__(self, session: Session, notices: NoticeContext) -> None:
         self.session = session
-        self._seal_key = seal_key
+        self._notices = notices
 
     def send(self, *, user: User, device: Device, code: str, now: datetime) -> None:
         if not user.email:
@@ -54,11 +55,11 @@ class EmailActivationCodeSender:
             expires_at=device.activation_expires_at,
             device_id=device.id,
         )
-        Outbox(self.session, self._seal_key).enqueue(
+        Outbox(self.session, self._notices.seal_key).enqueue(
             purpose="device_activation",
             recipient=user.email,
             subject=notice.subject(),
-            body=notice.body(),
+            body=notice.body(self._notices.zone),
             now=now,
             not_after=device.activation_expires_at,
         )

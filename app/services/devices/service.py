@@ -27,6 +27,7 @@ from app.services.devices.auth import DeviceAuthenticator, SignedRequest
 from app.services.devices.deactivation import deactivate, notify_devices
 from app.services.devices.messages import MOBILE_APP_ACTOR, wipe_expired
 from app.services.devices.registration import DeviceRegistrar, DeviceRegistration
+from app.services.mail.notices import NoticeContext
 from app.settings import Settings
 
 
@@ -44,6 +45,7 @@ class DeviceService:
         settings: Settings,
         keys: Secrets,
         audit: AuditLog,
+        notices: NoticeContext,
         code_sender: ActivationCodeSender,
     ) -> None:
         self.session = session
@@ -52,7 +54,9 @@ class DeviceService:
         self.registration = DeviceRegistrar(
             session, settings=settings, keys=keys, audit=audit, code_sender=code_sender
         )
-        self.activation = DeviceActivator(session, settings=settings, keys=keys, audit=audit)
+        self.activation = DeviceActivator(
+            session, settings=settings, keys=keys, audit=audit, notices=notices
+        )
 
     def register(self, registration: DeviceRegistration, now: datetime) -> Device:
         """A pending device and its activation code e-mailed, or the one refusal that says

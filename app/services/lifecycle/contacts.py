@@ -98,7 +98,7 @@ class ContactService:
         user.updated_at = now
         # Whatever went to the old address (a PIN reset, a verification) must not work now.
         tokens.supersede_for_person(user.id, now)
-        queue_email_changed_notice(self.session, self.context.seal_key, user, old_address, now)
+        queue_email_changed_notice(self.session, self.context.notices, user, old_address, now)
         self._resend_open_verification(user, now)
         self.audit.record(
             now=now,
@@ -143,7 +143,7 @@ class ContactService:
         )
         queue_token_notice(
             self.session,
-            self.context.seal_key,
+            self.context.notices,
             purpose="email_change",
             recipient=new_address,
             notice=notice,

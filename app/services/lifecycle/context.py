@@ -6,17 +6,19 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from app.crypto.keys import SealKey, Secrets
+from app.crypto.keys import Secrets
 from app.crypto.keystore import KeyStore
 from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.lifecycle.tokens import TokenService
+from app.services.mail.notices import NoticeContext
 from app.settings import Settings
 
 
 @dataclass
 class LifecycleContext:
-    """One unit of work's session, settings, keys, CA and audit log, for the lifecycle services.
+    """One unit of work's session, settings, keys, CA, audit log and notices, for the lifecycle
+    services.
 
     Built by `app.units.Services.lifecycle` only."""
 
@@ -26,11 +28,8 @@ class LifecycleContext:
     key_store: KeyStore
     ca: CertificateAuthorityService
     audit: AuditLog
+    notices: NoticeContext
 
     @property
     def tokens(self) -> TokenService:
         return TokenService(self.session, self.keys.token_mac, self.audit)
-
-    @property
-    def seal_key(self) -> SealKey:
-        return self.keys.outbox_seal

@@ -208,7 +208,7 @@ class CredentialLifecycle:
         )
         queue_notice(
             self.session,
-            self.context.seal_key,
+            self.context.notices,
             purpose="pin_setup",
             recipient=user.email,
             notice=notice,
@@ -321,7 +321,7 @@ class CredentialLifecycle:
         self.session.refresh(credential)
         self.context.tokens.supersede_subject(credential.id, now)
         user = credential.user
-        queue_revoked_notice(self.session, self.context.seal_key, user, credential, now)
+        queue_revoked_notice(self.session, self.context.notices, user, credential, now)
         self.audit.record(
             now=now,
             action="credential.revoked",

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.clock import Clock
-from app.crypto.keys import SealKey, Secrets
+from app.crypto.keys import Secrets
 from app.crypto.keystore import KeyStore
 from app.db import unit_of_work
 from app.models import Credential, CredentialStatus, JobRun, User
@@ -38,7 +38,7 @@ from app.services.audit.checkpoint import take_checkpoint
 from app.services.audit.log import AuditLog
 from app.services.credential_rules import SIGNING_CREDENTIAL
 from app.services.devices.service import purge_device_leftovers
-from app.services.mail.notices import queue_expiry_notice
+from app.services.mail.notices import NoticeContext, queue_expiry_notice
 from app.services.retention import RetentionPurge
 from app.settings import Settings
 
@@ -163,12 +163,12 @@ class ExpiryNotices:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        seal_key: SealKey,
+        notices: NoticeContext,
         audit: Callable[[Session], AuditLog],
         days: int,
     ) -> None:
         self._sessions = sessions
-        self._seal_key = seal_key
+        self._notices = notices
         self._audit = audit
         self._window = timedelta(days=days)
 
@@ -222,7 +222,7 @@ class ExpiryNotices:
     def _notify(self, session: Session, credential: Credential, now: datetime) -> bool:
         user = session.get(User, credential.user_id)
         assert user is not None  # foreign key
-        queued = queue_expiry_notice(session, self._seal_key, user, credential, now)
+        queued = queue_expiry_notice(session, self._notices, user, credential, now)
         self._audit(session).record(
             now=now,
             action="credential.expiry_notice",
@@ -280,6 +280,9 @@ class JobHost(Protocol):
     key_store: KeyStore
     clock: Clock
 
+    @property
+    def notices(self) -> NoticeContext: ...
+
     def audit_log(self, session: Session) -> AuditLog: ...
 
 
@@ -291,7 +294,7 @@ def default_jobs(runtime: JobHost) -> list[Job]:
             interval=timedelta(seconds=settings.expiry_notice_interval_seconds),
             run=ExpiryNotices(
                 runtime.sessions,
-                runtime.keys.outbox_seal,
+                runtime.notices,
                 runtime.audit_log,
                 settings.expiry_notice_days,
             ),

@@ -104,7 +104,7 @@ def queue_verification(
 ) -> None:
     queue_token_notice(
         context.session,
-        context.seal_key,
+        context.notices,
         purpose="application_email",
         recipient=recipient,
         notice=notice,

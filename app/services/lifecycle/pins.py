@@ -176,7 +176,7 @@ class PinService:
             )
             queue_notice(
                 self.session,
-                self.context.seal_key,
+                self.context.notices,
                 purpose="pin_reset",
                 recipient=user.email,
                 notice=notice,
@@ -260,7 +260,7 @@ class PinService:
         if failure.locked:
             report_credential_locked(
                 self.session,
-                self.context.seal_key,
+                self.context.notices,
                 self.audit,
                 caller.name,
                 user,
@@ -275,4 +275,4 @@ class PinService:
         )
 
     def _tell_pin_changed(self, user: User, credential: Credential, now: datetime) -> None:
-        queue_pin_changed_notice(self.session, self.context.seal_key, user, credential, now)
+        queue_pin_changed_notice(self.session, self.context.notices, user, credential, now)

@@ -8,8 +8,10 @@ failing the use case that caused it. To wake the delivery worker, register it wi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -28,10 +30,19 @@ from app.services.mail.texts.common import mask_email
 from app.services.mail.texts.signing import SigningNotice
 
 
+@dataclass(frozen=True)
+class NoticeContext:
+    """How this process writes the person's notices: sealed in the outbox with `seal_key`, their
+    times in the person's `zone` (settings.timezone). Built once, by app.runtime."""
+
+    seal_key: SealKey = field(repr=False)
+    zone: ZoneInfo
+
+
 class Notice(Protocol):
     def subject(self) -> str: ...
 
-    def body(self) -> str: ...
+    def body(self, zone: ZoneInfo) -> str: ...
 
 
 class TokenNotice(Notice, Protocol):
@@ -43,7 +54,7 @@ class TokenNotice(Notice, Protocol):
 
 def queue_notice(
     session: Session,
-    seal_key: SealKey,
+    mail: NoticeContext,
     *,
     purpose: str,
     recipient: str | None,
@@ -53,11 +64,11 @@ def queue_notice(
 ) -> OutboxMessage | None:
     if not recipient:
         return None
-    return Outbox(session, seal_key).enqueue(
+    return Outbox(session, mail.seal_key).enqueue(
         purpose=purpose,
         recipient=recipient,
         subject=notice.subject(),
-        body=notice.body(),
+        body=notice.body(mail.zone),
         now=now,
         not_after=not_after,
     )
@@ -65,7 +76,7 @@ def queue_notice(
 
 def queue_token_notice(
     session: Session,
-    seal_key: SealKey,
+    mail: NoticeContext,
     *,
     purpose: str,
     recipient: str | None,
@@ -75,7 +86,7 @@ def queue_token_notice(
     """A token's e-mail is never delivered once the token has expired."""
     return queue_notice(
         session,
-        seal_key,
+        mail,
         purpose=purpose,
         recipient=recipient,
         notice=notice,
@@ -86,7 +97,7 @@ def queue_token_notice(
 
 def queue_signing_notice(
     session: Session,
-    seal_key: SealKey,
+    mail: NoticeContext,
     user: User,
     request: SigningRequest,
     signer_name: str,
@@ -96,7 +107,7 @@ def queue_signing_notice(
 
     Call it in the signing transaction, once the signature is stored (`now` is its time).
     """
-    write = signing_notice(session, seal_key, user, request, signer_name, now)
+    write = signing_notice(session, mail, user, request, signer_name, now)
     if write is None:
         return None
     session.connection().execute(write.statement, write.params)
@@ -105,7 +116,7 @@ def queue_signing_notice(
 
 def signing_notice(
     session: Session,
-    seal_key: SealKey,
+    mail: NoticeContext,
     user: User,
     request: SigningRequest,
     signer_name: str,
@@ -121,17 +132,17 @@ def signing_notice(
         signed_at=now,
         request_id=request.id,
     )
-    return Outbox(session, seal_key).prepare(
+    return Outbox(session, mail.seal_key).prepare(
         purpose="signing_notice",
         recipient=user.email,
         subject=notice.subject(),
-        body=notice.body(),
+        body=notice.body(mail.zone),
         now=now,
     )
 
 
 def queue_credential_locked_notice(
-    session: Session, seal_key: SealKey, user: User, credential: Credential, now: datetime
+    session: Session, mail: NoticeContext, user: User, credential: Credential, now: datetime
 ) -> OutboxMessage | None:
     """The credential was just locked by wrong PINs: tell the person how to get it back.
 
@@ -141,7 +152,7 @@ def queue_credential_locked_notice(
     notice = CredentialLockedNotice(name=user.name, locked_at=now, credential_id=credential.id)
     return queue_notice(
         session,
-        seal_key,
+        mail,
         purpose="credential_locked",
         recipient=user.email,
         notice=notice,
@@ -150,16 +161,16 @@ def queue_credential_locked_notice(
 
 
 def queue_pin_changed_notice(
-    session: Session, seal_key: SealKey, user: User, credential: Credential, now: datetime
+    session: Session, mail: NoticeContext, user: User, credential: Credential, now: datetime
 ) -> OutboxMessage | None:
     notice = PinChangedNotice(name=user.name, changed_at=now, credential_id=credential.id)
     return queue_notice(
-        session, seal_key, purpose="pin_changed", recipient=user.email, notice=notice, now=now
+        session, mail, purpose="pin_changed", recipient=user.email, notice=notice, now=now
     )
 
 
 def queue_email_changed_notice(
-    session: Session, seal_key: SealKey, user: User, old_address: str | None, now: datetime
+    session: Session, mail: NoticeContext, user: User, old_address: str | None, now: datetime
 ) -> OutboxMessage | None:
     """To the previous address, after the new one (already on `user`) took effect."""
     assert user.email is not None  # the change just set it
@@ -167,12 +178,12 @@ def queue_email_changed_notice(
         name=user.name, new_address_masked=mask_email(user.email), changed_at=now
     )
     return queue_notice(
-        session, seal_key, purpose="email_changed", recipient=old_address, notice=notice, now=now
+        session, mail, purpose="email_changed", recipient=old_address, notice=notice, now=now
     )
 
 
 def queue_revoked_notice(
-    session: Session, seal_key: SealKey, user: User, credential: Credential, now: datetime
+    session: Session, mail: NoticeContext, user: User, credential: Credential, now: datetime
 ) -> OutboxMessage | None:
     notice = CredentialRevokedNotice(
         name=user.name,
@@ -182,7 +193,7 @@ def queue_revoked_notice(
     )
     return queue_notice(
         session,
-        seal_key,
+        mail,
         purpose="credential_revoked",
         recipient=user.email,
         notice=notice,
@@ -191,7 +202,7 @@ def queue_revoked_notice(
 
 
 def queue_expiry_notice(
-    session: Session, seal_key: SealKey, user: User, credential: Credential, now: datetime
+    session: Session, mail: NoticeContext, user: User, credential: Credential, now: datetime
 ) -> OutboxMessage | None:
     assert credential.not_after is not None  # only certificates expire here
     notice = ExpiryNotice(
@@ -201,7 +212,7 @@ def queue_expiry_notice(
     )
     return queue_notice(
         session,
-        seal_key,
+        mail,
         purpose="expiry_notice",
         recipient=user.email,
         notice=notice,

@@ -28,6 +28,7 @@ from app.services.credential_rules import (
     refuse_unless_can_sign,
     report_credential_locked,
 )
+from app.services.mail.notices import NoticeContext
 from app.services.signing.statements import COUNT_ATTEMPT, SIGNER_LOCKED, loaded_as
 from app.settings import Settings
 
@@ -46,12 +47,14 @@ class OtpPinCheck:
         keys: Secrets,
         audit: AuditLog,
         key_store: KeyStore,
+        notices: NoticeContext,
     ) -> None:
         self.session = session
         self.settings = settings
         self.keys = keys
         self.audit = audit
         self.key_store = key_store
+        self.notices = notices
 
     def check_otp_and_pin(
         self, caller: Caller, request: SigningRequest, otp: str, pin: str, now: datetime
@@ -188,7 +191,7 @@ class OtpPinCheck:
         if credential_locked:
             report_credential_locked(
                 self.session,
-                self.keys.outbox_seal,
+                self.notices,
                 self.audit,
                 caller.name,
                 user,

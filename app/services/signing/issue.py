@@ -22,6 +22,7 @@ from app.services.audit.log import AuditLog
 from app.services.clients import Caller
 from app.services.credential_rules import binding_of, refuse_unless_can_sign
 from app.services.devices.messages import DeviceMessageStore, OtpMessage, mobile_destination
+from app.services.mail.notices import NoticeContext
 from app.services.mail.outbox import Outbox
 from app.services.mail.texts.common import mask_email
 from app.services.mail.texts.signing import OtpNotice
@@ -61,12 +62,19 @@ class OtpIssuer:
     """Issues one OTP for one document hash, for the person's usable roaming credential."""
 
     def __init__(
-        self, session: Session, *, settings: Settings, keys: Secrets, audit: AuditLog
+        self,
+        session: Session,
+        *,
+        settings: Settings,
+        keys: Secrets,
+        audit: AuditLog,
+        notices: NoticeContext,
     ) -> None:
         self.session = session
         self.settings = settings
         self.keys = keys
         self.audit = audit
+        self.notices = notices
 
     def request_signature(
         self, caller: Caller, new: NewSigningRequest, now: datetime
@@ -158,11 +166,11 @@ class OtpIssuer:
             )
         else:
             assert user.email is not None
-            message = Outbox(self.session, self.keys.outbox_seal).prepare(
+            message = Outbox(self.session, self.notices.seal_key).prepare(
                 purpose="otp",
                 recipient=user.email,
                 subject=notice.subject(),
-                body=notice.body(),
+                body=notice.body(self.notices.zone),
                 now=now,
                 request_id=request.id,
                 not_after=request.expires_at,

@@ -21,6 +21,7 @@ from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller
 from app.services.credential_rules import refuse_unless_can_sign
+from app.services.mail.notices import NoticeContext
 from app.services.signing.check import OtpPinCheck
 from app.services.signing.issue import (
     OTPS_PER_PERSON,
@@ -67,6 +68,7 @@ class SigningService:
         key_store: KeyStore,
         ca: CertificateAuthorityService,
         audit: AuditLog,
+        notices: NoticeContext,
         stamper: SignatureStamper | None = None,
         evidence: LongTermEvidence | None = None,
     ) -> None:
@@ -76,9 +78,16 @@ class SigningService:
         self.key_store = key_store
         self.ca = ca
         self.audit = audit
-        self._issuer = OtpIssuer(session, settings=settings, keys=keys, audit=audit)
+        self._issuer = OtpIssuer(
+            session, settings=settings, keys=keys, audit=audit, notices=notices
+        )
         self._check = OtpPinCheck(
-            session, settings=settings, keys=keys, audit=audit, key_store=key_store
+            session,
+            settings=settings,
+            keys=keys,
+            audit=audit,
+            key_store=key_store,
+            notices=notices,
         )
         self._maker = SignatureMaker(
             session,
@@ -86,6 +95,7 @@ class SigningService:
             key_store=key_store,
             ca=ca,
             audit=audit,
+            notices=notices,
             stamper=stamper,
             evidence=evidence,
         )

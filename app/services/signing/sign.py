@@ -21,7 +21,7 @@ from app.services.audit.log import AuditLog
 from app.services.ca import CertificateAuthorityService
 from app.services.clients import Caller
 from app.services.credential_rules import certificate_of, public_key_of
-from app.services.mail.notices import signing_notice
+from app.services.mail.notices import NoticeContext, signing_notice
 from app.services.signing.statements import INSERT_SIGNATURE
 from app.services.trust.evidence import LongTermEvidence
 from app.services.trust.tsa import SignatureStamper
@@ -60,6 +60,7 @@ class SignatureMaker:
         key_store: KeyStore,
         ca: CertificateAuthorityService,
         audit: AuditLog,
+        notices: NoticeContext,
         stamper: SignatureStamper | None = None,
         evidence: LongTermEvidence | None = None,
     ) -> None:
@@ -68,6 +69,7 @@ class SignatureMaker:
         self.key_store = key_store
         self.ca = ca
         self.audit = audit
+        self.notices = notices
         # app.units always gives one (every CMS signature carries a time-stamp); None only in
         # tests of other concerns and in bench/ltv.py's unstamped baseline.
         self.stamper = stamper
@@ -138,9 +140,7 @@ class SignatureMaker:
         signature = Signature(**values)  # what was written, for the answer; never added
         after_commit(self.session, SIGNATURES.labels(request.signature_format).inc)
         # The person learns of every signature made with their key, so misuse is seen.
-        notice = signing_notice(
-            self.session, self.keys.outbox_seal, user, request, caller.name, now
-        )
+        notice = signing_notice(self.session, self.notices, user, request, caller.name, now)
         if notice is not None:
             writes.append(notice)
         # The spend, the signature and the notice are written with the event (one statement

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from app.services.mail.texts.common import timestamp
 
@@ -19,8 +20,8 @@ class EmailChangedNotice:
     def subject(self) -> str:
         return "Alamat e-mel MyGPKI telah ditukar / Your MyGPKI e-mail address was changed"
 
-    def body(self) -> str:
-        when = timestamp(self.changed_at)
+    def body(self, zone: ZoneInfo) -> str:
+        when = timestamp(self.changed_at, zone)
         return (
             f"Kepada {self.name},\n"
             f"Alamat e-mel berdaftar anda telah ditukar kepada {self.new_address_masked}\n"
@@ -43,8 +44,8 @@ class PinChangedNotice:
     def subject(self) -> str:
         return "PIN roaming telah ditukar / Your roaming PIN was changed"
 
-    def body(self) -> str:
-        when = timestamp(self.changed_at)
+    def body(self, zone: ZoneInfo) -> str:
+        when = timestamp(self.changed_at, zone)
         return (
             f"Kepada {self.name},\n"
             f"PIN sijil roaming anda telah ditukar pada {when}.\n"
@@ -67,8 +68,8 @@ class CredentialLockedNotice:
     def subject(self) -> str:
         return "Sijil roaming dikunci / Your roaming certificate is locked"
 
-    def body(self) -> str:
-        when = timestamp(self.locked_at)
+    def body(self, zone: ZoneInfo) -> str:
+        when = timestamp(self.locked_at, zone)
         return (
             f"Kepada {self.name},\n"
             f"Sijil roaming anda telah dikunci pada {when} selepas PIN yang salah dimasukkan\n"
@@ -94,8 +95,8 @@ class CredentialRevokedNotice:
     def subject(self) -> str:
         return "Sijil roaming dibatalkan / Your roaming certificate was revoked"
 
-    def body(self) -> str:
-        when = timestamp(self.revoked_at)
+    def body(self, zone: ZoneInfo) -> str:
+        when = timestamp(self.revoked_at, zone)
         return (
             f"Kepada {self.name},\n"
             f"Sijil roaming anda (nombor siri {self.certificate_serial}) telah dibatalkan\n"
@@ -118,8 +119,8 @@ class ExpiryNotice:
     def subject(self) -> str:
         return "Sijil roaming akan tamat tempoh / Your roaming certificate expires soon"
 
-    def body(self) -> str:
-        when = timestamp(self.not_after)
+    def body(self, zone: ZoneInfo) -> str:
+        when = timestamp(self.not_after, zone)
         return (
             f"Kepada {self.name},\n"
             f"Sijil roaming anda (nombor siri {self.certificate_serial}) akan tamat tempoh\n"

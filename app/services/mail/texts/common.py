@@ -5,15 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-# E-mails speak the person's time, the zone named. `configure_time_zone` sets the process's
-# zone once, from the settings (app.runtime); this default is the same setting's.
-DEFAULT_TIME_ZONE = "Asia/Kuala_Lumpur"
-_time_zone = ZoneInfo(DEFAULT_TIME_ZONE)
-
-
-def configure_time_zone(name: str) -> None:
-    global _time_zone  # noqa: PLW0603 - set once a process, like the logging configuration
-    _time_zone = ZoneInfo(name)
+# E-mails speak the person's time, the zone named: settings.timezone, which app.runtime builds
+# once into the `NoticeContext` (app.services.mail.notices) that renders every notice.
+DEFAULT_TIME_ZONE = ZoneInfo("Asia/Kuala_Lumpur")
 
 
 def mask_email(address: str) -> str:
@@ -21,10 +15,9 @@ def mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
-def timestamp(moment: datetime, zone: ZoneInfo | None = None) -> str:
+def timestamp(moment: datetime, zone: ZoneInfo = DEFAULT_TIME_ZONE) -> str:
     """`2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)`: the local time, its offset and
-    the zone's name."""
-    zone = zone or _time_zone
+    the zone's name. The notices always give their zone (the default serves the pages)."""
     local = moment.astimezone(zone)
     offset = local.strftime("%z")
     return f"{local:%Y-%m-%d %H:%M:%S} (UTC{offset[:3]}:{offset[3:]}, {zone.key})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from app.services.mail.texts.common import timestamp
 
@@ -26,8 +27,8 @@ class ActivationCodeNotice:
     def subject(self) -> str:
         return "Kod pengaktifan MyGPKI Mobile / MyGPKI Mobile activation code"
 
-    def body(self) -> str:
-        expiry = timestamp(self.expires_at)
+    def body(self, zone: ZoneInfo) -> str:
+        expiry = timestamp(self.expires_at, zone)
         return (
             f"Kod / Code: {self.code}\n"
             "\n"
@@ -63,8 +64,8 @@ class DeviceActivatedNotice:
     def subject(self) -> str:
         return "Peranti MyGPKI Mobile diaktifkan / MyGPKI Mobile device activated"
 
-    def body(self) -> str:
-        when = timestamp(self.activated_at)
+    def body(self, zone: ZoneInfo) -> str:
+        when = timestamp(self.activated_at, zone)
         replaced_ms = replaced_en = ""
         if self.replaced_platforms:
             previous = ", ".join(self.replaced_platforms)

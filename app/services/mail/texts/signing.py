@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from app.services.mail.texts.common import timestamp
 
@@ -26,8 +27,8 @@ class OtpNotice:
     def subject(self) -> str:
         return "Kod OTP tandatangan digital / Digital signature OTP"
 
-    def body(self) -> str:
-        expiry = timestamp(self.expires_at)
+    def body(self, zone: ZoneInfo) -> str:
+        expiry = timestamp(self.expires_at, zone)
         # The OTP line comes before any text the caller supplied (the document name), so no
         # caller-chosen text can push or imitate it.
         return (
@@ -68,8 +69,8 @@ class SigningNotice:
     def subject(self) -> str:
         return "Dokumen telah ditandatangani / Document signed"
 
-    def body(self) -> str:
-        when = timestamp(self.signed_at)
+    def body(self, zone: ZoneInfo) -> str:
+        when = timestamp(self.signed_at, zone)
         return (
             "Dokumen berikut telah ditandatangani secara digital dengan sijil roaming anda.\n"
             f"Dokumen: {self.document_name}\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from app.services.mail.texts.common import page_link, timestamp, token_line
 
@@ -22,8 +23,8 @@ class ApplicationVerificationNotice:
     def subject(self) -> str:
         return "Pengesahan e-mel permohonan roaming / Roaming application: verify your e-mail"
 
-    def body(self) -> str:
-        expiry = timestamp(self.expires_at)
+    def body(self, zone: ZoneInfo) -> str:
+        expiry = timestamp(self.expires_at, zone)
         return (
             token_line(
                 self.token, page_link(self.link_base, f"/me/verify-address/{self.application_id}")
@@ -63,8 +64,8 @@ class PinSetupNotice:
             return "Tetapkan PIN sijil roaming baharu / Set the PIN of your renewed certificate"
         return "Tetapkan PIN sijil roaming / Set your roaming certificate PIN"
 
-    def body(self) -> str:
-        expiry = timestamp(self.expires_at)
+    def body(self, zone: ZoneInfo) -> str:
+        expiry = timestamp(self.expires_at, zone)
         what_ms = "diperbaharui" if self.is_renewal else "dikeluarkan"
         what_en = "renewed" if self.is_renewal else "issued"
         return (
@@ -96,8 +97,8 @@ class PinResetNotice:
     def subject(self) -> str:
         return "Set semula PIN roaming / Roaming PIN reset"
 
-    def body(self) -> str:
-        expiry = timestamp(self.expires_at)
+    def body(self, zone: ZoneInfo) -> str:
+        expiry = timestamp(self.expires_at, zone)
         return (
             token_line(self.token, page_link(self.link_base, f"/me/reset-pin/{self.credential_id}"))
             + f"Kepada {self.name},\n"
@@ -130,8 +131,8 @@ class EmailChangeNotice:
     def subject(self) -> str:
         return "Sahkan alamat e-mel baharu / Confirm your new e-mail address"
 
-    def body(self) -> str:
-        expiry = timestamp(self.expires_at)
+    def body(self, zone: ZoneInfo) -> str:
+        expiry = timestamp(self.expires_at, zone)
         return (
             token_line(self.token, self._link()) + f"Kepada {self.name},\n"
             "Alamat e-mel ini telah dimasukkan sebagai alamat baharu anda dalam MyGPKI.\n"
