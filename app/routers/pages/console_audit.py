@@ -74,7 +74,7 @@ async def _page(
     verification_busy: bool = False,
 ) -> HTMLResponse:
     given = {name: query.get(name, "").strip() for name in FIELDS}
-    zone = ZoneInfo(runtime_of(request).settings.timezone)
+    zone = runtime_of(request).notices.zone
     wanted, errors = _filter(given, zone)
     before = _cursor(query.get("before", ""))
     events, older_than = [], None

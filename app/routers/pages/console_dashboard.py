@@ -4,8 +4,6 @@ administrator sees their agency's people's events only; the backlog is the whole
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -30,7 +28,7 @@ async def dashboard(request: Request) -> Response:
         request,
         lambda s: s.console_dashboard.last_hour(now, agency=agency, with_backlog=admin.is_jdn),
     )
-    zone = ZoneInfo(runtime.settings.timezone)
+    zone = runtime.notices.zone
     labels = [f"{bucket.start.astimezone(zone):%H:%M}" for bucket in hour.buckets]
     chart = grouped_bars(
         [(label, bucket.counts) for label, bucket in zip(labels, hour.buckets, strict=True)],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -90,7 +91,8 @@ def render(
             "t": t,
             "lang": language,
             "csrf": csrf_token(request),
-            "local_time": timestamp,
+            # The deployment's zone (ROAMSIGN_TIMEZONE), as in the e-mails.
+            "local_time": partial(timestamp, zone=runtime_of(request).notices.zone),
             **(context or {}),
         },
         status_code=status,
