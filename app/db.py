@@ -16,6 +16,7 @@ from sqlalchemy import (
     CTE,
     BindParameter,
     DateTime,
+    Delete,
     Engine,
     Insert,
     MetaData,
@@ -241,17 +242,18 @@ def run_after_commit(session: Session) -> None:
 
 @dataclass(frozen=True)
 class Write:
-    """An INSERT or UPDATE of a unit of work that nothing in the unit reads back: sent in one
-    statement with others where the database allows it (`app.services.audit.log` sends a
-    change's writes with its audit event), on its own otherwise.
+    """An INSERT, UPDATE or DELETE of a unit of work that nothing in the unit reads back: sent
+    in one statement with others where the database allows it (`app.services.audit.log` sends
+    a change's writes with its audit event), on its own otherwise.
 
     `statement` is prebuilt (module level: its combined forms are cached by identity): an
-    `insert(table)` taking its columns from `params`, or an UPDATE whose WHERE binds named
-    parameters (`params` names them; any other key of `params` is a column it SETs).
+    `insert(table)` taking its columns from `params`, or an UPDATE or DELETE whose WHERE binds
+    named parameters (`params` names them; any other key of `params` is a column an UPDATE
+    SETs).
     `conflict` is raised, instead of the IntegrityError, when the write breaks a constraint
     of its table (losing a race for a unique row)."""
 
-    statement: Insert | Update
+    statement: Insert | Update | Delete
     params: Mapping[str, Any]
     conflict: DomainError | None = None
 
@@ -261,7 +263,19 @@ class Write:
         return table
 
 
-def guarded_writes(writes: Sequence[Write], guard: CTE) -> list[Insert | Update]:
+def send_writes(session: Session, writes: Sequence[Write]) -> None:
+    """`writes` in sequence, on their own (no statement to go with), a conflict raised as its
+    `Write.conflict` says."""
+    connection = session.connection()
+    try:
+        for write in writes:
+            connection.execute(write.statement, write.params)
+    except IntegrityError as error:
+        raise_conflict(error, writes)
+        raise
+
+
+def guarded_writes(writes: Sequence[Write], guard: CTE) -> list[Insert | Update | Delete]:
     """PostgreSQL: `writes` as statements for a data-modifying WITH, each done only if `guard`
     (a CTE) returns a row, their parameters prefixed `w<index>_` (see `prefixed_params`)."""
     key = (id(guard), *((id(write.statement), tuple(write.params)) for write in writes))
@@ -273,15 +287,22 @@ def guarded_writes(writes: Sequence[Write], guard: CTE) -> list[Insert | Update]
 
 
 def select_after_writes(
-    session: Session, query: Executable, params: Mapping[str, Any], writes: Sequence[Write]
+    session: Session,
+    query: Executable,
+    params: Mapping[str, Any],
+    writes: Sequence[Write],
+    *,
+    core: bool = False,
 ) -> Result[Any]:
     """`writes`, then `query`: in one statement on PostgreSQL (`query` with the writes in its
     WITH; it reads the rows as they were before them), in sequence on SQLite. For writes
-    whose rows `query` does not read."""
+    whose rows `query` does not read. `core`: `query` selects table columns only, run on the
+    session's connection (the ORM's statement handling costs more than such a read)."""
+    run = session.connection().execute if core else session.execute
     if session.get_bind().dialect.name != "postgresql":
         for write in writes:
             session.connection().execute(write.statement, write.params)
-        return session.execute(query, params)
+        return run(query, params)
     key = (id(query), *((id(write.statement), tuple(write.params)) for write in writes))
     combined = _WITH_WRITES.get(key)
     if combined is None:
@@ -292,7 +313,7 @@ def select_after_writes(
         assert isinstance(query, Select)
         combined = query.add_cte(*ctes)
         _WITH_WRITES[key] = combined
-    return session.execute(combined, {**params, **prefixed_params(writes)})
+    return run(combined, {**params, **prefixed_params(writes)})
 
 
 def prefixed_params(writes: Sequence[Write]) -> dict[str, Any]:
@@ -316,11 +337,11 @@ def raise_conflict(error: IntegrityError, writes: Sequence[Write]) -> None:
             raise write.conflict from None
 
 
-_GUARDED: dict[tuple[Any, ...], list[Insert | Update]] = {}
+_GUARDED: dict[tuple[Any, ...], list[Insert | Update | Delete]] = {}
 _WITH_WRITES: dict[tuple[Any, ...], Executable] = {}
 
 
-def _guarded(write: Write, prefix: str, guard: CTE | None) -> Insert | Update:
+def _guarded(write: Write, prefix: str, guard: CTE | None) -> Insert | Update | Delete:
     table = write.table
     exists_guard = exists(select(literal(1)).select_from(guard)) if guard is not None else true()
     statement = write.statement
@@ -342,6 +363,8 @@ def _guarded(write: Write, prefix: str, guard: CTE | None) -> Insert | Update:
         return None
 
     renamed = replacement_traverse(cast(ExternallyTraversible, statement), {}, rename)
+    if isinstance(renamed, Delete):
+        return renamed.where(exists_guard) if guard is not None else renamed
     assert isinstance(renamed, Update)
     settable = {
         name: bindparam(prefix + name, type_=table.c[name].type)

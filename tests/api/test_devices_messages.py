@@ -337,3 +337,30 @@ async def test_the_device_path_writes_its_message_and_nonce_without_the_orm(
     with runtime.sessions() as session:
         assert session.scalars(select(DeviceMessage.request_id)).all() == [message["request_id"]]
         assert len(session.scalars(select(DeviceNonce.nonce)).all()) == 1
+
+
+async def test_a_replayed_fetch_with_a_message_waiting_takes_nothing(
+    client: httpx.AsyncClient,
+    api_keys: Keys,
+    person: Person,
+    factory: Factory,
+    runtime: Runtime,
+    clock: FrozenClock,
+) -> None:
+    """The nonce goes in the statement that marks the message and writes its audit event: a
+    replay there refuses the fetch and leaves the message waiting, unaudited."""
+    app = factory.mobile_device(person)
+    assert await fetch(client, app, clock) == []
+    used = app.fetch_request(client, created=clock.now(), nonce="used-0123456789abcdef")
+    assert (await client.send(used)).status_code == 200
+    created = await request_otp(client, api_keys.signer, person, channel="mobile")
+    replay = app.fetch_request(client, created=clock.now(), nonce="used-0123456789abcdef")
+    refused = await client.send(replay)
+    assert refused.status_code == 401, refused.text
+    assert "nonce" in refused.json()["detail"]
+    with runtime.sessions() as session:
+        delivered = select(AuditEvent).where(AuditEvent.action == "otp.delivered")
+        assert session.scalars(delivered).all() == []
+        assert session.scalars(select(DeviceMessage.status)).all() == ["pending"]
+    (message,) = await fetch(client, app, clock)
+    assert message["request_id"] == created.json()["id"]

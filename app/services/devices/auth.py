@@ -23,6 +23,7 @@ import hmac
 import logging
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,12 +38,12 @@ from http_message_signatures import (
     VerificationKey,
     algorithms,
 )
-from sqlalchemy import Table, bindparam, delete
+from sqlalchemy import Row, Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Executable
 
-from app.db import insert_with_on_conflict
+from app.db import Write, select_after_writes, send_writes
 from app.errors import SignatureRejected
+from app.models import User
 from app.models.device import Device, DeviceNonce, DeviceStatus
 
 logger = logging.getLogger("roamsign.devices")
@@ -53,21 +54,48 @@ REQUIRED_COMPONENTS = ("@method", "@path")
 _NONCE = re.compile(r"[\x21-\x7e]{16,128}")
 _MAX_PUBLIC_KEY_PEM = 4096
 
-# Every signed device request runs these two: built once (per dialect), run on the session's
-# connection. Building a statement and its cache key cost more than running it, and the ORM
-# has nothing to synchronise (no nonce is ever loaded as an object).
+# Every signed device request runs these: built once, run on the session's connection (or
+# sent with the caller's audit event). Building a statement and its cache key cost more than
+# running it, and the ORM has nothing to synchronise (no nonce is ever loaded as an object).
 _NONCES: Table = DeviceNonce.__table__  # type: ignore[assignment]
+_DEVICES: Table = Device.__table__  # type: ignore[assignment]
+_USERS: Table = User.__table__  # type: ignore[assignment]
 _FORGET_EXPIRED_NONCES = delete(_NONCES).where(
     _NONCES.c.device_id == bindparam("device_id"), _NONCES.c.expires_at < bindparam("now")
 )
-# A nonce already stored inserts nothing (a concurrent twin waits for the first one's
-# commit, then finds it), and nothing returned is a replay.
-_REMEMBER_NONCE: dict[str, Executable] = {
-    dialect: insert_with_on_conflict(dialect, _NONCES)
-    .on_conflict_do_nothing()
-    .returning(_NONCES.c.nonce)
-    for dialect in ("postgresql", "sqlite")
-}
+# A nonce already stored breaks the table's primary key: a replay (a concurrent twin waits for
+# the first one's commit, then breaks it). The expired ones are forgotten before, in the read.
+_REMEMBER_NONCE = insert(_NONCES)
+_SEEN = update(_DEVICES).where(_DEVICES.c.id == bindparam("device_id"))
+# The device that signs and its person, one row (none for an unknown id). Callers may add
+# columns and joins (the inbox fetch adds the device's deliverable messages).
+SIGNER = (
+    select(
+        _DEVICES.c.id.label("device_id"),
+        _DEVICES.c.user_id,
+        _DEVICES.c.status,
+        _DEVICES.c.public_key_pem,
+        _USERS.c.mykad,
+    )
+    .select_from(_DEVICES.join(_USERS, _USERS.c.id == _DEVICES.c.user_id))
+    .where(_DEVICES.c.id == bindparam("device_id"))
+)
+_REPLAYED = "this nonce was already used: sign every request with a new nonce"
+
+
+@dataclass(frozen=True)
+class SigningDevice:
+    """The active device that signed a request, and its person's MyKad."""
+
+    id: str
+    user_id: str
+    mykad: str
+
+
+def forget_expired_nonces(device_id: str, now: datetime) -> Write:
+    """The device's nonces whose signatures can no longer be fresh, deleted: for the statement
+    that reads the device (`select_after_writes`)."""
+    return Write(_FORGET_EXPIRED_NONCES, {"device_id": device_id, "now": now})
 
 
 @dataclass(frozen=True)
@@ -108,56 +136,88 @@ def load_device_public_key(pem: str) -> ec.EllipticCurvePublicKey:
 
 
 class DeviceAuthenticator:
-    """Checks a device's signed request in the caller's session and records its nonce."""
+    """Checks a device's signed request in the caller's session and records its nonce.
+
+    `authenticate` does it all. The inbox fetch takes its steps apart to save round trips:
+    `require_signature` before any read, `verify` on the row it read with `SIGNER`'s columns
+    (after `forget_expired_nonces`), and the writes `verify` returns sent with its audit event
+    inside `rejections_logged`. Whichever way, the device's row is read, its key checks the
+    signature, and the nonce is written in the same transaction before anything is answered."""
 
     def __init__(self, session: Session, max_skew_seconds: int) -> None:
         self.session = session
         self.max_skew = timedelta(seconds=max_skew_seconds)
 
-    def authenticate(self, request: SignedRequest, device_id: str, now: datetime) -> Device:
+    def authenticate(self, request: SignedRequest, device_id: str, now: datetime) -> SigningDevice:
         """The active device that signed `request`, or `SignatureRejected` saying why not."""
+        self.require_signature(request, device_id)
+        signer = select_after_writes(
+            self.session,
+            SIGNER,
+            {"device_id": device_id},
+            [forget_expired_nonces(device_id, now)],
+            core=True,
+        ).first()
+        writes = self.verify(request, device_id, signer, now)
+        with rejections_logged(device_id):
+            send_writes(self.session, writes)
+        assert signer is not None  # verified
+        return SigningDevice(id=signer.device_id, user_id=signer.user_id, mykad=signer.mykad)
+
+    def require_signature(self, request: SignedRequest, device_id: str) -> None:
         if not request.has_signature():
             raise self._rejected(
                 device_id,
                 "sign this request with RFC 9421 HTTP Message Signatures (Signature-Input and "
                 "Signature headers, ecdsa-p256-sha256, keyid = the device id)",
             )
-        device = self.session.get(Device, device_id)
-        if device is None or device.public_key_pem is None:
+
+    def verify(
+        self, request: SignedRequest, device_id: str, signer: Row[Any] | None, now: datetime
+    ) -> list[Write]:
+        """`request` checked against `signer` (a row with `SIGNER`'s columns, None for no
+        device): the writes that remember its nonce (a replay raises `SignatureRejected` when
+        they are sent) and when the device was last seen, or the refusal."""
+        if signer is None or signer.public_key_pem is None:
             raise self._rejected(device_id, "no activated device has this id")
-        if device.status != DeviceStatus.ACTIVE:
+        if signer.status != DeviceStatus.ACTIVE:
             raise self._rejected(
                 device_id,
                 "this device is no longer active (replaced by another device, removed or "
                 "deactivated); register it again",
             )
-        verified = verify_signature(request, device.id, device.public_key_pem, now, self.max_skew)
-        self._remember_nonce(device.id, verified, now)
-        device.last_seen_at = now
-        return device
-
-    def _remember_nonce(self, device_id: str, verified: VerifiedSignature, now: datetime) -> None:
-        connection = self.session.connection()
-        connection.execute(_FORGET_EXPIRED_NONCES, {"device_id": device_id, "now": now})
+        verified = verify_signature(
+            request, signer.device_id, signer.public_key_pem, now, self.max_skew
+        )
         # Remembered past the last instant its signature could be fresh, with the same margin
-        # again for workers whose clocks differ a little. One statement, no savepoint.
-        stored = connection.execute(
-            _REMEMBER_NONCE[connection.dialect.name],
-            {
-                "device_id": device_id,
-                "nonce": verified.nonce,
-                "expires_at": verified.created + 2 * self.max_skew,
-            },
-        ).first()
-        if stored is None:
-            raise self._rejected(
-                device_id, "this nonce was already used: sign every request with a new nonce"
-            )
+        # again for workers whose clocks differ a little.
+        nonce = {
+            "device_id": signer.device_id,
+            "nonce": verified.nonce,
+            "expires_at": verified.created + 2 * self.max_skew,
+        }
+        return [
+            Write(_REMEMBER_NONCE, nonce, conflict=SignatureRejected(_REPLAYED)),
+            Write(_SEEN, {"device_id": signer.device_id, "last_seen_at": now}),
+        ]
 
     @staticmethod
     def _rejected(device_id: str, reason: str) -> SignatureRejected:
         logger.info("device.signature.rejected", extra={"device_id": device_id, "reason": reason})
         return SignatureRejected(reason)
+
+
+@contextmanager
+def rejections_logged(device_id: str) -> Iterator[None]:
+    """Around the sending of `DeviceAuthenticator.verify`'s writes: a replay is logged as every
+    other refusal of a signature is."""
+    try:
+        yield
+    except SignatureRejected:
+        logger.info(
+            "device.signature.rejected", extra={"device_id": device_id, "reason": _REPLAYED}
+        )
+        raise
 
 
 def verify_signature(

@@ -10,26 +10,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
+from sqlalchemy import Row, true
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import Clock
 from app.crypto.keys import SealKey
-from app.db import after_commit, unit_of_work
+from app.db import Write, after_commit, select_after_writes, send_writes, unit_of_work
 from app.errors import SignatureRejected
 from app.metrics import DEVICE_MESSAGE_DELAY
-from app.models import User
-from app.models.device import Device, DeviceStatus
+from app.models.device import DeviceStatus
 from app.services.audit.log import AuditLog
-from app.services.devices.auth import DeviceAuthenticator, SignedRequest
-from app.services.devices.messages import MOBILE_APP_ACTOR, DeviceMessageStore, OtpMessage
+from app.services.devices.auth import (
+    SIGNER,
+    DeviceAuthenticator,
+    SignedRequest,
+    forget_expired_nonces,
+    rejections_logged,
+)
+from app.services.devices.messages import (
+    DELIVERABLE,
+    MOBILE_APP_ACTOR,
+    DeviceMessageStore,
+    OtpMessage,
+)
 from app.services.devices.signals import MESSAGE_SIGNALS
 
 MAX_WAIT_SECONDS = 25
+
+# The device, its person and its deliverable messages claimed (locked, skipping those another
+# fetch holds), in one statement: a row per message, or one with no message. The claim comes
+# before the signature is checked (its rows are locked until the transaction ends, a rolled
+# back one for a refused signature), so that the messages go with the nonce, the device's
+# last_seen_at and the audit event in a single statement after the check.
+_CLAIMABLE = DELIVERABLE.subquery("claimable")
+_SIGNER_AND_INBOX = (
+    SIGNER.add_columns(*_CLAIMABLE.c).outerjoin(_CLAIMABLE, true()).order_by(_CLAIMABLE.c.id)
+)
 
 T = TypeVar("T")
 
@@ -103,37 +124,53 @@ class MessageFeed:
         self, session: Session, device_id: str, request: SignedRequest
     ) -> list[OtpMessage]:
         now = self._clock.now()
-        device = DeviceAuthenticator(session, self._max_skew_seconds).authenticate(
-            request, device_id, now
-        )
-        return self._claim(session, device, now)
+        authenticator = DeviceAuthenticator(session, self._max_skew_seconds)
+        authenticator.require_signature(request, device_id)
+        rows = select_after_writes(
+            session,
+            _SIGNER_AND_INBOX,
+            {"device_id": device_id},
+            [forget_expired_nonces(device_id, now)],
+            core=True,
+        ).all()
+        writes = authenticator.verify(request, device_id, rows[0] if rows else None, now)
+        return self._deliver(session, rows, writes, now)
 
     def _claim_if_active(self, session: Session, device_id: str) -> list[OtpMessage]:
         now = self._clock.now()
-        store = DeviceMessageStore(session, self._seal_key)
-        device = session.get(Device, device_id)
-        if device is None or device.status != DeviceStatus.ACTIVE:
+        rows = session.connection().execute(_SIGNER_AND_INBOX, {"device_id": device_id}).all()
+        if not rows or rows[0].status != DeviceStatus.ACTIVE:
             raise SignatureRejected("this device was deactivated while it waited")
-        if not store.has_pending(device_id):
-            return []
-        return self._claim(session, device, now)
+        return self._deliver(session, rows, [], now)
 
-    def _claim(self, session: Session, device: Device, now: datetime) -> list[OtpMessage]:
-        claimed = DeviceMessageStore(session, self._seal_key).claim(device.id, now)
-        if not claimed:
-            return []
-        user = session.get(User, device.user_id)
-        assert user is not None  # foreign key
-        audit = self._audit(session)
-        for message, queued_at in claimed:
-            delay = (now - queued_at).total_seconds()
-            after_commit(session, functools.partial(DEVICE_MESSAGE_DELAY.observe, delay))
-            audit.record(
-                now=now,
-                action="otp.delivered",
-                actor=MOBILE_APP_ACTOR,
-                mykad=user.mykad,
-                target_id=message.request_id,
-                details={"device_id": device.id, "delay_ms": round(delay * 1000)},
-            )
-        return [message for message, _queued_at in claimed]
+    def _deliver(
+        self, session: Session, rows: Sequence[Row[Any]], writes: list[Write], now: datetime
+    ) -> list[OtpMessage]:
+        """The messages claimed in `rows` (`_SIGNER_AND_INBOX`'s), each delivered with its
+        audit event; the claim's marks and `writes` go with the first event (or on their own
+        when nothing is delivered)."""
+        signer = rows[0]
+        claimed = [row for row in rows if row.id is not None]
+        delivered, takes = DeviceMessageStore(session, self._seal_key).sort(
+            signer.device_id, claimed, now
+        )
+        together = [*writes, *takes]
+        with rejections_logged(signer.device_id):
+            if not delivered:
+                send_writes(session, together)
+                return []
+            audit = self._audit(session)
+            for message, queued_at in delivered:
+                delay = (now - queued_at).total_seconds()
+                after_commit(session, functools.partial(DEVICE_MESSAGE_DELAY.observe, delay))
+                audit.record(
+                    now=now,
+                    action="otp.delivered",
+                    actor=MOBILE_APP_ACTOR,
+                    mykad=signer.mykad,
+                    target_id=message.request_id,
+                    details={"device_id": signer.device_id, "delay_ms": round(delay * 1000)},
+                    together=together,
+                )
+                together = []
+        return [message for message, _queued_at in delivered]

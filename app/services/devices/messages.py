@@ -5,8 +5,8 @@ An OTP for a person with an active device waits in `device_messages`, sealed wit
 The window is e-mail's, counted from issue: a phone that was off gets, when it is back, what
 is still valid and nothing else, and whatever expired (or whose request ended) is wiped
 without ever being delivered. Each message is delivered once, in issue order: a fetch claims
-with `SELECT ... FOR UPDATE SKIP LOCKED` plus a conditional update, so two concurrent fetches
-never both get it.
+with `SELECT ... FOR UPDATE SKIP LOCKED` (rows another fetch holds are skipped) and marks what
+it claimed before its commit, so two concurrent fetches never both get it.
 
 The app long-polls for them (`app.services.devices.feed`).
 """
@@ -16,14 +16,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.crypto.keys import SealKey
-from app.db import Write, after_commit
+from app.db import Write, after_commit, send_writes
 from app.models import RequestStatus, SigningRequest
 from app.models.device import Device, DeviceMessage, DeviceMessageStatus
 from app.services.devices.signals import MESSAGE_SIGNALS
@@ -41,7 +43,7 @@ _PENDING_FOR_DEVICE = and_(
     _MESSAGES.c.device_id == bindparam("device_id"),
     _MESSAGES.c.status == DeviceMessageStatus.PENDING,
 )
-_DELIVERABLE = (
+DELIVERABLE = (
     select(
         _MESSAGES.c.id,
         _MESSAGES.c.request_id,
@@ -57,7 +59,8 @@ _DELIVERABLE = (
     .with_for_update(of=_MESSAGES, skip_locked=True)
 )
 _NEW_MESSAGE = _MESSAGES.insert()  # the values come as parameters; the id is the database's
-_ANY_PENDING = select(_MESSAGES.c.id).where(_PENDING_FOR_DEVICE).limit(1)
+# Marks a claimed row: it holds the claim's lock (PostgreSQL) or SQLite's write lock, so it is
+# still pending and nothing needs to be read back.
 _TAKE = (
     update(_MESSAGES)
     .where(
@@ -67,7 +70,6 @@ _TAKE = (
     .values(
         status=bindparam("outcome"), sealed_payload=None, delivered_at=bindparam("delivered_at")
     )
-    .returning(_MESSAGES.c.id)
 )
 
 
@@ -180,41 +182,46 @@ class DeviceMessageStore:
         )
         return write
 
-    def has_pending(self, device_id: str) -> bool:
-        pending = self.session.connection().execute(_ANY_PENDING, {"device_id": device_id})
-        return pending.first() is not None
-
     def claim(self, device_id: str, now: datetime) -> list[tuple[OtpMessage, datetime]]:
         """The device's deliverable messages, oldest first, marked delivered and wiped, each
-        with when it was queued.
+        with when it was queued (see `sort`). Rows another fetch holds are skipped
+        (PostgreSQL); SQLite's write lock serialises fetches anyway."""
+        rows = self.session.connection().execute(DELIVERABLE, {"device_id": device_id}).all()
+        delivered, takes = self.sort(device_id, rows, now)
+        send_writes(self.session, takes)
+        return delivered
 
-        Expired ones, and those whose request was signed, cancelled or locked meanwhile, are
-        wiped instead. Rows another fetch holds are skipped (PostgreSQL); SQLite's write lock
-        serialises fetches anyway.
-        """
-        connection = self.session.connection()
-        rows = connection.execute(_DELIVERABLE, {"device_id": device_id}).all()
+    def sort(
+        self, device_id: str, claimed: Sequence[Any], now: datetime
+    ) -> tuple[list[tuple[OtpMessage, datetime]], list[Write]]:
+        """What to deliver of the rows `DELIVERABLE` claimed (in this transaction: they stay
+        locked until it ends), each with when it was queued, and the writes that mark every
+        row: delivered and wiped, or wiped undelivered when it expired or its request was
+        signed, cancelled or locked meanwhile. The writes must be sent in this transaction."""
         delivered: list[tuple[OtpMessage, datetime]] = []
-        for row in rows:
+        takes: list[Write] = []
+        for row in claimed:
             if row.expires_at <= now:
                 outcome = DeviceMessageStatus.EXPIRED
             elif row.request_status != RequestStatus.PENDING or row.authorized_at is not None:
                 outcome = DeviceMessageStatus.WITHDRAWN
             else:
                 outcome = DeviceMessageStatus.DELIVERED
-            taken = connection.execute(
-                _TAKE,
-                {
-                    "message_id": row.id,
-                    "outcome": outcome,
-                    "delivered_at": now if outcome == DeviceMessageStatus.DELIVERED else None,
-                },
-            ).first()
+            takes.append(
+                Write(
+                    _TAKE,
+                    {
+                        "message_id": row.id,
+                        "outcome": outcome,
+                        "delivered_at": now if outcome == DeviceMessageStatus.DELIVERED else None,
+                    },
+                )
+            )
             sealed = row.sealed_payload
-            if taken is None or outcome != DeviceMessageStatus.DELIVERED or sealed is None:
+            if outcome != DeviceMessageStatus.DELIVERED or sealed is None:
                 continue
             message = OtpMessage.decode(
                 self._seal_key.open(sealed, associated_data(device_id, row.request_id))
             )
             delivered.append((message, row.created_at))
-        return delivered
+        return delivered, takes

@@ -75,8 +75,6 @@ class DeviceService:
         device = DeviceAuthenticator(
             self.session, self.settings.device_signature_max_skew_seconds
         ).authenticate(request, device_id, now)
-        user = self.session.get(User, device.user_id)
-        assert user is not None  # foreign key
         deactivate(
             self.session, [Device.id == device.id], DeactivationReason.REMOVED_BY_DEVICE, now
         )
@@ -84,7 +82,7 @@ class DeviceService:
             now=now,
             action="device.deactivated",
             actor=MOBILE_APP_ACTOR,
-            mykad=user.mykad,
+            mykad=device.mykad,
             target_id=device.id,
             outcome=DeactivationReason.REMOVED_BY_DEVICE,
         )
