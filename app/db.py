@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import (
     CTE,
@@ -44,6 +44,7 @@ from sqlalchemy.types import TypeDecorator
 from app.errors import DomainError
 
 logger = logging.getLogger("roamsign.db")
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -278,12 +279,11 @@ def send_writes(session: Session, writes: Sequence[Write]) -> None:
 def guarded_writes(writes: Sequence[Write], guard: CTE) -> list[Insert | Update | Delete]:
     """PostgreSQL: `writes` as statements for a data-modifying WITH, each done only if `guard`
     (a CTE) returns a row, their parameters prefixed `w<index>_` (see `prefixed_params`)."""
-    key = (id(guard), *((id(write.statement), tuple(write.params)) for write in writes))
-    cached = _GUARDED.get(key)
-    if cached is None:
-        cached = [_guarded(write, f"w{index}_", guard) for index, write in enumerate(writes)]
-        _GUARDED[key] = cached
-    return cached
+    return _GUARDED.get_or_build(
+        (guard, *(write.statement for write in writes)),
+        tuple(tuple(write.params) for write in writes),
+        lambda: [_guarded(write, f"w{index}_", guard) for index, write in enumerate(writes)],
+    )
 
 
 def select_after_writes(
@@ -303,16 +303,20 @@ def select_after_writes(
         for write in writes:
             session.connection().execute(write.statement, write.params)
         return run(query, params)
-    key = (id(query), *((id(write.statement), tuple(write.params)) for write in writes))
-    combined = _WITH_WRITES.get(key)
-    if combined is None:
+
+    def combine() -> Executable:
         ctes = [
             _guarded(write, f"w{index}_", None).cte(f"w{index}")
             for index, write in enumerate(writes)
         ]
         assert isinstance(query, Select)
-        combined = query.add_cte(*ctes)
-        _WITH_WRITES[key] = combined
+        return query.add_cte(*ctes)
+
+    combined = _WITH_WRITES.get_or_build(
+        (query, *(write.statement for write in writes)),
+        tuple(tuple(write.params) for write in writes),
+        combine,
+    )
     return run(combined, {**params, **prefixed_params(writes)})
 
 
@@ -337,8 +341,33 @@ def raise_conflict(error: IntegrityError, writes: Sequence[Write]) -> None:
             raise write.conflict from None
 
 
-_GUARDED: dict[tuple[Any, ...], list[Insert | Update | Delete]] = {}
-_WITH_WRITES: dict[tuple[Any, ...], Executable] = {}
+class CombinedStatements(Generic[T]):
+    """Statements combined from prebuilt ones (building and compiling a combination costs more
+    than running it), keyed by the parts' identity. An entry keeps its parts alive, so no other
+    object can take a part's id while the entry stands (a freed statement's id reused by a new
+    one would return the wrong SQL). Parts are meant to be built once, at module level; parts
+    built per call would fill the cache, so past `limit` entries a combination is built and not
+    kept."""
+
+    def __init__(self, limit: int = 512) -> None:
+        self._entries: dict[tuple[Any, ...], tuple[tuple[object, ...], T]] = {}
+        self._limit = limit
+
+    def get_or_build(
+        self, parts: tuple[object, ...], shape: tuple[Any, ...], build: Callable[[], T]
+    ) -> T:
+        key = (*(id(part) for part in parts), shape)
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry[1]
+        built = build()
+        if len(self._entries) < self._limit:
+            self._entries[key] = (parts, built)
+        return built
+
+
+_GUARDED: CombinedStatements[list[Insert | Update | Delete]] = CombinedStatements()
+_WITH_WRITES: CombinedStatements[Executable] = CombinedStatements()
 
 
 def _guarded(write: Write, prefix: str, guard: CTE | None) -> Insert | Update | Delete:

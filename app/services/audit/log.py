@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.crypto.keys import MacKey
 from app.db import (
+    CombinedStatements,
     Write,
     guarded_writes,
     insert_with_on_conflict,
@@ -94,20 +95,23 @@ _EVENT_AFTER_MOVE = (
     )
     .returning(_EVENTS.c.id)
 )
-_TOGETHER: dict[tuple[object, ...], Insert] = {}
+_TOGETHER: CombinedStatements[Insert] = CombinedStatements()
 
 
 def _together(writes: Sequence[Write]) -> Insert:
     """`_EVENT_AFTER_MOVE` with `writes` in its WITH, each guarded by the head's move."""
-    key = tuple((id(write.statement), tuple(write.params)) for write in writes)
-    statement = _TOGETHER.get(key)
-    if statement is None:
+
+    def build() -> Insert:
         guarded = guarded_writes(writes, _MOVED_HEAD)
-        statement = _EVENT_AFTER_MOVE.add_cte(
+        return _EVENT_AFTER_MOVE.add_cte(
             _MOVED_HEAD, *(write.cte(f"w{index}") for index, write in enumerate(guarded))
         )
-        _TOGETHER[key] = statement
-    return statement
+
+    return _TOGETHER.get_or_build(
+        tuple(write.statement for write in writes),
+        tuple(tuple(write.params) for write in writes),
+        build,
+    )
 
 
 # The last head this process wrote on each chain: an event whose chain no other process has
