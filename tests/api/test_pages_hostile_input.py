@@ -117,6 +117,18 @@ HOSTILE_IDS = (
 HOSTILE_COOKIES = ("\x00", "a\x00b", "x" * 4_000, "00000000-0000-0000-0000-000000000000", "\x7f")
 TOKEN_PAGES = ("verify-address", "set-pin", "reset-pin", "confirm-email", "nope%00")
 SECRET_FIELDS = ("otp", "pin", "pin_again", "token")
+# A well-formed value of each field, beside the hostile one (so that the others pass the
+# form's checks and the hostile one reaches as far as it can).
+FILLER = {
+    "mykad": "850101145555",
+    "otp": "123456",
+    "pin": "583920",  # tests.factories.DEFAULT_PIN
+    "pin_again": "583920",
+    "email": "new@jdn.gov.my",
+    "token": "abcdefgh",
+    "reason": "superseded",
+    "key_algorithm": "ecdsa-p256",
+}
 
 
 @dataclass
@@ -214,7 +226,7 @@ async def walk(web: httpx.AsyncClient, realm: str, ids: dict[str, list[str]]) ->
             elif number == 0:  # every field and body on one plausible path
                 sent += await post_hostile(web, path, page)
             else:  # a hostile id: one well-formed form is enough
-                fields = dict.fromkeys(page.fields, "850101145555")
+                fields = {name: FILLER[name] for name in page.fields}
                 token = web.cookies.get("rs_csrf", "")
                 check(await web.post(path, data={"csrf": token, **fields}))
             sent += 1
@@ -231,7 +243,7 @@ async def post_hostile(web: httpx.AsyncClient, path: str, page: Page) -> int:
         return await post_uploads(web, path, token)
     for name in page.fields:
         for value in HOSTILE:
-            fields = {other: "850101145555" for other in page.fields} | {name: value}
+            fields = {other: FILLER[other] for other in page.fields} | {name: value}
             typed = tuple(v for k, v in fields.items() if k in SECRET_FIELDS)
             check(await web.post(path, data={"csrf": token, **fields}), typed)
             sent += 1
