@@ -426,6 +426,9 @@ async def test_signed_out_forms_answer_next_to_the_field_in_the_language(
             shows(mykad, language, {"mykad": "signin.mykad_invalid"})
             typed = await post_form(web, f"{realm}/sign-in/code", code)
             shows(typed, language, code_errors)
+            # Digits, but not ASCII ones: told so, no attempt counted against the code.
+            digits = {"otp": "١٢٣٤٥٦", "pin": "²³⁴⁵⁶⁷"}
+            shows(await post_form(web, f"{realm}/sign-in/code", digits), language, code_errors)
         weak = await post_form(web, set_pin, {"token": "t", "pin": "²³⁴⁵⁶⁷", "pin_again": ""})
         shows(weak, language, {"pin": "pin.invalid"})
         check(weak, ("²³⁴⁵⁶⁷",))

@@ -191,9 +191,10 @@ def code_errors(otp: str, pin: str) -> dict[str, str]:
     """The code form's own checks, before anything is asked of the database (the console's
     sign-in shares them)."""
     errors = {}
-    if not (len(otp) == 6 and otp.isdigit()):
+    # ASCII digits: str.isdigit() also takes "١٢٣" or "²", which no OTP or PIN is made of.
+    if not (len(otp) == 6 and otp.isascii() and otp.isdigit()):
         errors["otp"] = "signin.otp_invalid"
-    if not (6 <= len(pin) <= 8 and pin.isdigit()):
+    if not (6 <= len(pin) <= 8 and pin.isascii() and pin.isdigit()):
         errors["pin"] = "signin.pin_invalid"
     return errors
 
