@@ -20,13 +20,12 @@ from app.routers.pages.console_base import (
     SIGN_IN_COOKIE,
     checked_form,
     current_admin,
-    is_row_id,
     redirect,
     render_console,
     to_sign_in,
 )
 from app.routers.pages.me import code_errors, code_refusal
-from app.routers.pages.web import csrf_refused, in_unit, runtime_of
+from app.routers.pages.web import csrf_refused, in_unit, is_row_id, runtime_of
 from app.routers.pages.web import set_cookie as set_page_cookie
 from app.validation import normalise_mykad
 

@@ -133,7 +133,8 @@ def _moment(value: str, zone: ZoneInfo) -> datetime | None:
 
 
 def _cursor(value: str) -> int | None:
-    return int(value) if value.isdigit() and len(value) <= 18 else None
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
 def _link(given: Mapping[str, str], before: int | None) -> str:

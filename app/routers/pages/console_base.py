@@ -9,19 +9,21 @@ the `console.` block of `app/routers/pages/i18n.py`."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.routers.pages.web import csrf_ok, csrf_refused, in_unit, read_form, render, runtime_of
+from app.routers.pages.web import (
+    csrf_ok,
+    csrf_refused,
+    in_unit,
+    read_form,
+    render,
+    runtime_of,
+)
 from app.services.web.console import ConsoleAdmin
-
-# Row ids (app.models.base.new_id): anything else in a path or cookie is nobody's, and never
-# reaches the database (PostgreSQL refuses a NUL in a string: that would be a 500).
-_ROW_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 SESSION_COOKIE = "rs_console"
 SIGN_IN_COOKIE = "rs_console_signin"  # the pending sign-in's id, for its code page
@@ -52,10 +54,6 @@ async def current_admin(request: Request) -> ConsoleAdmin | None:
         return None
     now = runtime_of(request).clock.now()
     return await in_unit(request, lambda s: s.console_admins.signed_in(token, now))
-
-
-def is_row_id(*values: str) -> bool:
-    return all(_ROW_ID.fullmatch(value) for value in values)
 
 
 def to_sign_in() -> RedirectResponse:

@@ -20,7 +20,6 @@ from starlette.datastructures import UploadFile
 from app.errors import ValidationFailed
 from app.routers.pages.console_base import (
     current_admin,
-    is_row_id,
     jdn_only,
     redirect,
     render_console,
@@ -32,6 +31,7 @@ from app.routers.pages.web import (
     csrf_refused,
     in_runtime_unit,
     in_unit,
+    is_row_id,
     runtime_of,
 )
 from app.runtime import Runtime

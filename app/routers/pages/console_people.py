@@ -15,14 +15,13 @@ from app.errors import DomainError, NotFound
 from app.routers.pages.console_base import (
     admin_form,
     current_admin,
-    is_row_id,
     jdn_only,
     not_found,
     redirect,
     render_console,
     to_sign_in,
 )
-from app.routers.pages.web import in_unit, runtime_of
+from app.routers.pages.web import in_unit, is_row_id, runtime_of
 from app.services.lifecycle.credentials import REVOCATION_REASONS
 from app.services.web.console import ConsoleAdmin
 from app.units import Services

@@ -18,7 +18,15 @@ from app.errors import (
     RateLimited,
 )
 from app.models import WebRealm
-from app.routers.pages.web import csrf_ok, csrf_refused, in_unit, read_form, render, runtime_of
+from app.routers.pages.web import (
+    csrf_ok,
+    csrf_refused,
+    in_unit,
+    is_row_id,
+    read_form,
+    render,
+    runtime_of,
+)
 from app.routers.pages.web import set_cookie as set_page_cookie
 from app.services.web.sessions import SignedIn
 from app.units import Services
@@ -117,8 +125,8 @@ def _sign_in_again(request: Request, mykad: str, errors: dict[str, str]) -> HTML
 async def code_form(request: Request) -> Response:
     if not enabled(request):
         return not_found(request)
-    request_id = request.cookies.get(SIGN_IN_COOKIE)
-    if not request_id:
+    request_id = request.cookies.get(SIGN_IN_COOKIE, "")
+    if not is_row_id(request_id):
         return redirect("/me/sign-in")
     now = runtime_of(request).clock.now()
     try:
@@ -158,8 +166,8 @@ async def check_code(request: Request) -> Response:
     form = await read_form(request)
     if not csrf_ok(request, form):
         return csrf_refused(request)
-    request_id = request.cookies.get(SIGN_IN_COOKIE)
-    if not request_id:
+    request_id = request.cookies.get(SIGN_IN_COOKIE, "")
+    if not is_row_id(request_id):
         return redirect("/me/sign-in")
     otp, pin = form.get("otp", "").strip(), form.get("pin", "")
     errors = code_errors(otp, pin)
@@ -183,9 +191,10 @@ def code_errors(otp: str, pin: str) -> dict[str, str]:
     """The code form's own checks, before anything is asked of the database (the console's
     sign-in shares them)."""
     errors = {}
-    if not (len(otp) == 6 and otp.isdigit()):
+    # ASCII digits: str.isdigit() also takes "١٢٣" or "²", which no OTP or PIN is made of.
+    if not (len(otp) == 6 and otp.isascii() and otp.isdigit()):
         errors["otp"] = "signin.otp_invalid"
-    if not (6 <= len(pin) <= 8 and pin.isdigit()):
+    if not (6 <= len(pin) <= 8 and pin.isascii() and pin.isdigit()):
         errors["pin"] = "signin.pin_invalid"
     return errors
 
@@ -230,6 +239,8 @@ async def decline(request: Request, request_id: str) -> Response:
     who = await signed_in(request)
     if who is None:
         return redirect("/me/sign-in")
+    if not is_row_id(request_id):
+        return not_found(request)
     now = runtime_of(request).clock.now()
     try:
         await in_unit(request, lambda s: s.self_service.decline(who.user, request_id, now))

@@ -16,7 +16,15 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.errors import DomainError, NotFound, RateLimited
 from app.routers.pages.me import enabled, not_found, redirect, signed_in
-from app.routers.pages.web import csrf_ok, csrf_refused, in_unit, read_form, render, runtime_of
+from app.routers.pages.web import (
+    csrf_ok,
+    csrf_refused,
+    in_unit,
+    is_row_id,
+    read_form,
+    render,
+    runtime_of,
+)
 from app.schemas.common import Email
 from app.services.web.sessions import SignedIn
 
@@ -67,7 +75,7 @@ async def certificate(request: Request, credential_id: str, extension: str) -> R
     who = await _person(request)
     if not isinstance(who, SignedIn):
         return who
-    if extension not in ("pem", "cer"):
+    if extension not in ("pem", "cer") or not is_row_id(credential_id):
         return not_found(request)
     try:
         found = await in_unit(
@@ -107,6 +115,8 @@ async def confirm_deactivation(request: Request, device_id: str) -> Response:
     who = await _person(request)
     if not isinstance(who, SignedIn):
         return who
+    if not is_row_id(device_id):
+        return not_found(request)
     try:
         found = await in_unit(
             request, lambda s: s.self_service.own_active_device(who.user, device_id)
@@ -124,6 +134,8 @@ async def deactivate(request: Request, device_id: str) -> Response:
     if not isinstance(posted, tuple):
         return posted
     who, _form = posted
+    if not is_row_id(device_id):
+        return not_found(request)
     now = runtime_of(request).clock.now()
     try:
         await in_unit(request, lambda s: s.self_service.deactivate_device(who.user, device_id, now))

@@ -26,7 +26,15 @@ from app.errors import (
     ValidationFailed,
 )
 from app.models import Role, User
-from app.routers.pages.web import csrf_ok, csrf_refused, in_unit, read_form, render, runtime_of
+from app.routers.pages.web import (
+    csrf_ok,
+    csrf_refused,
+    in_unit,
+    is_row_id,
+    read_form,
+    render,
+    runtime_of,
+)
 from app.services.clients import Caller
 from app.units import Services
 from app.validation import check_pin
@@ -77,6 +85,8 @@ async def use_token(request: Request, page: str, subject_id: str) -> HTMLRespons
     refused = _refuse_form(request, page, subject_id, form, token)
     if refused is not None:
         return refused
+    if not is_row_id(subject_id):  # nobody's: never sent to the database
+        return _refused(request, page, subject_id, NotFound("no such subject"))
     clock = runtime_of(request).clock
     try:
         await in_unit(request, _use_case(page, subject_id, token, pin, clock.now))

@@ -4,6 +4,7 @@ its own unit of work (so a refusal keeps the API's commit-or-roll-back rules).""
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -28,11 +29,18 @@ CSRF_COOKIE = "rs_csrf"
 CSRF_FIELD = "csrf"
 # A form is small; a bulk CSV upload is bigger (app.middleware lets page posts through).
 MAX_FORM_FIELDS = 50
+# Row ids (app.models.base.new_id): anything else in a path or cookie is nobody's, and never
+# reaches the database (PostgreSQL refuses a NUL in a string: that would be a 500).
+_ROW_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def is_row_id(*values: str) -> bool:
+    return all(_ROW_ID.fullmatch(value) for value in values)
 
 
 def language_of(request: Request) -> str:
