@@ -525,16 +525,15 @@ class Floor:
                 call: Call = {"now": datetime.now(UTC)}
                 with self.engine.connect() as db:
                     autocommit = db.execution_options(isolation_level="AUTOCOMMIT")
-                    move_head(
-                        autocommit,
-                        _SENT_WITH_EVENT,
-                        lambda c, mail=mail: {
-                            **_event(c, "mail.delivered", mail.outbox_id),
-                            "outbox_id": mail.outbox_id,
-                        },
-                        call,
-                    )
+                    move_head(autocommit, _SENT_WITH_EVENT, _sent_params(mail.outbox_id), call)
         smtp.quit()
+
+
+def _sent_params(outbox_id: str) -> Callable[[Call], Params]:
+    def params(call: Call) -> Params:
+        return {**_event(call, "mail.delivered", outbox_id), "outbox_id": outbox_id}
+
+    return params
 
 
 def build() -> FastAPI:
