@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.crypto.secrets import api_key_hash
-from app.db import make_engine, make_sessionmaker
+from app.db import NotificationListener, connect_arguments, make_engine, make_sessionmaker
 from app.runtime import Runtime
 from app.services.audit.log import DEFAULT_CHAINS, chain_for
 from app.services.mail.courier import COURIER_KEY
@@ -305,3 +305,19 @@ async def test_a_key_another_process_changes_is_refused_at_once(
     refused = await request_otp(client, api_keys.signer, person, document="3")
     assert refused.status_code == 401, refused.text
     assert runtime.api_keys.get(api_key_hash(api_keys.signer))[0] is None
+
+
+def test_a_listener_stops_without_waiting_out_its_check(runtime: Runtime) -> None:
+    """Stopping wakes the listener's wait for a notification (a stopping process, and every
+    test's runtime, waited up to the check interval: 2 s a test on PostgreSQL)."""
+    changes: list[None] = []
+    listener = NotificationListener(
+        connect_arguments(runtime.engine),
+        "roamsign_test_wake",
+        lambda: changes.append(None),
+        check_seconds=600,
+    )
+    listener.start()
+    assert listener.wait_listening(timeout=30)
+    listener.stop()
+    assert listener._thread is not None and not listener._thread.is_alive()
