@@ -102,9 +102,11 @@ def launch(
     log_path: Path,
     ready_path: str,
     ready_seconds: float = READY_SECONDS,
+    host: str = "127.0.0.1",
 ) -> Server:
-    """Start a server (`command`, listening on `port`, in a session of its own, its output to
-    `log_path`) and wait until `ready_path` answers 200; stopped again if it never does."""
+    """Start a server (`command`, listening on `host`:`port`, in a session of its own, its
+    output to `log_path`) and wait until `ready_path` answers 200; stopped again if it never
+    does."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -115,7 +117,7 @@ def launch(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    server = Server(f"http://{host}:{port}", process, log_path)
     deadline = time.monotonic() + ready_seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -35,9 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from tests.harness import PROJECT_ROOT, READY_SECONDS, Server
+from tests.harness import PROJECT_ROOT, READY_SECONDS, Server, launch
 from tests.pg_server import TemporaryPostgres
 
 HOST_PORT = 8000  # every host serves on its own address, so they all use the same port
@@ -269,29 +267,16 @@ def serve_in(
         "--workers",
         str(workers),
     ]
-    log_path = log_dir / f"server-h{n}.log"
-    with log_path.open("wb") as log:
-        # `ip netns exec` execs the command: the process is the server itself.
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(f"http://{address}:{HOST_PORT}", process, log_path)
-    deadline = time.monotonic() + ready_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"host {n} exited ({process.returncode}):\n{server.tail()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return server
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"host {n} was not ready within {ready_seconds} s:\n{server.tail()}")
+    # `ip netns exec` execs the command: the process is the server itself.
+    return launch(
+        command,
+        env=env,
+        port=HOST_PORT,
+        log_path=log_dir / f"server-h{n}.log",
+        ready_path="/readyz",
+        ready_seconds=ready_seconds,
+        host=address,
+    )
 
 
 RELAY_PORT = 8025  # the relay each host's server e-mails to, on that host's loopback
