@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
 export ROAMSIGN_VAR_DIR ?= var
 
-.PHONY: install vendor run test lint typecheck test-sqlite test-postgres test-pkcs11 openapi dockerfile bench bench-scale bench-breakdown bench-floor bench-scaleout bench-p99 bench-issue19 bench-privacyidea clean
+.PHONY: install vendor run test lint typecheck test-sqlite test-postgres test-pkcs11 test-parts test-sqlite-then-pkcs11 openapi dockerfile bench bench-scale bench-breakdown bench-floor bench-scaleout bench-p99 bench-issue19 bench-privacyidea clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,16 +35,19 @@ typecheck: install
 dockerfile:
 	bash scripts/check-dockerfile.sh
 
+# The passes may run at once (`make test`): none writes pytest's cache the others read.
+PYTEST_FLAGS := -p no:cacheprovider
+
 # SoftHSM2 (Debian) for tests/hsm: the pkcs11 key store is tested on a real PKCS#11 token.
 # Chromium (Debian) for tests/browser: the pages are tested in a real headless browser.
 test-sqlite: install
 	bash scripts/ensure-softhsm.sh
 	bash scripts/ensure-chromium.sh
-	ROAMSIGN_TEST_DATABASE=sqlite $(BIN)/pytest
+	ROAMSIGN_TEST_DATABASE=sqlite $(BIN)/pytest $(PYTEST_FLAGS)
 
 test-postgres: install
 	bash scripts/ensure-postgres.sh
-	ROAMSIGN_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration tests/api tests/e2e
+	ROAMSIGN_TEST_DATABASE=postgresql $(BIN)/pytest $(PYTEST_FLAGS) tests/integration tests/api tests/e2e
 
 # The signing flow, CSC, lifecycle (issue, revoke, renew), race and e2e tests once more with the
 # pkcs11 key store: one SoftHSM2 token for the run (tests/conftest.py), on PostgreSQL, where the
@@ -56,9 +59,24 @@ PKCS11_TESTS := tests/api/test_signing_flow.py tests/api/test_csc.py tests/integ
 test-pkcs11: install
 	bash scripts/ensure-softhsm.sh
 	bash scripts/ensure-postgres.sh
-	ROAMSIGN_TEST_KEY_STORE=pkcs11 ROAMSIGN_TEST_DATABASE=postgresql $(BIN)/pytest $(PKCS11_TESTS)
+	ROAMSIGN_TEST_KEY_STORE=pkcs11 ROAMSIGN_TEST_DATABASE=postgresql $(BIN)/pytest $(PYTEST_FLAGS) $(PKCS11_TESTS)
 
-test: lint typecheck dockerfile test-sqlite test-postgres test-pkcs11
+# The passes run side by side, in two streams about equally long (SQLite then pkcs11; PostgreSQL):
+# a pass keeps about one of the two cores busy, and the whole run took 23-25 minutes one after
+# another. What they need is installed first, one script at a time (each may call apt-get).
+# Each stream's output is shown when it ends; the run fails if either stream fails.
+test: lint typecheck dockerfile test-parts
+	@echo "make test: the SQLite + pkcs11 passes and the PostgreSQL pass run side by side;" \
+		"each one's output appears when it ends"
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite-then-pkcs11 test-postgres
+
+test-parts: install
+	bash scripts/ensure-softhsm.sh
+	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-postgres.sh
+
+test-sqlite-then-pkcs11: test-sqlite
+	$(MAKE) --no-print-directory test-pkcs11
 
 openapi: install
 	$(BIN)/python -m scripts.generate_openapi > openapi.yaml

@@ -126,13 +126,24 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 def wipe(engine: Engine) -> None:
-    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    """Every row gone, children first, and the id counters back at 1, as after a migration."""
+    tables = list(reversed(Base.metadata.sorted_tables))
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
-            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            # DELETE, not TRUNCATE: TRUNCATE gives every table and index new files, about 60 ms
+            # a test here against 2 for deleting the few rows a test leaves (hundreds of tests
+            # a pass). One round trip for all of it.
+            restarts = [
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', "
+                f"'{table.autoincrement_column.name}'), 1, false)"
+                for table in tables
+                if table.autoincrement_column is not None
+            ]
+            deletes = [f"DELETE FROM {table.name}" for table in tables]
+            connection.exec_driver_sql("; ".join(deletes + restarts))
         else:
             for table in tables:
-                connection.execute(text(f"DELETE FROM {table}"))
+                connection.execute(text(f"DELETE FROM {table.name}"))
 
 
 @pytest.fixture
