@@ -13,6 +13,7 @@ and e2e tests so).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -199,16 +200,27 @@ def settings(tmp_path: Path, database_url: str, master_key: bytes) -> Settings:
     )
 
 
+@contextlib.contextmanager
+def runtime_on_test_engine(
+    settings: Settings, clock: FrozenClock, sessions: sessionmaker[Session], engine: Engine
+) -> Iterator[Runtime]:
+    """A runtime of `settings` on the test's engine (and so its wipe)."""
+    runtime = Runtime.build(settings, clock)
+    runtime.engine.dispose()
+    runtime.engine, runtime.sessions = engine, sessions
+    try:
+        yield runtime
+    finally:
+        runtime.stop_listening()
+        runtime.key_store.close()
+
+
 @pytest.fixture
 def runtime(
     settings: Settings, clock: FrozenClock, sessions: sessionmaker[Session], engine: Engine
 ) -> Iterator[Runtime]:
-    runtime = Runtime.build(settings, clock)
-    runtime.engine.dispose()
-    runtime.engine, runtime.sessions = engine, sessions  # share the test's engine and its wipe
-    yield runtime
-    runtime.stop_listening()
-    runtime.key_store.close()
+    with runtime_on_test_engine(settings, clock, sessions, engine) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -20,12 +20,19 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from markupsafe import escape
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.clock import FrozenClock
 from app.main import create_app
+from app.models import OutboxMessage
+from app.models.device import DeviceMessage
 from app.routers.pages.i18n import translate
 from app.runtime import Runtime
+from app.settings import Settings
 from tests.api.console_steps import begin_sign_in, console_browser, csrf_of, grant, post_form
 from tests.api.console_steps import sign_in as console_sign_in
+from tests.conftest import runtime_on_test_engine
 from tests.factories import Factory, Person
 from tests.helpers import queued_otp
 
@@ -480,3 +487,56 @@ async def test_signed_in_forms_answer_next_to_the_field_in_the_language(
             files = {"csv": ("x.csv", content)} if content else None
             upload = await web.post("/console/enrolments", data={"csrf": token}, files=files)
             shows(upload, language, {"csv": key})
+
+
+async def test_a_sign_in_by_the_app_breaks_nothing(
+    web: httpx.AsyncClient, factory: Factory, world: World
+) -> None:
+    """A person with an active device gets the sign-in's OTP in the app, not by e-mail: the
+    code form is walked with that sign-in pending."""
+    factory.mobile_device(world.me)
+    assert (await post_form(web, "/me/sign-in", {"mykad": world.me.mykad})).status_code == 303
+    with factory.runtime.sessions() as session:
+        by_app = session.scalars(select(DeviceMessage)).all()
+        assert [message.request_id for message in by_app] == [web.cookies["rs_me_signin"]]
+    await walk(web, "me", world.ids)
+
+
+async def test_without_self_service_every_page_of_it_is_not_found(
+    settings: Settings,
+    clock: FrozenClock,
+    sessions: sessionmaker[Session],
+    engine: Engine,
+    factory: Factory,
+    world: World,
+) -> None:
+    """ROAMSIGN_SELF_SERVICE=false: every /me/ route (the token pages included) answers 404,
+    whatever it is sent, and a sign-in sends no OTP."""
+
+    def messages() -> tuple[list[str], list[int]]:
+        with sessions() as session:
+            return (
+                list(session.scalars(select(OutboxMessage.id))),
+                list(session.scalars(select(DeviceMessage.id))),
+            )
+
+    before = messages()
+    closed = settings.model_copy(update={"self_service": False})
+    with runtime_on_test_engine(closed, clock, sessions, engine) as runtime:
+        async with console_browser(runtime) as web:
+            sent = 0
+            for (method, template), page in ROUTES.items():
+                if page.realm != "me":
+                    continue
+                for path in paths(template, world.ids):
+                    for value in (None, *HOSTILE) if method == "POST" else (None,):
+                        fields = {name: FILLER[name] for name in page.fields}
+                        fields["mykad"] = world.me.mykad
+                        fields |= {name: value for name in page.fields if value is not None}
+                        answer = await (
+                            web.get(path) if method == "GET" else web.post(path, data=fields)
+                        )
+                        assert answer.status_code == 404, f"{method} {path[:200]}"
+                        sent += 1
+            assert sent > 100
+    assert messages() == before

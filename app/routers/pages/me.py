@@ -251,6 +251,8 @@ async def decline(request: Request, request_id: str) -> Response:
 
 @router.post("/sign-out", response_class=HTMLResponse)
 async def sign_out(request: Request) -> Response:
+    if not enabled(request):
+        return not_found(request)
     form = await read_form(request)
     if not csrf_ok(request, form):
         return csrf_refused(request)
