@@ -372,7 +372,9 @@ _WITH_WRITES: CombinedStatements[Executable] = CombinedStatements()
 
 def _guarded(write: Write, prefix: str, guard: CTE | None) -> Insert | Update | Delete:
     table = write.table
-    exists_guard = exists(select(literal(1)).select_from(guard)) if guard is not None else true()
+    # EXISTS (SELECT * ...): no parameter (a SELECT 1 binds its 1, and psycopg parses a
+    # statement of over 50 parameters again on every execution).
+    exists_guard = exists().select_from(guard) if guard is not None else true()
     statement = write.statement
     if isinstance(statement, Insert):
         columns = list(write.params)
