@@ -19,7 +19,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.crypto.keystore import KeyStore, PublicKey
 from app.crypto.secrets import OtpBinding
-from app.db import after_commit, keep_changes
+from app.db import after_commit, keep_changes, status_constant
 from app.errors import (
     CredentialLocked,
     CredentialNotActive,
@@ -39,7 +39,10 @@ from app.settings import Settings
 # (a partial unique index keeps it to one), reported as locked rather than missing.
 SIGNING_CREDENTIAL: ColumnElement[bool] = and_(
     Credential.medium == Medium.ROAMING,
-    Credential.status.in_([CredentialStatus.ACTIVE, CredentialStatus.LOCKED]),
+    # Constants in the SQL text: a list of values would be rendered into it at every execution.
+    Credential.status.in_(
+        [status_constant(CredentialStatus.ACTIVE), status_constant(CredentialStatus.LOCKED)]
+    ),
 )
 
 

@@ -64,7 +64,7 @@ _MOVE_HEAD = (
         _HEADS.c.mac == bindparam("head_previous_mac"),
     )
     .values(seq=bindparam("head_seq"), mac=bindparam("head_mac"))
-    .returning(_HEADS.c.chain)
+    .returning(_HEADS.c.chain, _HEADS.c.seq, _HEADS.c.mac)
 )
 # The columns an event is written with (all but its id).
 EVENT_COLUMNS = (
@@ -84,13 +84,21 @@ EVENT_COLUMNS = (
 # statement (a data-modifying WITH), all done only if the head moved. The event's parameters
 # are prefixed: unprefixed ones named like a head column (chain, seq, mac) would be added to
 # the UPDATE's SET.
+# The event's chain, seq and mac are the head's as it moved (RETURNING): three parameters fewer
+# in every write (psycopg parses a statement of over 50 parameters again on every execution).
 _MOVED_HEAD = _MOVE_HEAD.cte("moved_head")
+_HEAD_COLUMNS = ("chain", "seq", "mac")
 _EVENT_AFTER_MOVE = (
     insert(_EVENTS)
     .from_select(
         list(EVENT_COLUMNS),
         select(
-            *(bindparam(f"event_{name}", type_=_EVENTS.c[name].type) for name in EVENT_COLUMNS)
+            *(
+                _MOVED_HEAD.c[name]
+                if name in _HEAD_COLUMNS
+                else bindparam(f"event_{name}", type_=_EVENTS.c[name].type)
+                for name in EVENT_COLUMNS
+            )
         ).select_from(_MOVED_HEAD),
     )
     .returning(_EVENTS.c.id)
@@ -289,7 +297,11 @@ class AuditLog:
         }
         try:
             if connection.dialect.name == "postgresql":
-                row = {f"event_{name}": getattr(event, name) for name in EVENT_COLUMNS}
+                row = {
+                    f"event_{name}": getattr(event, name)
+                    for name in EVENT_COLUMNS
+                    if name not in _HEAD_COLUMNS
+                }
                 params = row | head | prefixed_params(together)
                 found: int | None = connection.execute(
                     _together(together), params

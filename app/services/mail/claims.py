@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import Write, status_constant
@@ -27,9 +27,10 @@ _MARK_SENT = (
     .values(
         status=OutboxStatus.SENT,
         sent_at=bindparam("sent_at"),
-        sealed_message=None,
-        lease_until=None,
-        last_error=None,
+        # NULL in the SQL text, not three parameters (each one costs at every execution).
+        sealed_message=null(),
+        lease_until=null(),
+        last_error=null(),
     )
 )
 
