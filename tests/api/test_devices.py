@@ -413,6 +413,7 @@ async def test_a_new_device_on_any_platform_deactivates_the_previous_one(
 ) -> None:
     android = await active_app(client, runtime, person)
     assert (await fetch(client, android, clock)).status_code == 200
+    clock.advance(seconds=1)  # its notice the later one: last_mail orders by time
     iphone, code = await registered_app(
         client, runtime, person, platform="ios", os_version="17.4", model="iPhone 15"
     )

@@ -167,6 +167,8 @@ def test_the_audit_trail_filtered_paged_and_verified(runtime: Runtime, factory: 
     assert broken.first_broken.event_id == tampered
     with runtime.sessions() as session:
         asked = session.scalars(
-            select(AuditEvent.outcome).where(AuditEvent.action == "audit.verified")
+            select(AuditEvent.outcome)
+            .where(AuditEvent.action == "audit.verified")
+            .order_by(AuditEvent.id)
         ).all()
     assert asked == ["intact", "broken"]
