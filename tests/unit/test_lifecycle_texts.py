@@ -98,7 +98,10 @@ def test_a_token_mac_is_bound_to_purpose_and_subject() -> None:
 
 
 def test_times_are_the_person_s_with_the_zone_named() -> None:
-    assert timestamp(WHEN) == "2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)"
+    assert (
+        timestamp(WHEN, ZoneInfo("Asia/Kuala_Lumpur"))
+        == "2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)"
+    )
     assert timestamp(WHEN, ZoneInfo("UTC")) == "2026-11-27 10:00:00 (UTC+00:00, UTC)"
 
 

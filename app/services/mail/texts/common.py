@@ -5,19 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-# E-mails speak the person's time, the zone named: settings.timezone, which app.runtime builds
-# once into the `NoticeContext` (app.services.mail.notices) that renders every notice.
-DEFAULT_TIME_ZONE = ZoneInfo("Asia/Kuala_Lumpur")
-
 
 def mask_email(address: str) -> str:
     local, _, domain = address.partition("@")
     return f"{local[:1]}***@{domain}"
 
 
-def timestamp(moment: datetime, zone: ZoneInfo = DEFAULT_TIME_ZONE) -> str:
+def timestamp(moment: datetime, zone: ZoneInfo) -> str:
     """`2026-11-27 18:00:00 (UTC+08:00, Asia/Kuala_Lumpur)`: the local time, its offset and
-    the zone's name. The notices always give their zone (the default serves the pages)."""
+    the zone's name. E-mails and pages speak the person's time: settings.timezone, built once
+    into app.runtime's `NoticeContext`. No default zone: one would quietly ignore the setting."""
     local = moment.astimezone(zone)
     offset = local.strftime("%z")
     return f"{local:%Y-%m-%d %H:%M:%S} (UTC{offset[:3]}:{offset[3:]}, {zone.key})"
